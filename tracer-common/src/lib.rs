@@ -1,0 +1,222 @@
+//! Types shared by the eBPF programs and the loader.
+//!
+//! Everything here is `#[repr(C)]` and plain old data: the eBPF side writes
+//! these bytes into the ring buffer (or reads them from a global), the loader
+//! reads them back on the same machine, so layout is the only contract.
+#![no_std]
+
+/// Marker for an absent kernel struct member in [`Offsets`]: the running
+/// kernel's BTF has no such field (a config option is off, or the field was
+/// renamed), so the eBPF side must not read it and the record marks it absent.
+pub const ABSENT: u32 = u32::MAX;
+
+/// Byte offsets of the kernel struct members the probes read, resolved from
+/// `/sys/kernel/btf/vmlinux` by the loader at run time and handed to the eBPF
+/// programs as the `OFFSETS` global. Nothing kernel-specific is compiled into
+/// the eBPF object.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    // struct task_struct
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_real_parent: u32,
+    pub task_group_leader: u32,
+    pub task_start_time: u32,
+    pub task_signal: u32,
+    pub task_cred: u32,
+    pub task_exit_signal: u32,
+    pub task_nvcsw: u32,
+    pub task_nivcsw: u32,
+    /// `task_struct.ioac` (CONFIG_TASK_XACCT); ABSENT when missing.
+    pub task_ioac: u32,
+    // struct signal_struct
+    pub signal_live: u32,
+    pub signal_tty: u32,
+    pub signal_maxrss: u32,
+    pub signal_nvcsw: u32,
+    pub signal_nivcsw: u32,
+    pub signal_ioac: u32,
+    /// `signal_struct.pacct` plus the member offsets inside `pacct_struct`.
+    pub signal_pacct: u32,
+    pub pacct_flag: u32,
+    pub pacct_exitcode: u32,
+    pub pacct_mem: u32,
+    pub pacct_utime: u32,
+    pub pacct_stime: u32,
+    pub pacct_minflt: u32,
+    pub pacct_majflt: u32,
+    // struct task_io_accounting (members may be absent without TASK_XACCT /
+    // TASK_IO_ACCOUNTING)
+    pub ioac_rchar: u32,
+    pub ioac_wchar: u32,
+    pub ioac_read_bytes: u32,
+    pub ioac_write_bytes: u32,
+    // struct cred: kuid_t/kgid_t are `{ u32 val }`, so the member offset is
+    // the value's offset.
+    pub cred_uid: u32,
+    pub cred_gid: u32,
+    // struct tty_struct / struct tty_driver, for the tty's dev_t
+    pub tty_driver: u32,
+    pub tty_index: u32,
+    pub driver_major: u32,
+    pub driver_minor_start: u32,
+}
+
+impl Offsets {
+    /// All offsets absent: what the eBPF object carries until the loader
+    /// fills it in.
+    pub const fn absent() -> Self {
+        Self {
+            task_pid: ABSENT,
+            task_tgid: ABSENT,
+            task_comm: ABSENT,
+            task_real_parent: ABSENT,
+            task_group_leader: ABSENT,
+            task_start_time: ABSENT,
+            task_signal: ABSENT,
+            task_cred: ABSENT,
+            task_exit_signal: ABSENT,
+            task_nvcsw: ABSENT,
+            task_nivcsw: ABSENT,
+            task_ioac: ABSENT,
+            signal_live: ABSENT,
+            signal_tty: ABSENT,
+            signal_maxrss: ABSENT,
+            signal_nvcsw: ABSENT,
+            signal_nivcsw: ABSENT,
+            signal_ioac: ABSENT,
+            signal_pacct: ABSENT,
+            pacct_flag: ABSENT,
+            pacct_exitcode: ABSENT,
+            pacct_mem: ABSENT,
+            pacct_utime: ABSENT,
+            pacct_stime: ABSENT,
+            pacct_minflt: ABSENT,
+            pacct_majflt: ABSENT,
+            ioac_rchar: ABSENT,
+            ioac_wchar: ABSENT,
+            ioac_read_bytes: ABSENT,
+            ioac_write_bytes: ABSENT,
+            cred_uid: ABSENT,
+            cred_gid: ABSENT,
+            tty_driver: ABSENT,
+            tty_index: ABSENT,
+            driver_major: ABSENT,
+            driver_minor_start: ABSENT,
+        }
+    }
+}
+
+/// Run-time settings for the eBPF programs, the `CONFIG` global.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// 1: the `sched_process_exit` tracepoint passes `group_dead` as its
+    /// second argument (kernels >= 6.16); 0: derive it from `signal->live`.
+    pub exit_tp_has_group_dead: u32,
+    /// 1: emit only thread groups in the `TRACKED` map (`tracer run`).
+    pub follow_tracked: u32,
+    /// Wake the reader only once this many bytes wait in the ring; below
+    /// it, records are submitted without a wakeup and the loader's timer
+    /// collects them.
+    pub wakeup_bytes: u64,
+}
+
+/// Bits of [`ExitRecord::present`]: which optional fields the kernel had.
+pub mod present {
+    pub const MAXRSS: u32 = 1 << 0;
+    pub const IO_CHARS: u32 = 1 << 1;
+    pub const IO_BYTES: u32 = 1 << 2;
+    pub const CSW: u32 = 1 << 3;
+}
+
+/// `ExitRecord::kind`: room for other event kinds in the same ring.
+pub const RECORD_EXIT: u32 = 1;
+
+/// Index of the per-CPU counter of ring reservations that failed (`LOST`).
+pub const LOST_RING_FULL: u32 = 0;
+/// Number of per-CPU counters in `LOST`.
+pub const LOST_COUNTERS: u32 = 1;
+
+/// One thread group's death: every input of the kernel's `fill_ac()` (kernel
+/// acct.c) taken at the same point of `do_exit()`, kept raw so userspace can
+/// both reproduce acct_v3 exactly and give exact figures.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitRecord {
+    /// [`RECORD_EXIT`].
+    pub kind: u32,
+    /// [`present`] bits.
+    pub present: u32,
+    /// Thread group id (the process id) in the initial pid namespace.
+    pub pid: u32,
+    /// Id of the thread whose exit ended the group.
+    pub tid: u32,
+    /// `real_parent`'s tgid at exit time, as the kernel's ac_ppid.
+    pub ppid: u32,
+    /// Real uid and gid (`cred->uid`, `cred->gid`).
+    pub uid: u32,
+    pub gid: u32,
+    /// `signal->pacct.ac_flag`: AFORK, ASU, ACORE, AXSIG.
+    pub ac_flag: u32,
+    /// `signal->pacct.ac_exitcode`: the leader's `do_exit()` code
+    /// (status << 8 | 0x80 core | signal).
+    pub exit_code: u32,
+    /// Signal the group leader sends its parent on death (`exit_signal`),
+    /// -1 when none.
+    pub exit_signal: i32,
+    /// Controlling tty as the kernel's `dev_t` (MKDEV(major, minor)), 0 none.
+    pub tty_dev: u32,
+    pub _pad: u32,
+    /// `group_leader->start_time`: CLOCK_MONOTONIC ns.
+    pub start_ns: u64,
+    /// CLOCK_MONOTONIC ns when the record was taken.
+    pub exit_ns: u64,
+    /// Group CPU time in ns (`pacct.ac_utime`, `ac_stime`).
+    pub utime_ns: u64,
+    pub stime_ns: u64,
+    /// Virtual memory size in KiB at group death (`pacct.ac_mem`).
+    pub mem_kb: u64,
+    pub minflt: u64,
+    pub majflt: u64,
+    /// `signal->maxrss` in pages (high-water RSS).
+    pub maxrss_pages: u64,
+    /// `ioac.rchar`/`wchar` (bytes passed to read/write-like syscalls) and
+    /// `read_bytes`/`write_bytes` (storage I/O): group totals so far plus
+    /// the last thread's own.
+    pub rchar: u64,
+    pub wchar: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    /// Voluntary and involuntary context switches, group plus last thread.
+    pub nvcsw: u64,
+    pub nivcsw: u64,
+    /// cgroup v2 id of the last thread.
+    pub cgroup_id: u64,
+    /// `comm` of the last thread, NUL padded.
+    pub comm: [u8; 16],
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: both are #[repr(C)] with only integer fields and no padding
+    // the compiler inserts (explicit `_pad`), so any bit pattern is valid.
+    unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::ExitRecord {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<ExitRecord>(), 12 * 4 + 15 * 8 + 16);
+        assert_eq!(core::mem::size_of::<ExitRecord>() % 8, 0);
+        assert_eq!(core::mem::size_of::<Offsets>(), 36 * 4);
+        assert_eq!(core::mem::size_of::<Config>(), 16);
+    }
+}
