@@ -137,8 +137,11 @@ pub const RECORD_EXIT: u32 = 1;
 
 /// Index of the per-CPU counter of ring reservations that failed (`LOST`).
 pub const LOST_RING_FULL: u32 = 0;
+/// Index of the per-CPU counter of groups `tracer run` could not follow
+/// because the `TRACKED` map was full (their exits are lost).
+pub const LOST_TRACK_FULL: u32 = 1;
 /// Number of per-CPU counters in `LOST`.
-pub const LOST_COUNTERS: u32 = 1;
+pub const LOST_COUNTERS: u32 = 2;
 
 /// One thread group's death: every input of the kernel's `fill_ac()` (kernel
 /// acct.c) taken at the same point of `do_exit()`, kept raw so userspace can

@@ -1,1 +1,291 @@
+//! The probes: one record per thread group death, in the ring buffer.
+//!
+//! Every exit path (tp_btf `sched_process_exit`, fentry or kprobe on
+//! `acct_process`) ends in [`emit_exit`], which reads the same `signal->pacct`
+//! the kernel's `fill_ac()` reads. Kernel struct offsets come from the
+//! `OFFSETS` global that the loader fills in from BTF: this object carries
+//! nothing specific to one kernel build.
 #![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf,
+    },
+    macros::{btf_tracepoint, fentry, kprobe, map},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext},
+};
+use tracer_common::{
+    present, Config, ExitRecord, Offsets, ABSENT, LOST_COUNTERS, LOST_RING_FULL, LOST_TRACK_FULL,
+    RECORD_EXIT,
+};
+
+/// Filled in by the loader before load (`EbpfLoader::set_global`).
+#[no_mangle]
+static OFFSETS: Offsets = Offsets::absent();
+#[no_mangle]
+static CONFIG: Config = Config {
+    exit_tp_has_group_dead: 0,
+    follow_tracked: 0,
+    wakeup_bytes: 0,
+};
+
+/// Exit records. The loader sets the size (`--ring-size`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Per-CPU counters of records that could not be delivered.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_COUNTERS, 0);
+
+/// Thread groups `tracer run` follows: the command, then every group created
+/// by a tracked one (see `follow_fork`). Keyed by tgid.
+#[map]
+static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(1 << 16, 0);
+
+#[inline(always)]
+fn offsets() -> Offsets {
+    // SAFETY: a plain read of our own global; volatile so the compiler
+    // cannot fold in the placeholder values the object is built with.
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+#[inline(always)]
+fn config() -> Config {
+    // SAFETY: as in `offsets`.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// Reads a u64 at `base + off` from kernel memory: 0 when the field is
+/// absent on this kernel, the base is NULL or the read faults. Not inlined:
+/// one small function keeps the programs short and the verifier's job simple.
+#[inline(never)]
+fn read_u64(base: u64, off: u32) -> u64 {
+    if off == ABSENT || base == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_kernel validates the address; a bad one is an
+    // error, not a fault.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const u64) }.unwrap_or(0)
+}
+
+/// As [`read_u64`], for 32-bit members.
+#[inline(never)]
+fn read_u32(base: u64, off: u32) -> u32 {
+    if off == ABSENT || base == 0 {
+        return 0;
+    }
+    // SAFETY: as in read_u64.
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const u32) }.unwrap_or(0)
+}
+
+/// Address of a member (for nested structs), 0 when absent.
+#[inline(always)]
+fn member(base: u64, off: u32) -> u64 {
+    if off == ABSENT || base == 0 {
+        0
+    } else {
+        base + off as u64
+    }
+}
+
+#[inline(always)]
+fn count_lost(counter: u32) {
+    if let Some(n) = LOST.get_ptr_mut(counter) {
+        // SAFETY: per-CPU slot, and tracing programs do not nest on one CPU
+        // for the same hook; a rare lost increment under nesting is the
+        // worst case.
+        unsafe { *n += 1 };
+    }
+}
+
+#[inline(always)]
+fn current_tgid() -> u32 {
+    (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// Writes the record for the dying thread group of `task` (the current task).
+#[inline(never)]
+fn emit_exit(task: u64) {
+    let off = offsets();
+    let cfg = config();
+    let tgid = current_tgid();
+    if cfg.follow_tracked != 0 {
+        // SAFETY: the value is a u8 we never hold a reference to across calls.
+        if unsafe { TRACKED.get(&tgid) }.is_none() {
+            return;
+        }
+        let _ = TRACKED.remove(&tgid);
+    }
+
+    let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
+        count_lost(LOST_RING_FULL);
+        return;
+    };
+    let r = entry.as_mut_ptr();
+    let signal = read_u64(task, off.task_signal);
+    let leader = read_u64(task, off.task_group_leader);
+    let parent = read_u64(task, off.task_real_parent);
+    let cred = read_u64(task, off.task_cred);
+    let pacct = member(signal, off.signal_pacct);
+    let sig_io = member(signal, off.signal_ioac);
+    let task_io = member(task, off.task_ioac);
+
+    // Presence is a property of the kernel's layout, known from the offsets.
+    let mut present_bits = 0u32;
+    if off.signal_maxrss != ABSENT {
+        present_bits |= present::MAXRSS;
+    }
+    if sig_io != 0 && task_io != 0 && off.ioac_rchar != ABSENT && off.ioac_wchar != ABSENT {
+        present_bits |= present::IO_CHARS;
+    }
+    if sig_io != 0
+        && task_io != 0
+        && off.ioac_read_bytes != ABSENT
+        && off.ioac_write_bytes != ABSENT
+    {
+        present_bits |= present::IO_BYTES;
+    }
+    if off.signal_nvcsw != ABSENT && off.task_nvcsw != ABSENT {
+        present_bits |= present::CSW;
+    }
+
+    // The controlling tty as dev_t, as tty_devnum() computes it.
+    let tty = read_u64(signal, off.signal_tty);
+    let tty_dev = if tty == 0 {
+        0
+    } else {
+        let driver = read_u64(tty, off.tty_driver);
+        let major = read_u32(driver, off.driver_major);
+        let minor_start = read_u32(driver, off.driver_minor_start);
+        let index = read_u32(tty, off.tty_index);
+        ((major << 20) | minor_start).wrapping_add(index)
+    };
+
+    // SAFETY: `r` points into our reserved, exclusively owned ring slot;
+    // every field is written before submit.
+    unsafe {
+        (*r).kind = RECORD_EXIT;
+        (*r).present = present_bits;
+        (*r).pid = tgid;
+        (*r).tid = read_u32(task, off.task_pid);
+        (*r).ppid = read_u32(parent, off.task_tgid);
+        (*r).uid = read_u32(cred, off.cred_uid);
+        (*r).gid = read_u32(cred, off.cred_gid);
+        (*r).ac_flag = read_u32(pacct, off.pacct_flag);
+        // `long ac_exitcode`: the low half on a little-endian machine.
+        (*r).exit_code = read_u32(pacct, off.pacct_exitcode);
+        (*r).exit_signal = read_u32(leader, off.task_exit_signal) as i32;
+        (*r).tty_dev = tty_dev;
+        (*r)._pad = 0;
+        (*r).start_ns = read_u64(leader, off.task_start_time);
+        (*r).exit_ns = bpf_ktime_get_ns();
+        (*r).utime_ns = read_u64(pacct, off.pacct_utime);
+        (*r).stime_ns = read_u64(pacct, off.pacct_stime);
+        (*r).mem_kb = read_u64(pacct, off.pacct_mem);
+        (*r).minflt = read_u64(pacct, off.pacct_minflt);
+        (*r).majflt = read_u64(pacct, off.pacct_majflt);
+        (*r).maxrss_pages = read_u64(signal, off.signal_maxrss);
+        // Group totals so far plus this last thread's own: other threads
+        // folded theirs into signal_struct when they were released.
+        (*r).rchar = read_u64(sig_io, off.ioac_rchar) + read_u64(task_io, off.ioac_rchar);
+        (*r).wchar = read_u64(sig_io, off.ioac_wchar) + read_u64(task_io, off.ioac_wchar);
+        (*r).read_bytes =
+            read_u64(sig_io, off.ioac_read_bytes) + read_u64(task_io, off.ioac_read_bytes);
+        (*r).write_bytes =
+            read_u64(sig_io, off.ioac_write_bytes) + read_u64(task_io, off.ioac_write_bytes);
+        (*r).nvcsw = read_u64(signal, off.signal_nvcsw) + read_u64(task, off.task_nvcsw);
+        (*r).nivcsw = read_u64(signal, off.signal_nivcsw) + read_u64(task, off.task_nivcsw);
+        (*r).cgroup_id = bpf_get_current_cgroup_id();
+        (*r).comm = [0; 16];
+        if off.task_comm != ABSENT {
+            let _ = bpf_probe_read_kernel_buf(
+                (task + off.task_comm as u64) as *const u8,
+                &mut (*r).comm,
+            );
+        }
+    }
+
+    // Wake the reader only when enough has piled up; below that the
+    // loader's timer collects records, so a wakeup is not paid per record.
+    let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
+    let flags = if waiting >= cfg.wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
+}
+
+/// `sched_process_exit(struct task_struct *p[, bool group_dead])`: runs for
+/// every exiting thread, after `acct_collect()` has folded the thread's
+/// times into `signal->pacct` (on every kernel version).
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
+    let task = ctx.arg::<u64>(0);
+    let group_dead = if config().exit_tp_has_group_dead != 0 {
+        ctx.arg::<u64>(1) & 0xff != 0
+    } else {
+        // Before 6.16 the tracepoint has no group_dead; do_exit() has
+        // already decremented signal->live, so 0 means the group is dead.
+        let off = offsets();
+        let signal = read_u64(task, off.task_signal);
+        signal != 0 && read_u32(signal, off.signal_live) == 0
+    };
+    if group_dead {
+        emit_exit(task);
+    }
+    0
+}
+
+/// `acct_process()`: the kernel's own accounting hook, called exactly once per
+/// dead group, with current as the last thread.
+#[fentry(function = "acct_process")]
+pub fn exit_fentry(_ctx: FEntryContext) -> i32 {
+    // SAFETY: the helper returns current's task_struct address.
+    emit_exit(unsafe { bpf_get_current_task() });
+    0
+}
+
+#[kprobe(function = "acct_process")]
+pub fn exit_kprobe(_ctx: ProbeContext) -> u32 {
+    // SAFETY: as in exit_fentry.
+    emit_exit(unsafe { bpf_get_current_task() });
+    0
+}
+
+/// `sched_process_fork(parent, child)`: for `tracer run`, a group created by
+/// a tracked group is tracked too. Runs before the child is first scheduled,
+/// so no exit of it can be missed; creation, not parentage, decides, so
+/// reparenting and CLONE_PARENT do not lose anyone.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn follow_fork(ctx: BtfTracePointContext) -> i32 {
+    if config().follow_tracked == 0 {
+        return 0;
+    }
+    let parent_tgid = current_tgid();
+    // SAFETY: see `emit_exit`.
+    if unsafe { TRACKED.get(&parent_tgid) }.is_none() {
+        return 0;
+    }
+    let child = ctx.arg::<u64>(1);
+    let child_tgid = read_u32(child, offsets().task_tgid);
+    if child_tgid != 0
+        && child_tgid != parent_tgid && TRACKED.insert(&child_tgid, &1, 0).is_err() {
+        count_lost(LOST_TRACK_FULL);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

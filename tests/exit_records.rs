@@ -1,0 +1,331 @@
+//! Privileged integration tests: the records `tracer` writes must be
+//! identical to the ones the kernel's own BSD process accounting writes for
+//! the same processes (run under `accton` at the same time).
+//!
+//! These need root, BPF, kernel BTF and `accton`; without them they print
+//! `skipped: ...` and pass, except under `CI=true` where they fail.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+const ALL: Needs = Needs {
+    bpf: true,
+    accton: true,
+    cc: true,
+};
+
+fn tracer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tracer"))
+}
+
+/// Runs the workload's checks and the comparison on the two files.
+fn check_workload_records(
+    kernel_file: &Path,
+    ours_file: &Path,
+    workload_stdout: &[u8],
+    whole_ours: bool,
+) {
+    let (root, labels) = parse_labels(workload_stdout);
+    let kernel_all = read_records(kernel_file);
+    let ours_all = read_records(ours_file);
+    assert_unique_pids(&kernel_all, "kernel's file");
+    assert_unique_pids(&ours_all, "our file");
+
+    let kernel = select_tree(&kernel_all, root, "workload");
+    eprintln!(
+        "kernel: {} records in the window, {} in the workload's tree (root pid {root})",
+        kernel_all.len(),
+        kernel.len()
+    );
+    assert_workload_coverage(&kernel, &labels);
+
+    // In run mode, our file must hold exactly the workload's tree and
+    // nothing else; in record mode it is system-wide, so select the same way.
+    let ours = if whole_ours {
+        by_pid(&ours_all)
+    } else {
+        select_tree(&ours_all, root, "workload")
+    };
+    compare_records(&kernel, &ours, &labels);
+}
+
+#[test]
+fn run_mode_matches_kernel_acct() {
+    const NAME: &str = "run_mode_matches_kernel_acct";
+    if !require_privileges(NAME, ALL) {
+        return;
+    }
+    let _lock = acct_lock();
+    let dir = TempDir::new("run");
+    let workload = compile_workload(&dir);
+    let kernel_file = dir.join("kernel.acct");
+    let ours_file = dir.join("ours.acct");
+
+    let acct = Accounting::on(&kernel_file);
+    let out = run_with_timeout(
+        tracer()
+            .arg("run")
+            .arg("--acct-file")
+            .arg(&ours_file)
+            .arg("--")
+            .arg(&workload),
+        Duration::from_secs(120),
+    );
+    acct.off();
+
+    eprintln!("tracer stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "`tracer run -- workload` must exit with the workload's status (0)\n{}",
+        describe_output(&out)
+    );
+    check_workload_records(&kernel_file, &ours_file, &out.stdout, true);
+}
+
+#[test]
+fn record_mode_matches_kernel_acct() {
+    const NAME: &str = "record_mode_matches_kernel_acct";
+    if !require_privileges(NAME, ALL) {
+        return;
+    }
+    let _lock = acct_lock();
+    let dir = TempDir::new("record");
+    let workload = compile_workload(&dir);
+    let kernel_file = dir.join("kernel.acct");
+    let ours_file = dir.join("ours.acct");
+
+    let child = tracer()
+        .arg("record")
+        .arg("--acct-file")
+        .arg(&ours_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting `tracer record`");
+    let mut tracer_proc = ChildGuard(child);
+    let (lines, stderr_thread) = line_reader(tracer_proc.0.stderr.take().expect("stderr"));
+
+    // Wait for the probes to be attached.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("tracer: recording") => break,
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                drop(tracer_proc);
+                panic!(
+                    "`tracer record` did not print `tracer: recording` within 30 s; stderr:\n{}",
+                    stderr_thread.join().unwrap_or_default()
+                );
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = tracer_proc.wait_timeout(Duration::from_secs(5));
+                panic!(
+                    "`tracer record` closed stderr before `tracer: recording` (status {status:?}); stderr:\n{}",
+                    stderr_thread.join().unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    let acct = Accounting::on(&kernel_file);
+    let out = run_with_timeout(&mut Command::new(&workload), Duration::from_secs(60));
+    acct.off();
+
+    // SAFETY: kill(2) on the pid of our own, not yet reaped, child.
+    let rc = unsafe { libc::kill(tracer_proc.pid() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0, "kill(SIGINT): {}", std::io::Error::last_os_error());
+    let status = tracer_proc.wait_timeout(Duration::from_secs(30));
+    drop(tracer_proc);
+    let tracer_stderr = stderr_thread.join().unwrap_or_default();
+    eprintln!("tracer stderr:\n{tracer_stderr}");
+    let status = status.unwrap_or_else(|| {
+        panic!("`tracer record` did not exit within 30 s of SIGINT; stderr:\n{tracer_stderr}")
+    });
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "`tracer record` must exit 0 after SIGINT ({status}); stderr:\n{tracer_stderr}"
+    );
+    assert!(
+        out.status.success(),
+        "the workload failed\n{}",
+        describe_output(&out)
+    );
+    check_workload_records(&kernel_file, &ours_file, &out.stdout, false);
+}
+
+#[test]
+fn run_exit_status_propagates() {
+    const NAME: &str = "run_exit_status_propagates";
+    if !require_privileges(
+        NAME,
+        Needs {
+            bpf: true,
+            ..Needs::default()
+        },
+    ) {
+        return;
+    }
+    let dir = TempDir::new("status");
+    for (script, want_status, want_exitcode) in
+        [("exit 7", 7, 7u32 << 8), ("kill -TERM $$", 128 + 15, 15u32)]
+    {
+        let file = dir.join("status.acct");
+        let _ = std::fs::remove_file(&file);
+        let out = run_with_timeout(
+            tracer()
+                .arg("run")
+                .arg("--acct-file")
+                .arg(&file)
+                .args(["--", "/bin/sh", "-c", script]),
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(want_status),
+            "`tracer run -- /bin/sh -c '{script}'` must exit {want_status}\n{}",
+            describe_output(&out)
+        );
+        // The one record written is the shell's, with the kernel's encoding
+        // of how it ended.
+        let records = read_records(&file);
+        assert!(
+            records
+                .iter()
+                .any(|r| r.comm_str() == "sh" && r.exitcode == want_exitcode),
+            "no `sh` record with ac_exitcode {want_exitcode:#x} for '{script}': {records:#?}"
+        );
+    }
+}
+
+/// The value of the first `"pid":` key of a JSON line.
+fn json_pid(line: &str) -> Option<u32> {
+    let at = line.find("\"pid\":")? + "\"pid\":".len();
+    let digits: String = line[at..]
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[test]
+fn dump_reads_kernel_file() {
+    const NAME: &str = "dump_reads_kernel_file";
+    if !require_privileges(
+        NAME,
+        Needs {
+            accton: true,
+            ..Needs::default()
+        },
+    ) {
+        return;
+    }
+    let dir = TempDir::new("dump");
+    let kernel_file = dir.join("kernel.acct");
+    {
+        let _lock = acct_lock();
+        let acct = Accounting::on(&kernel_file);
+        for args in [
+            &["-c", "exit 3"][..],
+            &["-c", "kill -KILL $$"],
+            &["-c", "true"],
+        ] {
+            let _ = Command::new("/bin/sh").args(args).status();
+        }
+        let _ = Command::new("/bin/true").status();
+        acct.off();
+    }
+    let records = read_records(&kernel_file);
+    assert!(
+        records.len() >= 4,
+        "expected at least 4 kernel records, got {}",
+        records.len()
+    );
+
+    // NDJSON: one line per record, in file order, with the right pid.
+    let out = run_with_timeout(
+        tracer().arg("dump").arg("--json").arg(&kernel_file),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "`tracer dump --json` failed\n{}",
+        describe_output(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let size = std::fs::metadata(&kernel_file).expect("stat").len();
+    assert_eq!(
+        lines.len() as u64,
+        size / 64,
+        "one NDJSON line per 64-byte record expected\n{text}"
+    );
+    for (i, (line, rec)) in lines.iter().zip(&records).enumerate() {
+        assert_eq!(
+            json_pid(line),
+            Some(rec.pid),
+            "record {i}: \"pid\" must be ac_pid {} (comm {:?}); line: {line}",
+            rec.pid,
+            rec.comm_str()
+        );
+    }
+
+    // The table form decodes it too.
+    let out = run_with_timeout(
+        tracer().arg("dump").arg(&kernel_file),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success() && !out.stdout.is_empty(),
+        "`tracer dump` failed\n{}",
+        describe_output(&out)
+    );
+
+    // A truncated copy: an error naming the file and the offset.
+    let bytes = std::fs::read(&kernel_file).expect("read");
+    let truncated = dir.join("truncated.acct");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 10]).expect("write");
+    let out = run_with_timeout(
+        tracer().arg("dump").arg(&truncated),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "`tracer dump` of a truncated file must fail\n{}",
+        describe_output(&out)
+    );
+    assert!(
+        stderr.contains(&truncated.display().to_string()) && stderr.contains("offset"),
+        "the error for a truncated file must name the file and the offset\n{}",
+        describe_output(&out)
+    );
+
+    // A directory and a missing file: errors naming the path.
+    let missing = dir.join("does-not-exist.acct");
+    for bad in [dir.path(), missing.as_path()] {
+        let out = run_with_timeout(tracer().arg("dump").arg(bad), Duration::from_secs(30));
+        assert!(
+            !out.status.success(),
+            "`tracer dump {}` must fail\n{}",
+            bad.display(),
+            describe_output(&out)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&bad.display().to_string()),
+            "the error must name {}\n{}",
+            bad.display(),
+            describe_output(&out)
+        );
+    }
+}

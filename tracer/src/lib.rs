@@ -1,0 +1,19 @@
+//! tracer: process-exit records equal to the kernel's BSD accounting, from
+//! eBPF.
+//!
+//! The data path, one module a step:
+//! probes (`probes`, the eBPF object, offsets from `btf`) → ring buffer of
+//! `tracer_common::ExitRecord` → `session` drains it → `event` decodes →
+//! `acct` encodes acct_v3 exactly as the kernel → `output` (table, JSON
+//! lines, acct file). `dump` reads acct files back; `exit_status` names
+//! how a process ended.
+
+pub mod acct;
+pub mod btf;
+pub mod cli;
+pub mod dump;
+pub mod event;
+pub mod exit_status;
+pub mod output;
+pub mod probes;
+pub mod session;

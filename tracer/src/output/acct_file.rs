@@ -1,0 +1,119 @@
+//! `--acct-file`: acct_v3 records byte-compatible with the kernel's, so
+//! `lastcomm -f`, `sa` and `dump-acct` read them.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, Write},
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::Sink;
+use crate::{
+    acct::{ACCT_VERSION, RECORD_SIZE},
+    event::ExitView,
+};
+
+pub struct AcctFile {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl AcctFile {
+    /// Opens for append; a new file is created 0600 (accounting records
+    /// say who ran what), and a symlink is never followed, so a planted
+    /// link cannot redirect root's writes.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    anyhow::anyhow!(
+                        "{}: is a symbolic link; refusing to follow it (give the real path)",
+                        path.display()
+                    )
+                } else {
+                    anyhow::Error::new(e).context(format!("cannot open {}", path.display()))
+                }
+            })?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            bail!("{}: not a regular file", path.display());
+        }
+        if meta.len() % RECORD_SIZE as u64 != 0 {
+            bail!(
+                "{}: its size ({} bytes) is not a whole number of 64-byte acct records; \
+                 refusing to append to what is not an acct v3 file",
+                path.display(),
+                meta.len()
+            );
+        }
+        if meta.len() > 0 {
+            let mut first = [0u8; 2];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut first, 0)
+                .or_else(|_| {
+                    // Opened write-only: read the version through a second handle.
+                    File::open(path).and_then(|f| {
+                        std::os::unix::fs::FileExt::read_exact_at(&f, &mut first, 0)
+                    })
+                })
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if first[1] & 0x7f != ACCT_VERSION {
+                bail!(
+                    "{}: not an acct v3 file (version byte {}); refusing to append",
+                    path.display(),
+                    first[1]
+                );
+            }
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            buf: Vec::with_capacity(RECORD_SIZE * 1024),
+        })
+    }
+
+    /// After a failed write, cut any partial record so the file stays a
+    /// whole number of records.
+    fn trim_partial(&self) {
+        if let Ok(meta) = self.file.metadata() {
+            let extra = meta.len() % RECORD_SIZE as u64;
+            if extra != 0 {
+                let _ = self.file.set_len(meta.len() - extra);
+            }
+        }
+    }
+}
+
+impl Sink for AcctFile {
+    fn exit(&mut self, ev: &ExitView<'_>) -> io::Result<()> {
+        self.buf.extend_from_slice(&ev.acct.to_bytes());
+        if self.buf.len() >= self.buf.capacity() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let res = self.file.write_all(&self.buf);
+        if res.is_err() {
+            self.trim_partial();
+        }
+        self.buf.clear();
+        res
+    }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+}

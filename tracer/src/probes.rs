@@ -1,0 +1,259 @@
+//! Loading and attaching the eBPF programs, and the maps they share with us.
+
+use std::fmt;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, KProbe},
+    Btf, Ebpf, EbpfLoader,
+};
+use tracer_common::{Config, LOST_RING_FULL, LOST_TRACK_FULL};
+
+use crate::btf::KernelLayout;
+
+/// The eBPF object, built by `cargo xtask build-ebpf` and committed, so that
+/// building the tool needs only stable Rust.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!("../ebpf/tracer.bpf.o");
+
+/// Where the exit record is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// fentry, else kprobe, else the tracepoint: the first that loads.
+    Auto,
+    /// fentry on `acct_process`, the kernel's own accounting hook.
+    Fentry,
+    /// kprobe on `acct_process`.
+    Kprobe,
+    /// tp_btf `sched_process_exit`: needs only BTF; works everywhere.
+    Tracepoint,
+}
+
+impl fmt::Display for AttachMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Fentry => "fentry/acct_process",
+            Self::Kprobe => "kprobe/acct_process",
+            Self::Tracepoint => "tp_btf/sched_process_exit",
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    pub attach: AttachMode,
+    /// Ring buffer size in bytes: a power of two, a multiple of the page size.
+    pub ring_bytes: u32,
+    /// Only thread groups created by tracked ones (`tracer run`).
+    pub follow_tracked: bool,
+}
+
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// Loaded and attached programs; detached when dropped.
+pub struct Probes {
+    ebpf: Ebpf,
+    /// The exit hook in use.
+    pub exit_hook: AttachMode,
+    /// Why the modes tried before `exit_hook` did not load (auto mode).
+    pub fallbacks: Vec<(AttachMode, String)>,
+}
+
+impl Probes {
+    pub fn load(opts: &ProbeOptions) -> Result<Self> {
+        preflight()?;
+        check_ring_size(opts.ring_bytes)?;
+        let layout = KernelLayout::from_running_kernel()?;
+        let btf = Btf::from_sys_fs().context("cannot read the kernel's BTF for the loader")?;
+        let config = Config {
+            exit_tp_has_group_dead: layout.exit_tp_has_group_dead.into(),
+            follow_tracked: opts.follow_tracked.into(),
+            // A quarter full wakes the reader; below that its timer drains.
+            wakeup_bytes: u64::from(opts.ring_bytes / 4),
+        };
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("OFFSETS", &layout.offsets, true)
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|e| explain_bpf_error(anyhow!(e)))
+            .context("cannot load the eBPF object")?;
+
+        let order = match opts.attach {
+            AttachMode::Auto => vec![AttachMode::Fentry, AttachMode::Kprobe, AttachMode::Tracepoint],
+            one => vec![one],
+        };
+        let mut fallbacks = Vec::new();
+        let mut exit_hook = None;
+        for mode in order {
+            match attach_exit(&mut ebpf, &btf, mode) {
+                Ok(()) => {
+                    exit_hook = Some(mode);
+                    break;
+                }
+                Err(e) => fallbacks.push((mode, format!("{e:#}"))),
+            }
+        }
+        let Some(exit_hook) = exit_hook else {
+            let (mode, why) = fallbacks.pop().expect("at least one mode was tried");
+            if opts.attach == AttachMode::Auto {
+                bail!("no exit hook could be attached; the last one tried, {mode}: {why}");
+            }
+            bail!(
+                "--attach {}: {mode} cannot be used on this kernel: {why}; \
+                 try --attach auto",
+                attach_flag(mode)
+            );
+        };
+        if opts.follow_tracked {
+            let prog: &mut BtfTracePoint = program(&mut ebpf, "follow_fork")?;
+            prog.load("sched_process_fork", &btf)
+                .map_err(|e| explain_bpf_error(anyhow!(e)))
+                .context("cannot load the fork tracker (tp_btf/sched_process_fork)")?;
+            prog.attach().context("cannot attach tp_btf/sched_process_fork")?;
+        }
+        Ok(Self {
+            ebpf,
+            exit_hook,
+            fallbacks,
+        })
+    }
+
+    /// The ring the exit records arrive in; can be taken once.
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").context("ring buffer already taken")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Follows this thread group (and, from now on, every group it creates).
+    pub fn track(&mut self, pid: u32) -> Result<()> {
+        let mut map: HashMap<_, u32, u8> =
+            HashMap::try_from(self.ebpf.map_mut("TRACKED").context("no TRACKED map")?)?;
+        map.insert(pid, 1, 0).context("cannot track the command's pid")?;
+        Ok(())
+    }
+
+    pub fn untrack(&mut self, pid: u32) -> Result<()> {
+        let mut map: HashMap<_, u32, u8> =
+            HashMap::try_from(self.ebpf.map_mut("TRACKED").context("no TRACKED map")?)?;
+        match map.remove(&pid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).context("cannot untrack"),
+        }
+    }
+
+    /// Thread groups still tracked: followed, but not dead yet.
+    pub fn tracked_alive(&self) -> Result<usize> {
+        let map: HashMap<_, u32, u8> =
+            HashMap::try_from(self.ebpf.map("TRACKED").context("no TRACKED map")?)?;
+        Ok(map.keys().filter(|k| k.is_ok()).count())
+    }
+
+    /// Records lost so far, all CPUs: (ring full, not followed because the
+    /// tracking map was full).
+    pub fn lost(&self) -> Result<(u64, u64)> {
+        let map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("LOST").context("no LOST map")?)?;
+        let sum = |i: u32| -> Result<u64> { Ok(map.get(&i, 0)?.iter().sum()) };
+        Ok((sum(LOST_RING_FULL)?, sum(LOST_TRACK_FULL)?))
+    }
+}
+
+fn attach_flag(mode: AttachMode) -> &'static str {
+    match mode {
+        AttachMode::Auto => "auto",
+        AttachMode::Fentry => "fentry",
+        AttachMode::Kprobe => "kprobe",
+        AttachMode::Tracepoint => "tracepoint",
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("the eBPF object has no program {name}"))?;
+    Ok(prog.try_into()?)
+}
+
+fn attach_exit(ebpf: &mut Ebpf, btf: &Btf, mode: AttachMode) -> Result<()> {
+    match mode {
+        AttachMode::Fentry => {
+            let prog: &mut FEntry = program(ebpf, "exit_fentry")?;
+            prog.load("acct_process", btf)
+                .map_err(|e| explain_bpf_error(anyhow!(e)))?;
+            prog.attach()?;
+        }
+        AttachMode::Kprobe => {
+            if !std::path::Path::new("/sys/kernel/debug/kprobes").exists()
+                && !kprobes_configured()
+            {
+                bail!("the kernel is built without kprobes (CONFIG_KPROBES)");
+            }
+            let prog: &mut KProbe = program(ebpf, "exit_kprobe")?;
+            prog.load().map_err(|e| explain_bpf_error(anyhow!(e)))?;
+            prog.attach("acct_process", 0)?;
+        }
+        AttachMode::Tracepoint => {
+            let prog: &mut BtfTracePoint = program(ebpf, "exit_tp_btf")?;
+            prog.load("sched_process_exit", btf)
+                .map_err(|e| explain_bpf_error(anyhow!(e)))?;
+            prog.attach()?;
+        }
+        AttachMode::Auto => unreachable!("auto is resolved by the caller"),
+    }
+    Ok(())
+}
+
+/// Whether the kernel config says kprobes exist; unknown counts as yes, and
+/// the attach itself gives the final answer.
+fn kprobes_configured() -> bool {
+    use std::io::Read as _;
+    let Ok(f) = std::fs::File::open("/proc/config.gz") else {
+        return true;
+    };
+    let mut text = String::new();
+    if flate2::read::GzDecoder::new(f).read_to_string(&mut text).is_err() {
+        return true;
+    }
+    text.lines().any(|l| l == "CONFIG_KPROBES=y")
+}
+
+fn check_ring_size(bytes: u32) -> Result<()> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u32;
+    if !bytes.is_power_of_two() || bytes < page {
+        bail!(
+            "ring size {bytes} bytes: must be a power of two and at least one page ({page} bytes)"
+        );
+    }
+    Ok(())
+}
+
+/// The checks that give one clear line instead of a verifier dump.
+fn preflight() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "tracer needs root to load eBPF programs (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN); \
+             run it with sudo"
+        );
+    }
+    Ok(())
+}
+
+fn explain_bpf_error(e: anyhow::Error) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("Operation not permitted") || text.contains("EPERM") {
+        e.context(
+            "the kernel refused the BPF program (EPERM): BPF may be disabled or restricted \
+             here (kernel.unprivileged_bpf_disabled, lockdown, or a BPF LSM policy)",
+        )
+    } else {
+        e
+    }
+}
