@@ -217,9 +217,9 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<ExitRecord>(), 12 * 4 + 15 * 8 + 16);
-        assert_eq!(core::mem::size_of::<ExitRecord>() % 8, 0);
-        assert_eq!(core::mem::size_of::<Offsets>(), 36 * 4);
-        assert_eq!(core::mem::size_of::<Config>(), 16);
+        assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 15 * 8 + 16);
+        assert_eq!(size_of::<ExitRecord>() % 8, 0);
+        assert_eq!(size_of::<Offsets>(), 36 * 4);
+        assert_eq!(size_of::<Config>(), 16);
     }
 }

@@ -60,9 +60,9 @@ impl KernelLayout {
             signal_nvcsw: signal.optional("nvcsw"),
             signal_nivcsw: signal.optional("nivcsw"),
             signal_ioac: signal.optional("ioac"),
-            signal_pacct: signal.required("pacct").context(
-                "the kernel has no process accounting (CONFIG_BSD_PROCESS_ACCT is off)",
-            )?,
+            signal_pacct: signal
+                .required("pacct")
+                .context("the kernel has no process accounting (CONFIG_BSD_PROCESS_ACCT is off)")?,
             pacct_flag: pacct.required("ac_flag")?,
             pacct_exitcode: pacct.required("ac_exitcode")?,
             pacct_mem: pacct.required("ac_mem")?,
@@ -105,7 +105,10 @@ pub fn tracepoint_arg_count(btf: &Btf, name: &str) -> Result<usize> {
             Type::FuncProto(proto) => return Ok(proto.parameters.len().saturating_sub(1)),
             Type::Typedef(ref t) => btf.resolve_chained_type(t)?,
             Type::Ptr(ref p) => btf.resolve_chained_type(p)?,
-            other => bail!("{typedef} is a {}, not a tracepoint prototype", other.name()),
+            other => bail!(
+                "{typedef} is a {}, not a tracepoint prototype",
+                other.name()
+            ),
         };
     }
     bail!("{typedef}: type chain too long")
@@ -159,7 +162,7 @@ fn find_member(btf: &Btf, st: &btf_rs::Struct, want: &str, base_bits: u32) -> Re
         let name = btf.resolve_name(m).unwrap_or_default();
         let bits = base_bits + m.bit_offset();
         if name == want {
-            if m.bitfield_size().is_some_and(|b| b != 0) || bits % 8 != 0 {
+            if m.bitfield_size().is_some_and(|b| b != 0) || !bits.is_multiple_of(8) {
                 bail!("member {want} is a bitfield; cannot read it");
             }
             return Ok(Some(bits / 8));
@@ -216,7 +219,9 @@ mod tests {
         ];
         let mut sorted = task_fields;
         sorted.sort();
-        sorted.windows(2).for_each(|w| assert_ne!(w[0], w[1], "{o:?}"));
+        sorted
+            .windows(2)
+            .for_each(|w| assert_ne!(w[0], w[1], "{o:?}"));
         assert!(task_fields.iter().all(|&f| f != ABSENT && f < 16384));
         // pid and tgid are adjacent pid_t members in every kernel.
         assert_eq!(o.task_tgid, o.task_pid + 4);

@@ -282,7 +282,10 @@ fn dump_files(files: &[PathBuf], json: bool) -> Result<i32> {
     let loaded = dump::load(files)?;
     let mut outputs = Outputs::default();
     if json {
-        outputs.push(Box::new(JsonLines::new(Target::Stdout, Target::Stdout.open()?)));
+        outputs.push(Box::new(JsonLines::new(
+            Target::Stdout,
+            Target::Stdout.open()?,
+        )));
     } else {
         outputs.push(Box::new(Table::new(Target::Stdout, Target::Stdout.open()?)));
     }

@@ -82,7 +82,11 @@ impl Probes {
             .context("cannot load the eBPF object")?;
 
         let order = match opts.attach {
-            AttachMode::Auto => vec![AttachMode::Fentry, AttachMode::Kprobe, AttachMode::Tracepoint],
+            AttachMode::Auto => vec![
+                AttachMode::Fentry,
+                AttachMode::Kprobe,
+                AttachMode::Tracepoint,
+            ],
             one => vec![one],
         };
         let mut fallbacks = Vec::new();
@@ -112,7 +116,8 @@ impl Probes {
             prog.load("sched_process_fork", &btf)
                 .map_err(|e| explain_bpf_error(anyhow!(e)))
                 .context("cannot load the fork tracker (tp_btf/sched_process_fork)")?;
-            prog.attach().context("cannot attach tp_btf/sched_process_fork")?;
+            prog.attach()
+                .context("cannot attach tp_btf/sched_process_fork")?;
         }
         Ok(Self {
             ebpf,
@@ -123,7 +128,10 @@ impl Probes {
 
     /// The ring the exit records arrive in; can be taken once.
     pub fn take_ring(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self.ebpf.take_map("EVENTS").context("ring buffer already taken")?;
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .context("ring buffer already taken")?;
         Ok(RingBuf::try_from(map)?)
     }
 
@@ -131,7 +139,8 @@ impl Probes {
     pub fn track(&mut self, pid: u32) -> Result<()> {
         let mut map: HashMap<_, u32, u8> =
             HashMap::try_from(self.ebpf.map_mut("TRACKED").context("no TRACKED map")?)?;
-        map.insert(pid, 1, 0).context("cannot track the command's pid")?;
+        map.insert(pid, 1, 0)
+            .context("cannot track the command's pid")?;
         Ok(())
     }
 
@@ -189,8 +198,7 @@ fn attach_exit(ebpf: &mut Ebpf, btf: &Btf, mode: AttachMode) -> Result<()> {
             prog.attach()?;
         }
         AttachMode::Kprobe => {
-            if !std::path::Path::new("/sys/kernel/debug/kprobes").exists()
-                && !kprobes_configured()
+            if !std::path::Path::new("/sys/kernel/debug/kprobes").exists() && !kprobes_configured()
             {
                 bail!("the kernel is built without kprobes (CONFIG_KPROBES)");
             }
@@ -217,7 +225,10 @@ fn kprobes_configured() -> bool {
         return true;
     };
     let mut text = String::new();
-    if flate2::read::GzDecoder::new(f).read_to_string(&mut text).is_err() {
+    if flate2::read::GzDecoder::new(f)
+        .read_to_string(&mut text)
+        .is_err()
+    {
         return true;
     }
     text.lines().any(|l| l == "CONFIG_KPROBES=y")

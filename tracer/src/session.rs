@@ -51,7 +51,11 @@ pub async fn pump(
     Ok(totals)
 }
 
-pub fn drain(ring: &mut RingBuf<MapData>, outputs: &mut Outputs, totals: &mut Totals) -> Result<()> {
+pub fn drain(
+    ring: &mut RingBuf<MapData>,
+    outputs: &mut Outputs,
+    totals: &mut Totals,
+) -> Result<()> {
     // One clock reading per batch: the realtime/monotonic offset only moves
     // when the wall clock is stepped.
     let clock = Clock::now();

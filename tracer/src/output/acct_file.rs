@@ -47,7 +47,7 @@ impl AcctFile {
         if !meta.is_file() {
             bail!("{}: not a regular file", path.display());
         }
-        if meta.len() % RECORD_SIZE as u64 != 0 {
+        if !meta.len().is_multiple_of(RECORD_SIZE as u64) {
             bail!(
                 "{}: its size ({} bytes) is not a whole number of 64-byte acct records; \
                  refusing to append to what is not an acct v3 file",
@@ -60,9 +60,8 @@ impl AcctFile {
             std::os::unix::fs::FileExt::read_exact_at(&file, &mut first, 0)
                 .or_else(|_| {
                     // Opened write-only: read the version through a second handle.
-                    File::open(path).and_then(|f| {
-                        std::os::unix::fs::FileExt::read_exact_at(&f, &mut first, 0)
-                    })
+                    File::open(path)
+                        .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut first, 0))
                 })
                 .with_context(|| format!("cannot read {}", path.display()))?;
             if first[1] & 0x7f != ACCT_VERSION {

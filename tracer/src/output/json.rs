@@ -35,7 +35,11 @@ impl Sink for JsonLines {
 
 pub fn write_exit(w: &mut dyn Write, ev: &ExitView<'_>) -> io::Result<()> {
     let a = &ev.acct;
-    write!(w, r#"{{"event":"exit","pid":{},"ppid":{},"tid":"#, a.ac_pid, a.ac_ppid)?;
+    write!(
+        w,
+        r#"{{"event":"exit","pid":{},"ppid":{},"tid":"#,
+        a.ac_pid, a.ac_ppid
+    )?;
     match ev.raw {
         Some(r) => write!(w, "{}", r.tid)?,
         None => w.write_all(b"null")?,
@@ -89,7 +93,11 @@ pub fn write_exit(w: &mut dyn Write, ev: &ExitView<'_>) -> io::Result<()> {
             Some(name) => write!(w, r#""{name}""#)?,
             None => w.write_all(b"null")?,
         }
-        write!(w, r#","start_ns":{},"cgroup_id":{}"#, r.start_ns, r.cgroup_id)?;
+        write!(
+            w,
+            r#","start_ns":{},"cgroup_id":{}"#,
+            r.start_ns, r.cgroup_id
+        )?;
         if let Some(kb) = ev.maxrss_kb() {
             write!(w, r#","maxrss_kb":{kb}"#)?;
         }

@@ -48,7 +48,11 @@ impl Sink for Table {
     }
 }
 
-fn write_line(w: &mut dyn Write, ev: &ExitView<'_>, users: &HashMap<u32, String>) -> io::Result<()> {
+fn write_line(
+    w: &mut dyn Write,
+    ev: &ExitView<'_>,
+    users: &HashMap<u32, String>,
+) -> io::Result<()> {
     let a = &ev.acct;
     let comm = a.comm();
     let mut flags = String::new();
