@@ -116,15 +116,14 @@ fn setup() -> Result<()> {
 fn build_ebpf(check: bool) -> Result<()> {
     let root = workspace_root();
     let crate_dir = root.join("tracer-ebpf");
-    // Building from a fixed path prefix keeps the object independent of
-    // where the checkout lives, so a fresh build can be compared byte for
-    // byte with the committed one.
-    let remap = format!("--remap-path-prefix={}=/tracer", root.display());
+    // No debug info and no path-dependent flags: the program sections are
+    // then the same wherever the checkout lives (see program_difference).
     run(Command::new("cargo")
         .current_dir(&crate_dir)
         .env_remove("RUSTC")
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env("CARGO_ENCODED_RUSTFLAGS", remap)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .args(["+nightly", "build", "--release", "--locked"])
         .args(["-Z", "build-std=core", "--target", EBPF_TARGET]))
     .context("building the eBPF object failed; `cargo xtask setup` installs what it needs")?;
@@ -136,10 +135,10 @@ fn build_ebpf(check: bool) -> Result<()> {
     if check {
         let committed = std::fs::read(&committed_path)
             .with_context(|| format!("cannot read {}", committed_path.display()))?;
-        if committed != fresh {
+        if let Some(diff) = program_difference(&committed, &fresh)? {
             bail!(
-                "{COMMITTED_OBJECT} is stale: it differs from a fresh build of tracer-ebpf; \
-                 run `cargo xtask build-ebpf` and commit the result"
+                "{COMMITTED_OBJECT} is stale: {diff} differs from a fresh build of \
+                 tracer-ebpf; run `cargo xtask build-ebpf` and commit the result"
             );
         }
         eprintln!("xtask: {COMMITTED_OBJECT} matches a fresh build");
@@ -149,4 +148,27 @@ fn build_ebpf(check: bool) -> Result<()> {
         eprintln!("xtask: wrote {COMMITTED_OBJECT} ({} bytes)", fresh.len());
     }
     Ok(())
+}
+
+/// The first section whose contents differ between two eBPF objects, or
+/// `None` when they carry the same programs. Only the symbol names may
+/// differ: rustc's symbol hashes include where the checkout lives.
+fn program_difference(a: &[u8], b: &[u8]) -> Result<Option<String>> {
+    use object::{Object as _, ObjectSection as _};
+    let sections = |data| -> Result<Vec<(String, Vec<u8>)>> {
+        let file = object::File::parse(data).context("not an ELF object")?;
+        file.sections()
+            .filter(|s| !matches!(s.name(), Ok(".strtab" | ".symtab")))
+            .map(|s| Ok((s.name()?.to_owned(), s.data()?.to_vec())))
+            .collect()
+    };
+    let (a, b) = (sections(a)?, sections(b)?);
+    let names = |v: &[(String, Vec<u8>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    if names(&a) != names(&b) {
+        return Ok(Some("the list of sections".into()));
+    }
+    Ok(a.into_iter()
+        .zip(b)
+        .find(|(x, y)| x.1 != y.1)
+        .map(|(x, _)| format!("section {}", x.0)))
 }
