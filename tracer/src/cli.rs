@@ -218,8 +218,18 @@ async fn run_command(
         .args(&command[1..])
         .spawn();
     probes.untrack(me)?;
-    let mut child =
-        spawned.with_context(|| format!("cannot start {}", command[0].to_string_lossy()))?;
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("tracer: cannot start {}: {e}", command[0].to_string_lossy());
+            // As env(1) and timeout(1): 127 not found, 126 not runnable.
+            return Ok(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
+        }
+    };
     let pid = child.id().context("the command exited before it started")?;
 
     // Ctrl-C reaches the command through the terminal; we keep reading until

@@ -259,10 +259,11 @@ fn preflight() -> Result<()> {
 
 fn explain_bpf_error(e: anyhow::Error) -> anyhow::Error {
     let text = format!("{e:#}");
-    if text.contains("Operation not permitted") || text.contains("EPERM") {
-        e.context(
-            "the kernel refused the BPF program (EPERM): BPF may be disabled or restricted \
-             here (kernel.unprivileged_bpf_disabled, lockdown, or a BPF LSM policy)",
+    if text.contains("Operation not permitted") {
+        // The verifier log is empty for a policy refusal: say what it means.
+        anyhow!(
+            "the kernel refused the program (EPERM): BPF is restricted here \
+             (kernel.unprivileged_bpf_disabled, lockdown, or a BPF LSM policy)"
         )
     } else {
         e

@@ -118,22 +118,26 @@ fn output_error(e: io::Error, sink: &dyn Sink) -> anyhow::Error {
 pub(crate) struct Secs(pub u64);
 
 impl std::fmt::Display for Secs {
+    /// Precision truncates (as acct's tick counts do); width pads, so a
+    /// table column lines up.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ns = self.0;
-        match f.precision() {
-            Some(p) => {
-                let p = p.min(9);
-                let scale = 10u64.pow(9 - p as u32);
-                let v = ns / scale;
-                let div = 10u64.pow(p as u32);
-                if p == 0 {
-                    write!(f, "{v}")
-                } else {
-                    write!(f, "{}.{:0w$}", v / div, v % div, w = p)
-                }
-            }
-            None => write!(f, "{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000),
+        let p = f.precision().unwrap_or(9).min(9);
+        let v = ns / 10u64.pow(9 - p as u32);
+        let div = 10u64.pow(p as u32);
+        if f.width().is_none() {
+            return if p == 0 {
+                write!(f, "{v}")
+            } else {
+                write!(f, "{}.{:0w$}", v / div, v % div, w = p)
+            };
         }
+        let text = if p == 0 {
+            v.to_string()
+        } else {
+            format!("{}.{:0w$}", v / div, v % div, w = p)
+        };
+        f.pad_integral(true, "", &text)
     }
 }
 
@@ -162,6 +166,7 @@ mod tests {
         assert_eq!(format!("{:.3}", Secs(1_500_900_001)), "1.500");
         assert_eq!(format!("{:.2}", Secs(999)), "0.00");
         assert_eq!(format!("{:.0}", Secs(2_999_999_999)), "2");
+        assert_eq!(format!("{:>8.2}", Secs(1_500_000_000)), "    1.50");
     }
 
     #[test]
