@@ -8,6 +8,7 @@
 mod common;
 
 use common::*;
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::RecvTimeoutError;
@@ -27,6 +28,7 @@ fn tracer() -> Command {
 fn check_workload_records(
     kernel_file: &Path,
     ours_file: &Path,
+    ours_json: &Path,
     workload_stdout: &[u8],
     whole_ours: bool,
 ) {
@@ -51,7 +53,7 @@ fn check_workload_records(
     } else {
         select_tree(&ours_all, root, "workload")
     };
-    compare_records(&kernel, &ours, &labels);
+    compare_records(&kernel, &ours, &labels, &json_runtimes_us(ours_json));
 }
 
 #[test]
@@ -65,6 +67,7 @@ fn run_mode_matches_kernel_acct() {
     let workload = compile_workload(&dir);
     let kernel_file = dir.join("kernel.acct");
     let ours_file = dir.join("ours.acct");
+    let ours_json = dir.join("ours.json");
 
     let acct = Accounting::on(&kernel_file);
     let out = run_with_timeout(
@@ -72,6 +75,8 @@ fn run_mode_matches_kernel_acct() {
             .arg("run")
             .arg("--acct-file")
             .arg(&ours_file)
+            .arg("--json")
+            .arg(&ours_json)
             .arg("--")
             .arg(&workload),
         Duration::from_secs(120),
@@ -85,7 +90,7 @@ fn run_mode_matches_kernel_acct() {
         "`tracer run -- workload` must exit with the workload's status (0)\n{}",
         describe_output(&out)
     );
-    check_workload_records(&kernel_file, &ours_file, &out.stdout, true);
+    check_workload_records(&kernel_file, &ours_file, &ours_json, &out.stdout, true);
 }
 
 #[test]
@@ -99,11 +104,14 @@ fn record_mode_matches_kernel_acct() {
     let workload = compile_workload(&dir);
     let kernel_file = dir.join("kernel.acct");
     let ours_file = dir.join("ours.acct");
+    let ours_json = dir.join("ours.json");
 
     let child = tracer()
         .arg("record")
         .arg("--acct-file")
         .arg(&ours_file)
+        .arg("--json")
+        .arg(&ours_json)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -160,7 +168,7 @@ fn record_mode_matches_kernel_acct() {
         "the workload failed\n{}",
         describe_output(&out)
     );
-    check_workload_records(&kernel_file, &ours_file, &out.stdout, false);
+    check_workload_records(&kernel_file, &ours_file, &ours_json, &out.stdout, false);
 }
 
 #[test]
@@ -208,6 +216,24 @@ fn run_exit_status_propagates() {
 }
 
 /// The value of the first `"pid":` key of a JSON line.
+/// pid -> exact CPU time in microseconds, from our JSON lines' `cpu_runtime_s`.
+fn json_runtimes_us(path: &Path) -> HashMap<u32, u64> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|line| {
+            let pid = json_pid(line)?;
+            let at = line.find("\"cpu_runtime_s\":")? + "\"cpu_runtime_s\":".len();
+            let num: String = line[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let secs: f64 = num.parse().ok()?;
+            Some((pid, (secs * 1e6) as u64))
+        })
+        .collect()
+}
+
 fn json_pid(line: &str) -> Option<u32> {
     let at = line.find("\"pid\":")? + "\"pid\":".len();
     let digits: String = line[at..]

@@ -191,7 +191,12 @@ fn fmt_comm(c: &[u8; 16]) -> String {
 }
 
 /// (field, kernel value, our value) for every field that differs.
-pub fn field_diffs(k: &AcctV3, o: &AcctV3) -> Vec<(&'static str, String, String)> {
+/// `runtime_us`: our exact CPU time for the process, when we have it.
+pub fn field_diffs(
+    k: &AcctV3,
+    o: &AcctV3,
+    runtime_us: Option<u64>,
+) -> Vec<(&'static str, String, String)> {
     let mut d = Vec::new();
     macro_rules! exact {
         ($name:literal, $f:ident, $fmt:expr) => {
@@ -230,17 +235,18 @@ pub fn field_diffs(k: &AcctV3, o: &AcctV3) -> Vec<(&'static str, String, String)
     // 6.18 build (a patched kernel) stores the group's CPU time in
     // microseconds there, measured inside acct_process() after exit_mm(),
     // which no exit hook can reproduce exactly. Accept that one extension,
-    // and only when the kernel's value really is its own CPU time.
-    // utime/stime are tick-sampled and under load can be far from the
-    // precise runtime (seen: 190 ms sampled for 300 ms run), so the check
-    // is "the same order of magnitude", not a tight bound.
+    // and only when the kernel's value is the CPU time we measured exactly
+    // (our `cpu_runtime_s`, read just before exit_mm(), so exit_mm's own
+    // work and up to a tick of scheduler staleness separate the two).
     if k.io != o.io {
-        let cpu_us = (decode_comp(k.utime) + decode_comp(k.stime)) * 10_000;
         let io_us = decode_comp(k.io);
-        let plausible = io_us.abs_diff(cpu_us) <= 50_000
-            || (io_us <= cpu_us.saturating_mul(2) && cpu_us <= io_us.saturating_mul(2));
+        let plausible = runtime_us.is_some_and(|rt| io_us.abs_diff(rt) <= 20_000 + rt / 10);
         if o.io != 0 || !plausible {
-            d.push(("ac_io", fmt_comp(k.io), fmt_comp(o.io)));
+            d.push((
+                "ac_io (kernel CPU µs vs our cpu_runtime_s)",
+                fmt_comp(k.io),
+                format!("{} (runtime {:?} µs)", fmt_comp(o.io), runtime_us),
+            ));
         }
     }
     exact!("ac_rw", rw, fmt_comp);
@@ -260,6 +266,7 @@ pub fn compare_records(
     kernel: &BTreeMap<u32, AcctV3>,
     ours: &BTreeMap<u32, AcctV3>,
     labels: &HashMap<u32, String>,
+    runtimes_us: &HashMap<u32, u64>,
 ) {
     let label = |pid: u32, r: &AcctV3| {
         labels
@@ -303,7 +310,7 @@ pub fn compare_records(
     let mut bad_records = 0usize;
     for (pid, k) in kernel {
         let Some(o) = ours.get(pid) else { continue };
-        let diffs = field_diffs(k, o);
+        let diffs = field_diffs(k, o, runtimes_us.get(pid).copied());
         if diffs.is_empty() {
             continue;
         }

@@ -31,6 +31,13 @@ pub struct Offsets {
     pub task_nivcsw: u32,
     /// `task_struct.ioac` (CONFIG_TASK_XACCT); ABSENT when missing.
     pub task_ioac: u32,
+    /// `task_struct.mm` and `mm_struct.mm_users`: whether the dying group
+    /// frees its address space itself (then `exit_mmap` runs in it).
+    pub task_mm: u32,
+    pub mm_users: u32,
+    /// `task_struct.se` plus `sched_entity.sum_exec_runtime`: the thread's
+    /// exact on-CPU time.
+    pub task_se_runtime: u32,
     // struct signal_struct
     pub signal_live: u32,
     pub signal_tty: u32,
@@ -38,6 +45,9 @@ pub struct Offsets {
     pub signal_nvcsw: u32,
     pub signal_nivcsw: u32,
     pub signal_ioac: u32,
+    /// `signal_struct.sum_sched_runtime`: exact on-CPU time of the group's
+    /// threads that are gone.
+    pub signal_runtime: u32,
     /// `signal_struct.pacct` plus the member offsets inside `pacct_struct`.
     pub signal_pacct: u32,
     pub pacct_flag: u32,
@@ -81,12 +91,16 @@ impl Offsets {
             task_nvcsw: ABSENT,
             task_nivcsw: ABSENT,
             task_ioac: ABSENT,
+            task_mm: ABSENT,
+            mm_users: ABSENT,
+            task_se_runtime: ABSENT,
             signal_live: ABSENT,
             signal_tty: ABSENT,
             signal_maxrss: ABSENT,
             signal_nvcsw: ABSENT,
             signal_nivcsw: ABSENT,
             signal_ioac: ABSENT,
+            signal_runtime: ABSENT,
             signal_pacct: ABSENT,
             pacct_flag: ABSENT,
             pacct_exitcode: ABSENT,
@@ -118,6 +132,10 @@ pub struct Config {
     pub exit_tp_has_group_dead: u32,
     /// 1: emit only thread groups in the `TRACKED` map (`tracer run`).
     pub follow_tracked: u32,
+    /// 1: `tp_btf/exit_mmap` is attached, so a record taken before
+    /// `exit_mm()` may wait in `PENDING` for its final timestamp.
+    pub defer_to_exit_mmap: u32,
+    pub _pad: u32,
     /// Wake the reader only once this many bytes wait in the ring; below
     /// it, records are submitted without a wakeup and the loader's timer
     /// collects them.
@@ -130,18 +148,28 @@ pub mod present {
     pub const IO_CHARS: u32 = 1 << 1;
     pub const IO_BYTES: u32 = 1 << 2;
     pub const CSW: u32 = 1 << 3;
+    pub const RUNTIME: u32 = 1 << 4;
 }
 
 /// `ExitRecord::kind`: room for other event kinds in the same ring.
 pub const RECORD_EXIT: u32 = 1;
 
-/// Index of the per-CPU counter of ring reservations that failed (`LOST`).
-pub const LOST_RING_FULL: u32 = 0;
-/// Index of the per-CPU counter of groups `tracer run` could not follow
-/// because the `TRACKED` map was full (their exits are lost).
-pub const LOST_TRACK_FULL: u32 = 1;
-/// Number of per-CPU counters in `LOST`.
-pub const LOST_COUNTERS: u32 = 2;
+/// Records older than this in `PENDING` are taken by the loader: their
+/// `exit_mmap` ran elsewhere (another task held the mm) or never will.
+pub const PENDING_TIMEOUT_NS: u64 = 500_000_000;
+
+/// Per-CPU counters in the `COUNTERS` map, by index.
+pub mod counter {
+    /// Records lost: the ring was full.
+    pub const RING_FULL: u32 = 0;
+    /// Groups `tracer run` could not follow because `TRACKED` was full:
+    /// their exits are lost.
+    pub const TRACK_FULL: u32 = 1;
+    /// Records that could not wait in the full `PENDING` map: sent at once,
+    /// with the timestamp from before `exit_mm()` (not lost).
+    pub const PENDING_FULL: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
 
 /// One thread group's death: every input of the kernel's `fill_ac()` (kernel
 /// acct.c) taken at the same point of `do_exit()`, kept raw so userspace can
@@ -198,6 +226,9 @@ pub struct ExitRecord {
     pub nivcsw: u64,
     /// cgroup v2 id of the last thread.
     pub cgroup_id: u64,
+    /// Exact on-CPU time of the whole group in ns, from the scheduler
+    /// (`utime_ns`/`stime_ns` are tick-sampled, as acct reports them).
+    pub runtime_ns: u64,
     /// `comm` of the last thread, NUL padded.
     pub comm: [u8; 16],
 }
@@ -217,9 +248,9 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 15 * 8 + 16);
+        assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16);
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
-        assert_eq!(size_of::<Offsets>(), 36 * 4);
-        assert_eq!(size_of::<Config>(), 16);
+        assert_eq!(size_of::<Offsets>(), 40 * 4);
+        assert_eq!(size_of::<Config>(), 24);
     }
 }

@@ -18,10 +18,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use tracer_common::{
-    present, Config, ExitRecord, Offsets, ABSENT, LOST_COUNTERS, LOST_RING_FULL, LOST_TRACK_FULL,
-    RECORD_EXIT,
-};
+use tracer_common::{counter, present, Config, ExitRecord, Offsets, ABSENT, RECORD_EXIT};
 
 /// Filled in by the loader before load (`EbpfLoader::set_global`).
 #[no_mangle]
@@ -30,6 +27,8 @@ static OFFSETS: Offsets = Offsets::absent();
 static CONFIG: Config = Config {
     exit_tp_has_group_dead: 0,
     follow_tracked: 0,
+    defer_to_exit_mmap: 0,
+    _pad: 0,
     wakeup_bytes: 0,
 };
 
@@ -37,9 +36,17 @@ static CONFIG: Config = Config {
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-/// Per-CPU counters of records that could not be delivered.
+/// Per-CPU counters, indexed by `tracer_common::counter`.
 #[map]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_COUNTERS, 0);
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Records taken at `sched_process_exit` before `exit_mm()`, waiting for
+/// `exit_mmap` in the same task to give them the exit time the kernel's
+/// accounting uses (after the address space is torn down, which can take
+/// many ticks for a large one). Keyed by tid. Whoever deletes an entry
+/// (that program, or the loader for one that waited too long) sends it.
+#[map]
+static PENDING: HashMap<u32, ExitRecord> = HashMap::with_max_entries(1 << 13, 0);
 
 /// Thread groups `tracer run` follows: the command, then every group created
 /// by a tracked one (see `follow_fork`). Keyed by tgid.
@@ -93,8 +100,8 @@ fn member(base: u64, off: u32) -> u64 {
 }
 
 #[inline(always)]
-fn count_lost(counter: u32) {
-    if let Some(n) = LOST.get_ptr_mut(counter) {
+fn count(index: u32) {
+    if let Some(n) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, and tracing programs do not nest on one CPU
         // for the same hook; a rare lost increment under nesting is the
         // worst case.
@@ -107,9 +114,31 @@ fn current_tgid() -> u32 {
     (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32
 }
 
-/// Writes the record for the dying thread group of `task` (the current task).
+/// Ring submit flags: wake the reader only when enough has piled up; below
+/// that the loader's timer collects records, so a wakeup is not paid per
+/// record.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
+    if waiting >= config().wakeup_bytes {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+fn send(rec: &ExitRecord) {
+    if EVENTS.output::<ExitRecord>(rec, wakeup_flags()).is_err() {
+        count(counter::RING_FULL);
+    }
+}
+
+/// Writes the record for the dying thread group of `task` (the current
+/// task). `before_exit_mm`: the hook runs before `exit_mm()`, so the record
+/// waits for `exit_mmap` when this group tears its address space down.
 #[inline(never)]
-fn emit_exit(task: u64) {
+fn emit_exit(task: u64, before_exit_mm: bool) {
     let off = offsets();
     let cfg = config();
     let tgid = current_tgid();
@@ -121,11 +150,33 @@ fn emit_exit(task: u64) {
         let _ = TRACKED.remove(&tgid);
     }
 
+    if before_exit_mm && cfg.defer_to_exit_mmap != 0 {
+        let mm = read_u64(task, off.task_mm);
+        if mm != 0 && read_u32(mm, off.mm_users) == 1 {
+            let mut rec = core::mem::MaybeUninit::<ExitRecord>::uninit();
+            fill(rec.as_mut_ptr(), task, tgid);
+            // SAFETY: fill wrote every field.
+            let rec = unsafe { rec.assume_init_ref() };
+            if PENDING.insert(&rec.tid, rec, 0).is_err() {
+                count(counter::PENDING_FULL);
+                send(rec);
+            }
+            return;
+        }
+    }
+
     let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
-        count_lost(LOST_RING_FULL);
+        count(counter::RING_FULL);
         return;
     };
-    let r = entry.as_mut_ptr();
+    fill(entry.as_mut_ptr(), task, tgid);
+    entry.submit(wakeup_flags());
+}
+
+/// Every field of the record, read the way `fill_ac()` reads them.
+#[inline(never)]
+fn fill(r: *mut ExitRecord, task: u64, tgid: u32) {
+    let off = offsets();
     let signal = read_u64(task, off.task_signal);
     let leader = read_u64(task, off.task_group_leader);
     let parent = read_u64(task, off.task_real_parent);
@@ -151,6 +202,9 @@ fn emit_exit(task: u64) {
     }
     if off.signal_nvcsw != ABSENT && off.task_nvcsw != ABSENT {
         present_bits |= present::CSW;
+    }
+    if off.signal_runtime != ABSENT && off.task_se_runtime != ABSENT {
+        present_bits |= present::RUNTIME;
     }
 
     // The controlling tty as dev_t, as tty_devnum() computes it.
@@ -200,6 +254,8 @@ fn emit_exit(task: u64) {
         (*r).nvcsw = read_u64(signal, off.signal_nvcsw) + read_u64(task, off.task_nvcsw);
         (*r).nivcsw = read_u64(signal, off.signal_nivcsw) + read_u64(task, off.task_nivcsw);
         (*r).cgroup_id = bpf_get_current_cgroup_id();
+        (*r).runtime_ns =
+            read_u64(signal, off.signal_runtime) + read_u64(task, off.task_se_runtime);
         (*r).comm = [0; 16];
         if off.task_comm != ABSENT {
             let _ = bpf_probe_read_kernel_buf(
@@ -208,16 +264,6 @@ fn emit_exit(task: u64) {
             );
         }
     }
-
-    // Wake the reader only when enough has piled up; below that the
-    // loader's timer collects records, so a wakeup is not paid per record.
-    let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
-    let flags = if waiting >= cfg.wakeup_bytes {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    entry.submit(flags as u64);
 }
 
 /// `sched_process_exit(struct task_struct *p[, bool group_dead])`: runs for
@@ -236,7 +282,9 @@ pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
         signal != 0 && read_u32(signal, off.signal_live) == 0
     };
     if group_dead {
-        emit_exit(task);
+        // With group_dead in the prototype (>= 6.16) the tracepoint fires
+        // before exit_mm(); before that it fires after acct_process().
+        emit_exit(task, config().exit_tp_has_group_dead != 0);
     }
     0
 }
@@ -246,14 +294,33 @@ pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
 #[fentry(function = "acct_process")]
 pub fn exit_fentry(_ctx: FEntryContext) -> i32 {
     // SAFETY: the helper returns current's task_struct address.
-    emit_exit(unsafe { bpf_get_current_task() });
+    emit_exit(unsafe { bpf_get_current_task() }, false);
     0
 }
 
 #[kprobe(function = "acct_process")]
 pub fn exit_kprobe(_ctx: ProbeContext) -> u32 {
     // SAFETY: as in exit_fentry.
-    emit_exit(unsafe { bpf_get_current_task() });
+    emit_exit(unsafe { bpf_get_current_task() }, false);
+    0
+}
+
+/// `exit_mmap(mm)`, at the end of tearing down an address space: when the
+/// current task has a record waiting, this is its exit time.
+#[btf_tracepoint(function = "exit_mmap")]
+pub fn exit_mmap_stamp(_ctx: BtfTracePointContext) -> i32 {
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    let Some(waiting) = PENDING.get_ptr(&tid) else {
+        return 0;
+    };
+    // SAFETY: a valid map value; copied before the delete frees it.
+    let mut rec = unsafe { *waiting };
+    if PENDING.remove(&tid).is_err() {
+        // The loader took it first (it waited too long) and sends it.
+        return 0;
+    }
+    rec.exit_ns = unsafe { bpf_ktime_get_ns() };
+    send(&rec);
     0
 }
 
@@ -273,9 +340,8 @@ pub fn follow_fork(ctx: BtfTracePointContext) -> i32 {
     }
     let child = ctx.arg::<u64>(1);
     let child_tgid = read_u32(child, offsets().task_tgid);
-    if child_tgid != 0
-        && child_tgid != parent_tgid && TRACKED.insert(&child_tgid, &1, 0).is_err() {
-        count_lost(LOST_TRACK_FULL);
+    if child_tgid != 0 && child_tgid != parent_tgid && TRACKED.insert(&child_tgid, &1, 0).is_err() {
+        count(counter::TRACK_FULL);
     }
     0
 }

@@ -954,6 +954,7 @@ mod tests {
             nvcsw: 5,
             nivcsw: 6,
             cgroup_id: 7,
+            runtime_ns: 0,
             comm,
         }
     }

@@ -16,6 +16,9 @@ pub struct KernelLayout {
     pub offsets: Offsets,
     /// `sched_process_exit` passes `group_dead` (kernels >= 6.16).
     pub exit_tp_has_group_dead: bool,
+    /// That tracepoint fires before `exit_mm()`, and `exit_mmap` can give a
+    /// record the exit time acct uses, after the address space is gone.
+    pub exit_mmap_stamp: bool,
 }
 
 impl KernelLayout {
@@ -40,6 +43,8 @@ impl KernelLayout {
         let cred = Struct::named(btf, "cred")?;
         let tty = Struct::named(btf, "tty_struct")?;
         let driver = Struct::named(btf, "tty_driver")?;
+        let mm = Struct::named(btf, "mm_struct")?;
+        let se = Struct::named(btf, "sched_entity")?;
 
         let offsets = Offsets {
             task_pid: task.required("pid")?,
@@ -54,12 +59,19 @@ impl KernelLayout {
             task_nvcsw: task.optional("nvcsw"),
             task_nivcsw: task.optional("nivcsw"),
             task_ioac: task.optional("ioac"),
+            task_mm: task.optional("mm"),
+            mm_users: mm.optional("mm_users"),
+            task_se_runtime: match (task.optional("se"), se.optional("sum_exec_runtime")) {
+                (ABSENT, _) | (_, ABSENT) => ABSENT,
+                (a, b) => a + b,
+            },
             signal_live: signal.required("live")?,
             signal_tty: signal.required("tty")?,
             signal_maxrss: signal.optional("maxrss"),
             signal_nvcsw: signal.optional("nvcsw"),
             signal_nivcsw: signal.optional("nivcsw"),
             signal_ioac: signal.optional("ioac"),
+            signal_runtime: signal.optional("sum_sched_runtime"),
             signal_pacct: signal
                 .required("pacct")
                 .context("the kernel has no process accounting (CONFIG_BSD_PROCESS_ACCT is off)")?,
@@ -82,9 +94,14 @@ impl KernelLayout {
             driver_minor_start: driver.required("minor_start")?,
         };
         let exit_args = tracepoint_arg_count(btf, "sched_process_exit")?;
+        let has_exit_mmap = tracepoint_arg_count(btf, "exit_mmap").is_ok();
         Ok(Self {
             offsets,
             exit_tp_has_group_dead: exit_args >= 2,
+            exit_mmap_stamp: exit_args >= 2
+                && has_exit_mmap
+                && offsets.task_mm != ABSENT
+                && offsets.mm_users != ABSENT,
         })
     }
 }

@@ -150,7 +150,8 @@ fn attach(opts: &ProbeOptions) -> Result<Probes> {
 }
 
 fn summary(probes: &Probes, totals: session::Totals) -> Result<()> {
-    let (ring_full, untracked) = probes.lost()?;
+    let counters = probes.counters()?;
+    let (ring_full, untracked) = (counters.ring_full, counters.track_full);
     let mut line = format!(
         "tracer: {} records written, {} lost",
         totals.written,
@@ -161,6 +162,12 @@ fn summary(probes: &Probes, totals: session::Totals) -> Result<()> {
     }
     if untracked > 0 {
         line += &format!(" ({untracked} groups not followed: the tracking map was full)");
+    }
+    if totals.swept + counters.pending_full > 0 {
+        line += &format!(
+            "; {} timed before their address space was freed",
+            totals.swept + counters.pending_full
+        );
     }
     if totals.unknown > 0 {
         line += &format!(", {} unknown ring items skipped", totals.unknown);
@@ -173,6 +180,7 @@ async fn record(duration: Option<Duration>, out: &OutputArgs, args: &ProbeArgs) 
     let mut outputs = out.open()?;
     let mut probes = attach(&args.options(false))?;
     let ring = probes.take_ring()?;
+    let pending = session::Pending(Some(probes.take_pending()?));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -191,7 +199,7 @@ async fn record(duration: Option<Duration>, out: &OutputArgs, args: &ProbeArgs) 
             () = sleep => {}
         }
     };
-    let totals = match session::pump(ring, &mut outputs, stop).await {
+    let totals = match session::pump(ring, pending, &mut outputs, stop).await {
         Ok(t) => t,
         Err(e) if crate::output::is_broken_pipe(&e) => return Ok(0),
         Err(e) => return Err(e),
@@ -208,6 +216,7 @@ async fn run_command(
     let mut outputs = out.open()?;
     let mut probes = attach(&args.options(true))?;
     let ring = probes.take_ring()?;
+    let pending = session::Pending(Some(probes.take_pending()?));
 
     // Track ourselves while we create the command: the fork tracker then
     // marks it tracked before it first runs, so none of its own children
@@ -248,7 +257,7 @@ async fn run_command(
             }
         }
     };
-    let result = session::pump(ring, &mut outputs, stop).await;
+    let result = session::pump(ring, pending, &mut outputs, stop).await;
     let status = match status {
         Some(s) => s.context("cannot wait for the command")?,
         None => {

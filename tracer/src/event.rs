@@ -102,6 +102,15 @@ impl<'a> ExitView<'a> {
         }
     }
 
+    /// CPU time for people: the scheduler's exact figure when the probes
+    /// had it, else acct's tick-sampled user + system time.
+    pub fn cpu_ns(&self) -> u64 {
+        match self.raw {
+            Some(r) if r.present & present::RUNTIME != 0 => r.runtime_ns,
+            _ => self.utime_ns() + self.stime_ns(),
+        }
+    }
+
     pub fn mem_kb(&self) -> u64 {
         self.raw
             .map_or_else(|| decode_comp_t(self.acct.ac_mem), |r| r.mem_kb)

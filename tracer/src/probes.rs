@@ -8,7 +8,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, KProbe},
     Btf, Ebpf, EbpfLoader,
 };
-use tracer_common::{Config, LOST_RING_FULL, LOST_TRACK_FULL};
+use tracer_common::{counter, Config, ExitRecord};
 
 use crate::btf::KernelLayout;
 
@@ -66,9 +66,13 @@ impl Probes {
         check_ring_size(opts.ring_bytes)?;
         let layout = KernelLayout::from_running_kernel()?;
         let btf = Btf::from_sys_fs().context("cannot read the kernel's BTF for the loader")?;
+        let defer = layout.exit_mmap_stamp
+            && matches!(opts.attach, AttachMode::Auto | AttachMode::Tracepoint);
         let config = Config {
             exit_tp_has_group_dead: layout.exit_tp_has_group_dead.into(),
             follow_tracked: opts.follow_tracked.into(),
+            defer_to_exit_mmap: defer.into(),
+            _pad: 0,
             // A quarter full wakes the reader; below that its timer drains.
             wakeup_bytes: u64::from(opts.ring_bytes / 4),
         };
@@ -92,6 +96,14 @@ impl Probes {
         let mut fallbacks = Vec::new();
         let mut exit_hook = None;
         for mode in order {
+            if mode == AttachMode::Tracepoint && defer {
+                // Before the exit hook, so no record waits without it.
+                let prog: &mut BtfTracePoint = program(&mut ebpf, "exit_mmap_stamp")?;
+                prog.load("exit_mmap", &btf)
+                    .map_err(|e| explain_bpf_error(anyhow!(e)))
+                    .context("cannot load tp_btf/exit_mmap")?;
+                prog.attach().context("cannot attach tp_btf/exit_mmap")?;
+            }
             match attach_exit(&mut ebpf, &btf, mode) {
                 Ok(()) => {
                     exit_hook = Some(mode);
@@ -135,6 +147,15 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
+    /// Records waiting for their `exit_mmap` timestamp; can be taken once.
+    pub fn take_pending(&mut self) -> Result<HashMap<MapData, u32, ExitRecord>> {
+        let map = self
+            .ebpf
+            .take_map("PENDING")
+            .context("PENDING already taken")?;
+        Ok(HashMap::try_from(map)?)
+    }
+
     /// Follows this thread group (and, from now on, every group it creates).
     pub fn track(&mut self, pid: u32) -> Result<()> {
         let mut map: HashMap<_, u32, u8> =
@@ -160,14 +181,25 @@ impl Probes {
         Ok(map.keys().filter(|k| k.is_ok()).count())
     }
 
-    /// Records lost so far, all CPUs: (ring full, not followed because the
-    /// tracking map was full).
-    pub fn lost(&self) -> Result<(u64, u64)> {
+    /// The programs' counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters> {
         let map: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(self.ebpf.map("LOST").context("no LOST map")?)?;
+            PerCpuArray::try_from(self.ebpf.map("COUNTERS").context("no COUNTERS map")?)?;
         let sum = |i: u32| -> Result<u64> { Ok(map.get(&i, 0)?.iter().sum()) };
-        Ok((sum(LOST_RING_FULL)?, sum(LOST_TRACK_FULL)?))
+        Ok(Counters {
+            ring_full: sum(counter::RING_FULL)?,
+            track_full: sum(counter::TRACK_FULL)?,
+            pending_full: sum(counter::PENDING_FULL)?,
+        })
     }
+}
+
+/// See `tracer_common::counter`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub ring_full: u64,
+    pub track_full: u64,
+    pub pending_full: u64,
 }
 
 fn attach_flag(mode: AttachMode) -> &'static str {

@@ -3,8 +3,9 @@
 use std::{future::Future, time::Duration};
 
 use anyhow::Result;
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{HashMap, MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
+use tracer_common::{ExitRecord, PENDING_TIMEOUT_NS};
 
 use crate::{
     event::{decode, Clock, ExitView},
@@ -20,12 +21,15 @@ pub struct Totals {
     pub written: u64,
     /// Ring items this loader does not understand (a newer eBPF object).
     pub unknown: u64,
+    /// Records the loader took from `PENDING` after they waited too long.
+    pub swept: u64,
 }
 
 /// Drains the ring into the outputs until `stop` resolves, then drains what
 /// is left. Errors from the outputs end the loop.
 pub async fn pump(
     ring: RingBuf<MapData>,
+    mut pending: Pending,
     outputs: &mut Outputs,
     stop: impl Future<Output = ()>,
 ) -> Result<Totals> {
@@ -44,10 +48,14 @@ pub async fn pump(
                 drain(guard.get_inner_mut(), outputs, &mut totals)?;
                 guard.clear_ready();
             }
-            _ = tick.tick() => drain(ring.get_mut(), outputs, &mut totals)?,
+            _ = tick.tick() => {
+                drain(ring.get_mut(), outputs, &mut totals)?;
+                pending.sweep(PENDING_TIMEOUT_NS, outputs, &mut totals)?;
+            }
         }
     }
     drain(ring.get_mut(), outputs, &mut totals)?;
+    pending.sweep(0, outputs, &mut totals)?;
     Ok(totals)
 }
 
@@ -75,4 +83,53 @@ pub fn drain(
         outputs.flush()?;
     }
     Ok(())
+}
+
+/// Records waiting in the kernel for their `exit_mmap` timestamp. One that
+/// waited too long had its address space freed by another task (or is
+/// still tearing it down at stop): take it as it is, with the time from
+/// `sched_process_exit`, rather than lose it.
+pub struct Pending(pub Option<HashMap<MapData, u32, ExitRecord>>);
+
+impl Pending {
+    fn sweep(
+        &mut self,
+        older_than_ns: u64,
+        outputs: &mut Outputs,
+        totals: &mut Totals,
+    ) -> Result<()> {
+        let Some(map) = &mut self.0 else {
+            return Ok(());
+        };
+        let now = monotonic_ns();
+        let stale: Vec<(u32, ExitRecord)> = map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, rec)| now.saturating_sub(rec.exit_ns) >= older_than_ns)
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let clock = Clock::now();
+        for (tid, rec) in stale {
+            // Whoever deletes the entry sends it: the program may have
+            // just taken it.
+            if map.remove(&tid).is_ok() {
+                outputs.exit(&ExitView::from_record(&rec, &clock))?;
+                totals.written += 1;
+                totals.swept += 1;
+            }
+        }
+        outputs.flush()
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

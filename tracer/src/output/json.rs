@@ -111,6 +111,9 @@ pub fn write_exit(w: &mut dyn Write, ev: &ExitView<'_>) -> io::Result<()> {
                 r.read_bytes, r.write_bytes
             )?;
         }
+        if r.present & present::RUNTIME != 0 {
+            write!(w, r#","cpu_runtime_s":{}"#, Secs(r.runtime_ns))?;
+        }
         if r.present & present::CSW != 0 {
             write!(w, r#","nvcsw":{},"nivcsw":{}"#, r.nvcsw, r.nivcsw)?;
         }

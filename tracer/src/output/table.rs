@@ -79,7 +79,7 @@ fn write_line(
         user,
         ev.status().to_string(),
         flags,
-        Secs(ev.utime_ns() + ev.stime_ns()),
+        Secs(ev.cpu_ns()),
         Secs(ev.elapsed_ns()),
     )
 }
