@@ -355,3 +355,54 @@ fn dump_reads_kernel_file() {
         );
     }
 }
+
+/// Every exit hook either produces the right record or, forced on a kernel
+/// that cannot load it, fails with one clear line naming the mode. The
+/// tracepoint, and auto, must work everywhere.
+#[test]
+fn attach_modes_work_or_say_why() {
+    const NAME: &str = "attach_modes_work_or_say_why";
+    let needs = Needs {
+        bpf: true,
+        accton: false,
+        cc: false,
+    };
+    if !require_privileges(NAME, needs) {
+        return;
+    }
+    let dir = TempDir::new("attach");
+    for mode in ["tracepoint", "auto", "fentry", "kprobe"] {
+        let file = dir.join(&format!("{mode}.acct"));
+        let out = run_with_timeout(
+            tracer()
+                .args(["run", "--attach", mode, "--acct-file"])
+                .arg(&file)
+                .args(["--", "/bin/sh", "-c", "exit 5"]),
+            Duration::from_secs(60),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(5) => {
+                let records = read_records(&file);
+                assert_eq!(records.len(), 1, "--attach {mode}: one record\n{stderr}");
+                assert_eq!(records[0].exitcode, 5 << 8, "--attach {mode}\n{stderr}");
+                assert_eq!(records[0].comm_str(), "sh", "--attach {mode}\n{stderr}");
+                eprintln!("--attach {mode}: works");
+            }
+            Some(1) if matches!(mode, "fentry" | "kprobe") => {
+                assert!(
+                    stderr.contains(&format!("--attach {mode}:"))
+                        && stderr.contains("cannot be used on this kernel")
+                        && stderr.lines().count() == 1,
+                    "--attach {mode} failed without one clear line:\n{stderr}"
+                );
+                assert!(!file.exists() || read_records(&file).is_empty());
+                eprintln!("--attach {mode}: not here: {}", stderr.trim());
+            }
+            other => panic!(
+                "--attach {mode}: status {other:?}\n{}",
+                describe_output(&out)
+            ),
+        }
+    }
+}

@@ -105,7 +105,7 @@ fn setup() -> Result<()> {
         // Without LLVM_PREFIX the build finds an older LLVM and fails to link.
         let path = format!("{llvm}/bin:{}", std::env::var("PATH").unwrap_or_default());
         run(Command::new("cargo")
-            .args(["install", "bpf-linker", "--locked", "--no-default-features"])
+            .args(["install", "bpf-linker", "--no-default-features"])
             .args(["--features", &format!("llvm-{LLVM_MAJOR}")])
             .env("LLVM_PREFIX", &llvm)
             .env("PATH", path))?;

@@ -116,3 +116,87 @@ impl Sink for AcctFile {
         self.path.display().to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{acct::read_records, event::ExitView};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("tracer-acctfile-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn record(pid: u32, comm: &[u8]) -> crate::acct::AcctV3 {
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm);
+        crate::acct::AcctV3 {
+            ac_flag: 0x11,
+            ac_version: 3,
+            ac_tty: 0x8803,
+            ac_exitcode: 0x8b,
+            ac_uid: 1000,
+            ac_gid: 100,
+            ac_pid: pid,
+            ac_ppid: 1,
+            ac_btime: 1_795_000_000,
+            ac_etime: crate::acct::encode_float(1234),
+            ac_utime: 7,
+            ac_stime: 8,
+            ac_mem: 9,
+            ac_minflt: 10,
+            ac_majflt: 11,
+            ac_comm: c,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dump_reads_back_what_we_append() {
+        let dir = scratch("roundtrip");
+        let path = dir.join("out.acct");
+        let written: Vec<_> = (0..3000).map(|i| record(100 + i, b"worker")).collect();
+        // Two sessions appending to the same file, with more records than
+        // one buffer holds.
+        for half in written.chunks(1500) {
+            let mut sink = AcctFile::open(&path).unwrap();
+            for r in half {
+                sink.exit(&ExitView::from_acct(*r)).unwrap();
+            }
+            sink.flush().unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(read_records(&path).unwrap(), written);
+    }
+
+    #[test]
+    fn refuses_links_and_foreign_files() {
+        let dir = scratch("refuse");
+        let target = dir.join("real.acct");
+        std::fs::write(&target, b"").unwrap();
+        let link = dir.join("link.acct");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = AcctFile::open(&link).err().unwrap().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+
+        let odd = dir.join("odd.acct");
+        std::fs::write(&odd, [3u8; 65]).unwrap();
+        let err = AcctFile::open(&odd).err().unwrap().to_string();
+        assert!(err.contains("65 bytes"), "{err}");
+
+        let foreign = dir.join("foreign.acct");
+        std::fs::write(&foreign, [2u8; 64]).unwrap();
+        let err = AcctFile::open(&foreign).err().unwrap().to_string();
+        assert!(err.contains("not an acct v3 file"), "{err}");
+
+        let err = AcctFile::open(&dir).err().unwrap().to_string();
+        assert!(err.contains(&dir.display().to_string()), "{err}");
+    }
+}
