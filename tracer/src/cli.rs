@@ -79,7 +79,7 @@ struct OutputArgs {
 #[derive(Args, Debug)]
 struct ProbeArgs {
     /// Where to take the exit record.
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
+    #[arg(long, value_enum, env = "TRACER_ATTACH", default_value_t = AttachMode::Auto)]
     attach: AttachMode,
     /// Ring buffer size (power of two: 256K, 8M, 64M...).
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "8M")]
