@@ -580,16 +580,21 @@ impl Drop for TempDir {
 
 /// Builds tests/workload.c into `dir`; returns the binary's path.
 pub fn compile_workload(dir: &TempDir) -> PathBuf {
+    compile_c(dir, "workload")
+}
+
+/// Compiles `tests/<name>.c` into `dir/<name>`.
+pub fn compile_c(dir: &TempDir, name: &str) -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let candidates = [
-        manifest.join("../tests/workload.c"),
-        manifest.join("tests/workload.c"),
+        manifest.join(format!("../tests/{name}.c")),
+        manifest.join(format!("tests/{name}.c")),
     ];
     let src = candidates
         .iter()
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("workload.c not found (looked at {candidates:?})"));
-    let out = dir.join("workload");
+        .unwrap_or_else(|| panic!("{name}.c not found (looked at {candidates:?})"));
+    let out = dir.join(name);
     let res = Command::new("cc")
         .args(["-O1", "-pthread", "-o"])
         .arg(&out)

@@ -38,6 +38,12 @@ pub struct Offsets {
     /// `task_struct.se` plus `sched_entity.sum_exec_runtime`: the thread's
     /// exact on-CPU time.
     pub task_se_runtime: u32,
+    /// `mm_struct.arg_start`/`arg_end` (the new image's argv, for exec
+    /// events) and `linux_binprm.filename`.
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub bprm_filename: u32,
+    pub _pad: u32,
     // struct signal_struct
     pub signal_live: u32,
     pub signal_tty: u32,
@@ -94,6 +100,10 @@ impl Offsets {
             task_mm: ABSENT,
             mm_users: ABSENT,
             task_se_runtime: ABSENT,
+            mm_arg_start: ABSENT,
+            mm_arg_end: ABSENT,
+            bprm_filename: ABSENT,
+            _pad: ABSENT,
             signal_live: ABSENT,
             signal_tty: ABSENT,
             signal_maxrss: ABSENT,
@@ -135,7 +145,8 @@ pub struct Config {
     /// 1: `tp_btf/exit_mmap` is attached, so a record taken before
     /// `exit_mm()` may wait in `PENDING` for its final timestamp.
     pub defer_to_exit_mmap: u32,
-    pub _pad: u32,
+    /// 1: send fork and exec events (an output wants lineage).
+    pub lineage: u32,
     /// Wake the reader only once this many bytes wait in the ring; below
     /// it, records are submitted without a wakeup and the loader's timer
     /// collects them.
@@ -151,8 +162,56 @@ pub mod present {
     pub const RUNTIME: u32 = 1 << 4;
 }
 
-/// `ExitRecord::kind`: room for other event kinds in the same ring.
+/// The `kind` that starts every ring record and says which type it is.
 pub const RECORD_EXIT: u32 = 1;
+pub const RECORD_FORK: u32 = 2;
+pub const RECORD_EXEC: u32 = 3;
+
+/// A task created (`task_newtask`): every thread and process, kernel
+/// threads included, with the clone flags exactly as the kernel got them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkRecord {
+    /// [`RECORD_FORK`].
+    pub kind: u32,
+    /// The child's `exit_signal` (SIGCHLD for most processes, -1 for
+    /// threads).
+    pub exit_signal: i32,
+    /// The creating task (current): its tgid and tid.
+    pub parent_pid: u32,
+    pub parent_tid: u32,
+    pub child_pid: u32,
+    pub child_tid: u32,
+    pub clone_flags: u64,
+    /// CLOCK_MONOTONIC ns.
+    pub time_ns: u64,
+    /// The child's comm at creation (the creator's).
+    pub comm: [u8; 16],
+}
+
+/// Bytes of the exec'd file name kept (NUL terminated when shorter).
+pub const FILENAME_LEN: usize = 128;
+/// Bytes of the new image's argv kept (NUL separated, as in the process).
+pub const ARGS_LEN: usize = 256;
+
+/// A successful exec (`sched_process_exec`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecRecord {
+    /// [`RECORD_EXEC`].
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    /// Bytes of `args` filled; `args_total` is the whole argv's length.
+    pub args_len: u32,
+    pub args_total: u32,
+    pub _pad: u32,
+    /// CLOCK_MONOTONIC ns.
+    pub time_ns: u64,
+    pub filename: [u8; FILENAME_LEN],
+    pub args: [u8; ARGS_LEN],
+    pub comm: [u8; 16],
+}
 
 /// Records older than this in `PENDING` are taken by the loader: their
 /// `exit_mmap` ran elsewhere (another task held the mm) or never will.
@@ -240,6 +299,8 @@ mod user {
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::ExitRecord {}
+    unsafe impl aya::Pod for super::ForkRecord {}
+    unsafe impl aya::Pod for super::ExecRecord {}
 }
 
 #[cfg(test)]
@@ -250,7 +311,9 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16);
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
-        assert_eq!(size_of::<Offsets>(), 40 * 4);
+        assert_eq!(size_of::<Offsets>(), 44 * 4);
         assert_eq!(size_of::<Config>(), 24);
+        assert_eq!(size_of::<ForkRecord>(), 56);
+        assert_eq!(size_of::<ExecRecord>(), 32 + FILENAME_LEN + ARGS_LEN + 16);
     }
 }

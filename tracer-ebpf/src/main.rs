@@ -11,14 +11,18 @@
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
     },
     macros::{btf_tracepoint, fentry, kprobe, map},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
-use tracer_common::{counter, present, Config, ExitRecord, Offsets, ABSENT, RECORD_EXIT};
+use tracer_common::{
+    counter, present, Config, ExecRecord, ExitRecord, ForkRecord, Offsets, ABSENT, ARGS_LEN,
+    RECORD_EXEC, RECORD_EXIT, RECORD_FORK,
+};
 
 /// Filled in by the loader before load (`EbpfLoader::set_global`).
 #[no_mangle]
@@ -28,7 +32,7 @@ static CONFIG: Config = Config {
     exit_tp_has_group_dead: 0,
     follow_tracked: 0,
     defer_to_exit_mmap: 0,
-    _pad: 0,
+    lineage: 0,
     wakeup_bytes: 0,
 };
 
@@ -111,7 +115,7 @@ fn count(index: u32) {
 
 #[inline(always)]
 fn current_tgid() -> u32 {
-    (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32
+    (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
 /// Ring submit flags: wake the reader only when enough has piled up; below
@@ -309,7 +313,7 @@ pub fn exit_kprobe(_ctx: ProbeContext) -> u32 {
 /// current task has a record waiting, this is its exit time.
 #[btf_tracepoint(function = "exit_mmap")]
 pub fn exit_mmap_stamp(_ctx: BtfTracePointContext) -> i32 {
-    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    let tid = bpf_get_current_pid_tgid() as u32;
     let Some(waiting) = PENDING.get_ptr(&tid) else {
         return 0;
     };
@@ -321,6 +325,110 @@ pub fn exit_mmap_stamp(_ctx: BtfTracePointContext) -> i32 {
     }
     rec.exit_ns = unsafe { bpf_ktime_get_ns() };
     send(&rec);
+    0
+}
+
+/// Whether the current thread group's events are wanted: always system-wide,
+/// only for tracked groups under `tracer run`.
+#[inline(always)]
+fn wanted(tgid: u32) -> bool {
+    // SAFETY: see `emit_exit`.
+    config().follow_tracked == 0 || unsafe { TRACKED.get(&tgid) }.is_some()
+}
+
+/// `task_newtask(task, clone_flags)`: in `copy_process()`, current is the
+/// creator; the flags are exactly what it asked for, on every path (fork,
+/// vfork, clone, clone3, kernel threads).
+#[btf_tracepoint(function = "task_newtask")]
+pub fn fork_event(ctx: BtfTracePointContext) -> i32 {
+    let cfg = config();
+    if cfg.lineage == 0 {
+        return 0;
+    }
+    let id = bpf_get_current_pid_tgid();
+    let (parent_pid, parent_tid) = ((id >> 32) as u32, id as u32);
+    if !wanted(parent_pid) {
+        return 0;
+    }
+    let off = offsets();
+    let child = ctx.arg::<u64>(0);
+    let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
+        count(counter::RING_FULL);
+        return 0;
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: our reserved ring slot; every field is written.
+    unsafe {
+        (*r).kind = RECORD_FORK;
+        (*r).exit_signal = read_u32(child, off.task_exit_signal) as i32;
+        (*r).parent_pid = parent_pid;
+        (*r).parent_tid = parent_tid;
+        (*r).child_pid = read_u32(child, off.task_tgid);
+        (*r).child_tid = read_u32(child, off.task_pid);
+        (*r).clone_flags = ctx.arg::<u64>(1);
+        (*r).time_ns = bpf_ktime_get_ns();
+        (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+    entry.submit(wakeup_flags());
+    0
+}
+
+/// `sched_process_exec(p, old_pid, bprm)`: after a successful exec, with
+/// the new image's argv in place in the new mm.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn exec_event(ctx: BtfTracePointContext) -> i32 {
+    let cfg = config();
+    if cfg.lineage == 0 {
+        return 0;
+    }
+    let id = bpf_get_current_pid_tgid();
+    let pid = (id >> 32) as u32;
+    if !wanted(pid) {
+        return 0;
+    }
+    let off = offsets();
+    let task = ctx.arg::<u64>(0);
+    let bprm = ctx.arg::<u64>(2);
+    let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
+        count(counter::RING_FULL);
+        return 0;
+    };
+    let r = entry.as_mut_ptr();
+    let mm = read_u64(task, off.task_mm);
+    let start = read_u64(mm, off.mm_arg_start);
+    let end = read_u64(mm, off.mm_arg_end);
+    let total = end.saturating_sub(start);
+    let take = if total > ARGS_LEN as u64 {
+        ARGS_LEN as u64
+    } else {
+        total
+    };
+    // SAFETY: our reserved ring slot; every field is written.
+    unsafe {
+        (*r).kind = RECORD_EXEC;
+        (*r).pid = pid;
+        (*r).tid = id as u32;
+        (*r)._pad = 0;
+        (*r).time_ns = bpf_ktime_get_ns();
+        (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*r).filename = [0; tracer_common::FILENAME_LEN];
+        let name = read_u64(bprm, off.bprm_filename);
+        if name != 0 {
+            let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*r).filename);
+        }
+        (*r).args = [0; ARGS_LEN];
+        let mut got = 0u32;
+        let n = take as usize;
+        if start != 0 && n > 0 && n <= ARGS_LEN {
+            let args = &mut (*r).args;
+            if bpf_probe_read_user_buf(start as *const u8, &mut args[..n]).is_ok() {
+                got = n as u32;
+            }
+        }
+        (*r).args_len = got;
+        (*r).args_total = total as u32;
+    }
+    entry.submit(wakeup_flags());
     0
 }
 

@@ -61,6 +61,12 @@ impl KernelLayout {
             task_ioac: task.optional("ioac"),
             task_mm: task.optional("mm"),
             mm_users: mm.optional("mm_users"),
+            mm_arg_start: mm.optional("arg_start"),
+            mm_arg_end: mm.optional("arg_end"),
+            bprm_filename: Struct::named(btf, "linux_binprm")
+                .map(|b| b.optional("filename"))
+                .unwrap_or(ABSENT),
+            _pad: ABSENT,
             task_se_runtime: match (task.optional("se"), se.optional("sum_exec_runtime")) {
                 (ABSENT, _) | (_, ABSENT) => ABSENT,
                 (a, b) => a + b,

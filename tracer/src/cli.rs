@@ -9,6 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     dump,
     event::ExitView,
+    lineage::ProcessTable,
     output::{AcctFile, JsonLines, Outputs, Table, Target},
     probes::{AttachMode, ProbeOptions, Probes},
     session,
@@ -106,11 +107,12 @@ impl OutputArgs {
 }
 
 impl ProbeArgs {
-    fn options(&self, follow_tracked: bool) -> ProbeOptions {
+    fn options(&self, follow_tracked: bool, lineage: bool) -> ProbeOptions {
         ProbeOptions {
             attach: self.attach,
             ring_bytes: self.ring_size,
             follow_tracked,
+            lineage,
         }
     }
 }
@@ -178,7 +180,8 @@ fn summary(probes: &Probes, totals: session::Totals) -> Result<()> {
 
 async fn record(duration: Option<Duration>, out: &OutputArgs, args: &ProbeArgs) -> Result<i32> {
     let mut outputs = out.open()?;
-    let mut probes = attach(&args.options(false))?;
+    let lineage = outputs.wants_lineage();
+    let mut probes = attach(&args.options(false, lineage))?;
     let ring = probes.take_ring()?;
     let pending = session::Pending(Some(probes.take_pending()?));
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -199,7 +202,13 @@ async fn record(duration: Option<Duration>, out: &OutputArgs, args: &ProbeArgs) 
             () = sleep => {}
         }
     };
-    let totals = match session::pump(ring, pending, &mut outputs, stop).await {
+    let mut sink = session::Sink {
+        outputs: &mut outputs,
+        // Seeded after the probes are attached: a process created in
+        // between is in both, which the table handles.
+        table: lineage.then(ProcessTable::from_proc),
+    };
+    let totals = match session::pump(ring, pending, &mut sink, stop).await {
         Ok(t) => t,
         Err(e) if crate::output::is_broken_pipe(&e) => return Ok(0),
         Err(e) => return Err(e),
@@ -214,7 +223,8 @@ async fn run_command(
     args: &ProbeArgs,
 ) -> Result<i32> {
     let mut outputs = out.open()?;
-    let mut probes = attach(&args.options(true))?;
+    let lineage = outputs.wants_lineage();
+    let mut probes = attach(&args.options(true, lineage))?;
     let ring = probes.take_ring()?;
     let pending = session::Pending(Some(probes.take_pending()?));
 
@@ -257,7 +267,15 @@ async fn run_command(
             }
         }
     };
-    let result = session::pump(ring, pending, &mut outputs, stop).await;
+    let mut table = lineage.then(ProcessTable::from_proc);
+    if let Some(t) = &mut table {
+        t.set_root(pid);
+    }
+    let mut sink = session::Sink {
+        outputs: &mut outputs,
+        table,
+    };
+    let result = session::pump(ring, pending, &mut sink, stop).await;
     let status = match status {
         Some(s) => s.context("cannot wait for the command")?,
         None => {

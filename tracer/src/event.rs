@@ -1,22 +1,46 @@
 //! Decode: ring-buffer bytes into an exit, and the view every output renders.
 
-use tracer_common::{present, ExitRecord, RECORD_EXIT};
+use tracer_common::{
+    present, ExecRecord, ExitRecord, ForkRecord, RECORD_EXEC, RECORD_EXIT, RECORD_FORK,
+};
 
 use crate::{
     acct::{decode_comp_t, AcctV3, AHZ},
     exit_status::ExitStatus,
 };
 
+/// One ring record, by kind.
+#[derive(Clone, Copy, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a record lives on the stack for one dispatch; boxing would allocate per record"
+)]
+pub enum Record {
+    Exit(ExitRecord),
+    Fork(ForkRecord),
+    Exec(ExecRecord),
+}
+
 /// Reads one record out of a ring item without allocating; `None` for an
-/// item of another kind or size (a newer object than this loader).
-pub fn decode(bytes: &[u8]) -> Option<ExitRecord> {
-    if bytes.len() < size_of::<ExitRecord>() {
+/// item of an unknown kind or size (a newer object than this loader).
+pub fn decode(bytes: &[u8]) -> Option<Record> {
+    let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+    match kind {
+        RECORD_EXIT => read::<ExitRecord>(bytes).map(Record::Exit),
+        RECORD_FORK => read::<ForkRecord>(bytes).map(Record::Fork),
+        RECORD_EXEC => read::<ExecRecord>(bytes).map(Record::Exec),
+        _ => None,
+    }
+}
+
+/// Plain-old-data records only (all of tracer_common's).
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
         return None;
     }
-    // SAFETY: length checked; ExitRecord is plain old data valid for any
-    // bytes; the ring gives 8-byte alignment but read_unaligned needs none.
-    let rec = unsafe { bytes.as_ptr().cast::<ExitRecord>().read_unaligned() };
-    (rec.kind == RECORD_EXIT).then_some(rec)
+    // SAFETY: length checked; the record types are plain old data valid
+    // for any bytes; read_unaligned needs no alignment.
+    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
 /// Maps the kernel's CLOCK_MONOTONIC stamps (what `ktime_get_ns()` and
@@ -62,6 +86,9 @@ impl Clock {
 pub struct ExitView<'a> {
     pub acct: AcctV3,
     pub raw: Option<&'a ExitRecord>,
+    /// The process table, before this exit is applied to it, when an
+    /// output asked for lineage.
+    pub lineage: Option<&'a crate::lineage::ProcessTable>,
 }
 
 impl<'a> ExitView<'a> {
@@ -69,11 +96,16 @@ impl<'a> ExitView<'a> {
         Self {
             acct: AcctV3::from_exit(raw, clock.realtime_s(raw.exit_ns)),
             raw: Some(raw),
+            lineage: None,
         }
     }
 
     pub fn from_acct(acct: AcctV3) -> Self {
-        Self { acct, raw: None }
+        Self {
+            acct,
+            raw: None,
+            lineage: None,
+        }
     }
 
     pub fn status(&self) -> ExitStatus {

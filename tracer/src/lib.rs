@@ -5,8 +5,9 @@
 //! probes (`probes`, the eBPF object, offsets from `btf`) → ring buffer of
 //! `tracer_common::ExitRecord` → `session` drains it → `event` decodes →
 //! `acct` encodes acct_v3 exactly as the kernel → `output` (table, JSON
-//! lines, acct file). `dump` reads acct files back; `exit_status` names
-//! how a process ended.
+//! lines, acct file). Fork and exec events feed `lineage`, the process
+//! table that places each exit in its ancestry. `dump` reads acct files
+//! back; `exit_status` names how a process ended.
 
 pub mod acct;
 pub mod btf;
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod dump;
 pub mod event;
 pub mod exit_status;
+pub mod lineage;
 pub mod output;
 pub mod probes;
 pub mod session;

@@ -47,6 +47,8 @@ pub struct ProbeOptions {
     pub ring_bytes: u32,
     /// Only thread groups created by tracked ones (`tracer run`).
     pub follow_tracked: bool,
+    /// Fork and exec events too (an output wants lineage).
+    pub lineage: bool,
 }
 
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
@@ -72,7 +74,7 @@ impl Probes {
             exit_tp_has_group_dead: layout.exit_tp_has_group_dead.into(),
             follow_tracked: opts.follow_tracked.into(),
             defer_to_exit_mmap: defer.into(),
-            _pad: 0,
+            lineage: opts.lineage.into(),
             // A quarter full wakes the reader; below that its timer drains.
             wakeup_bytes: u64::from(opts.ring_bytes / 4),
         };
@@ -123,6 +125,19 @@ impl Probes {
                 attach_flag(mode)
             );
         };
+        if opts.lineage {
+            for (name, tracepoint) in [
+                ("fork_event", "task_newtask"),
+                ("exec_event", "sched_process_exec"),
+            ] {
+                let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
+                prog.load(tracepoint, &btf)
+                    .map_err(|e| explain_bpf_error(anyhow!(e)))
+                    .with_context(|| format!("cannot load tp_btf/{tracepoint}"))?;
+                prog.attach()
+                    .with_context(|| format!("cannot attach tp_btf/{tracepoint}"))?;
+            }
+        }
         if opts.follow_tracked {
             let prog: &mut BtfTracePoint = program(&mut ebpf, "follow_fork")?;
             prog.load("sched_process_fork", &btf)

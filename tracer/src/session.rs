@@ -8,7 +8,8 @@ use tokio::io::unix::AsyncFd;
 use tracer_common::{ExitRecord, PENDING_TIMEOUT_NS};
 
 use crate::{
-    event::{decode, Clock, ExitView},
+    event::{decode, Clock, ExitView, Record},
+    lineage::ProcessTable,
     output::Outputs,
 };
 
@@ -30,7 +31,7 @@ pub struct Totals {
 pub async fn pump(
     ring: RingBuf<MapData>,
     mut pending: Pending,
-    outputs: &mut Outputs,
+    sink: &mut Sink<'_>,
     stop: impl Future<Output = ()>,
 ) -> Result<Totals> {
     // SAFETY: the ring owns its fd for as long as the AsyncFd owns the ring.
@@ -45,25 +46,57 @@ pub async fn pump(
             () = &mut stop => break,
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), outputs, &mut totals)?;
+                drain(guard.get_inner_mut(), sink, &mut totals)?;
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                drain(ring.get_mut(), outputs, &mut totals)?;
-                pending.sweep(PENDING_TIMEOUT_NS, outputs, &mut totals)?;
+                drain(ring.get_mut(), sink, &mut totals)?;
+                pending.sweep(PENDING_TIMEOUT_NS, sink, &mut totals)?;
             }
         }
     }
-    drain(ring.get_mut(), outputs, &mut totals)?;
-    pending.sweep(0, outputs, &mut totals)?;
+    drain(ring.get_mut(), sink, &mut totals)?;
+    pending.sweep(0, sink, &mut totals)?;
     Ok(totals)
 }
 
-pub fn drain(
-    ring: &mut RingBuf<MapData>,
-    outputs: &mut Outputs,
-    totals: &mut Totals,
-) -> Result<()> {
+/// Where decoded records go: the outputs, and the process table when an
+/// output wants lineage.
+pub struct Sink<'a> {
+    pub outputs: &'a mut Outputs,
+    pub table: Option<ProcessTable>,
+}
+
+impl Sink<'_> {
+    fn record(&mut self, rec: &Record, clock: &Clock, totals: &mut Totals) -> Result<()> {
+        match rec {
+            Record::Exit(exit) => {
+                let mut view = ExitView::from_record(exit, clock);
+                view.lineage = self.table.as_ref();
+                self.outputs.exit(&view)?;
+                if let Some(t) = &mut self.table {
+                    t.exit(exit.pid);
+                }
+                totals.written += 1;
+            }
+            Record::Fork(fork) => {
+                if let Some(t) = &mut self.table {
+                    t.fork(fork);
+                }
+                self.outputs.fork(fork, clock)?;
+            }
+            Record::Exec(exec) => {
+                if let Some(t) = &mut self.table {
+                    t.exec(exec);
+                }
+                self.outputs.exec(exec, clock)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>, totals: &mut Totals) -> Result<()> {
     // One clock reading per batch: the realtime/monotonic offset only moves
     // when the wall clock is stepped.
     let clock = Clock::now();
@@ -72,15 +105,14 @@ pub fn drain(
         match decode(&item) {
             Some(rec) => {
                 drop(item);
-                outputs.exit(&ExitView::from_record(&rec, &clock))?;
-                totals.written += 1;
+                sink.record(&rec, &clock, totals)?;
                 any = true;
             }
             None => totals.unknown += 1,
         }
     }
     if any {
-        outputs.flush()?;
+        sink.outputs.flush()?;
     }
     Ok(())
 }
@@ -95,7 +127,7 @@ impl Pending {
     fn sweep(
         &mut self,
         older_than_ns: u64,
-        outputs: &mut Outputs,
+        sink: &mut Sink<'_>,
         totals: &mut Totals,
     ) -> Result<()> {
         let Some(map) = &mut self.0 else {
@@ -115,12 +147,11 @@ impl Pending {
             // Whoever deletes the entry sends it: the program may have
             // just taken it.
             if map.remove(&tid).is_ok() {
-                outputs.exit(&ExitView::from_record(&rec, &clock))?;
-                totals.written += 1;
+                sink.record(&Record::Exit(rec), &clock, totals)?;
                 totals.swept += 1;
             }
         }
-        outputs.flush()
+        sink.outputs.flush()
     }
 }
 

@@ -2,10 +2,13 @@
 
 use std::io::{self, Write};
 
+use tracer_common::{ExecRecord, ForkRecord};
+
 use super::{flag_names, Secs, Sink, Target};
 use crate::{
-    event::ExitView,
+    event::{Clock, ExitView},
     exit_status::{signal_name, ExitStatus},
+    lineage::{clone_flag_names, Kind},
 };
 
 pub struct JsonLines {
@@ -24,6 +27,18 @@ impl Sink for JsonLines {
         write_exit(&mut self.out, ev)
     }
 
+    fn fork(&mut self, rec: &ForkRecord, clock: &Clock) -> io::Result<()> {
+        write_fork(&mut self.out, rec, clock)
+    }
+
+    fn exec(&mut self, rec: &ExecRecord, clock: &Clock) -> io::Result<()> {
+        write_exec(&mut self.out, rec, clock)
+    }
+
+    fn wants_lineage(&self) -> bool {
+        true
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -31,6 +46,84 @@ impl Sink for JsonLines {
     fn name(&self) -> String {
         self.target.describe()
     }
+}
+
+/// Unix time with ns precision for a CLOCK_MONOTONIC stamp.
+struct UnixTime(i128);
+
+impl std::fmt::Display for UnixTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ns = self.0.max(0);
+        write!(f, "{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
+    }
+}
+
+fn write_flag_list(w: &mut dyn Write, flags: u64) -> io::Result<()> {
+    w.write_all(b"[")?;
+    for (i, name) in clone_flag_names(flags).enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        write!(w, r#""{name}""#)?;
+    }
+    w.write_all(b"]")
+}
+
+pub fn write_fork(w: &mut dyn Write, f: &ForkRecord, clock: &Clock) -> io::Result<()> {
+    let kind = Kind::of(f.clone_flags);
+    write!(
+        w,
+        r#"{{"event":"fork","time":{},"parent_pid":{},"parent_tid":{},"child_pid":{},"child_tid":{},"clone_flags":"#,
+        UnixTime(clock.realtime_ns(f.time_ns)),
+        f.parent_pid,
+        f.parent_tid,
+        f.child_pid,
+        f.child_tid,
+    )?;
+    write_flag_list(w, f.clone_flags)?;
+    write!(w, r#","clone_flags_raw":{},"exit_signal":"#, f.clone_flags)?;
+    match u8::try_from(f.exit_signal).ok().filter(|&s| s != 0) {
+        Some(sig) => match signal_name(sig) {
+            Some(name) => write!(w, r#""{name}""#)?,
+            None => write!(w, r#""SIG{sig}""#)?,
+        },
+        None => w.write_all(b"null")?,
+    }
+    write!(w, r#","kind":"{}","comm":"#, kind.name())?;
+    write_str(w, &f.comm)?;
+    w.write_all(b"}\n")
+}
+
+pub fn write_exec(w: &mut dyn Write, e: &ExecRecord, clock: &Clock) -> io::Result<()> {
+    write!(
+        w,
+        r#"{{"event":"exec","time":{},"pid":{},"tid":{},"filename":"#,
+        UnixTime(clock.realtime_ns(e.time_ns)),
+        e.pid,
+        e.tid
+    )?;
+    write_str(w, &e.filename)?;
+    w.write_all(br#","argv":["#)?;
+    let args = &e.args[..(e.args_len as usize).min(e.args.len())];
+    let mut first = true;
+    for arg in args.split(|&b| b == 0) {
+        // The last piece after the final NUL is empty; a cut argument is kept.
+        if arg.is_empty() && std::ptr::eq(arg.as_ptr(), args.as_ptr().wrapping_add(args.len())) {
+            continue;
+        }
+        if !first {
+            w.write_all(b",")?;
+        }
+        first = false;
+        write_str(w, arg)?;
+    }
+    write!(
+        w,
+        r#"],"argv_truncated":{},"comm":"#,
+        e.args_total > e.args_len
+    )?;
+    write_str(w, &e.comm)?;
+    w.write_all(b"}\n")
 }
 
 pub fn write_exit(w: &mut dyn Write, ev: &ExitView<'_>) -> io::Result<()> {
@@ -117,6 +210,31 @@ pub fn write_exit(w: &mut dyn Write, ev: &ExitView<'_>) -> io::Result<()> {
         if r.present & present::CSW != 0 {
             write!(w, r#","nvcsw":{},"nivcsw":{}"#, r.nvcsw, r.nivcsw)?;
         }
+    }
+    if let Some(table) = ev.lineage {
+        let (creator, flags) = table.creation(a.ac_pid).unwrap_or((None, None));
+        w.write_all(br#","created_by":"#)?;
+        match creator {
+            Some(pid) => write!(w, "{pid}")?,
+            None => w.write_all(b"null")?,
+        }
+        match flags {
+            Some(flags) => {
+                write!(w, r#","kind":"{}","clone_flags":"#, Kind::of(flags).name())?;
+                write_flag_list(w, flags)?;
+            }
+            None => w.write_all(br#","kind":null,"clone_flags":null"#)?,
+        }
+        w.write_all(br#","ancestry":["#)?;
+        for (i, (pid, comm)) in table.ancestors(a.ac_pid).enumerate() {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            write!(w, r#"{{"pid":{pid},"comm":"#)?;
+            write_str(w, comm)?;
+            w.write_all(b"}")?;
+        }
+        w.write_all(b"]")?;
     }
     w.write_all(b"}\n")
 }

@@ -16,10 +16,22 @@ pub use acct_file::AcctFile;
 pub use json::JsonLines;
 pub use table::Table;
 
-use crate::event::ExitView;
+use tracer_common::{ExecRecord, ForkRecord};
+
+use crate::event::{Clock, ExitView};
 
 pub trait Sink {
     fn exit(&mut self, ev: &ExitView<'_>) -> io::Result<()>;
+    /// Fork and exec events: only outputs that show lineage take them.
+    fn fork(&mut self, _rec: &ForkRecord, _clock: &Clock) -> io::Result<()> {
+        Ok(())
+    }
+    fn exec(&mut self, _rec: &ExecRecord, _clock: &Clock) -> io::Result<()> {
+        Ok(())
+    }
+    fn wants_lineage(&self) -> bool {
+        false
+    }
     fn flush(&mut self) -> io::Result<()>;
     /// Names the output in error messages.
     fn name(&self) -> String;
@@ -67,7 +79,6 @@ impl Target {
 #[derive(Default)]
 pub struct Outputs {
     sinks: Vec<Box<dyn Sink>>,
-    pub written: u64,
 }
 
 impl Outputs {
@@ -83,8 +94,27 @@ impl Outputs {
         for s in &mut self.sinks {
             s.exit(ev).map_err(|e| output_error(e, s.as_ref()))?;
         }
-        self.written += 1;
         Ok(())
+    }
+
+    pub fn fork(&mut self, rec: &ForkRecord, clock: &Clock) -> Result<()> {
+        for s in &mut self.sinks {
+            s.fork(rec, clock)
+                .map_err(|e| output_error(e, s.as_ref()))?;
+        }
+        Ok(())
+    }
+
+    pub fn exec(&mut self, rec: &ExecRecord, clock: &Clock) -> Result<()> {
+        for s in &mut self.sinks {
+            s.exec(rec, clock)
+                .map_err(|e| output_error(e, s.as_ref()))?;
+        }
+        Ok(())
+    }
+
+    pub fn wants_lineage(&self) -> bool {
+        self.sinks.iter().any(|s| s.wants_lineage())
     }
 
     pub fn flush(&mut self) -> Result<()> {

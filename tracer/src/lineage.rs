@@ -1,0 +1,350 @@
+//! Lineage: who created whom, how, and the ancestry of every exit.
+//!
+//! A process table seeded from `/proc` (so processes already running have
+//! ancestors) and kept current by the fork, exec and exit events. Creation,
+//! not parentage, places a process: the creator is known from
+//! `task_newtask` and does not change when the kernel reparents.
+
+use std::collections::HashMap;
+
+use tracer_common::{ExecRecord, ForkRecord};
+
+/// The CLONE_* flags by name (include/uapi/linux/sched.h), in bit order.
+/// The low byte is the exit signal for clone(2) and carries no flags, but
+/// for CLONE_NEWTIME, which clone3 can pass there.
+const CLONE_FLAGS: [(u64, &str); 26] = [
+    (0x0000_0080, "CLONE_NEWTIME"),
+    (0x0000_0100, "CLONE_VM"),
+    (0x0000_0200, "CLONE_FS"),
+    (0x0000_0400, "CLONE_FILES"),
+    (0x0000_0800, "CLONE_SIGHAND"),
+    (0x0000_1000, "CLONE_PIDFD"),
+    (0x0000_2000, "CLONE_PTRACE"),
+    (0x0000_4000, "CLONE_VFORK"),
+    (0x0000_8000, "CLONE_PARENT"),
+    (0x0001_0000, "CLONE_THREAD"),
+    (0x0002_0000, "CLONE_NEWNS"),
+    (0x0004_0000, "CLONE_SYSVSEM"),
+    (0x0008_0000, "CLONE_SETTLS"),
+    (0x0010_0000, "CLONE_PARENT_SETTID"),
+    (0x0020_0000, "CLONE_CHILD_CLEARTID"),
+    (0x0040_0000, "CLONE_DETACHED"),
+    (0x0080_0000, "CLONE_UNTRACED"),
+    (0x0100_0000, "CLONE_CHILD_SETTID"),
+    (0x0200_0000, "CLONE_NEWCGROUP"),
+    (0x0400_0000, "CLONE_NEWUTS"),
+    (0x0800_0000, "CLONE_NEWIPC"),
+    (0x1000_0000, "CLONE_NEWUSER"),
+    (0x2000_0000, "CLONE_NEWPID"),
+    (0x4000_0000, "CLONE_NEWNET"),
+    (0x8000_0000, "CLONE_IO"),
+    (0x1_0000_0000, "CLONE_CLEAR_SIGHAND"),
+];
+const CLONE_INTO_CGROUP: (u64, &str) = (0x2_0000_0000, "CLONE_INTO_CGROUP");
+
+pub const CLONE_VFORK: u64 = 0x4000;
+pub const CLONE_THREAD: u64 = 0x1_0000;
+/// The flags that create a namespace: the tree marks such clones.
+pub const CLONE_NEW_ANY: u64 = 0x80
+    | 0x2_0000
+    | 0x200_0000
+    | 0x400_0000
+    | 0x800_0000
+    | 0x1000_0000
+    | 0x2000_0000
+    | 0x4000_0000;
+
+pub fn clone_flag_names(flags: u64) -> impl Iterator<Item = &'static str> {
+    CLONE_FLAGS
+        .into_iter()
+        .chain([CLONE_INTO_CGROUP])
+        .filter(move |(bit, _)| flags & bit != 0)
+        .map(|(_, name)| name)
+}
+
+/// How a task was created, from its clone flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Thread,
+    Process,
+    Vfork,
+}
+
+impl Kind {
+    pub fn of(flags: u64) -> Self {
+        if flags & CLONE_THREAD != 0 {
+            Self::Thread
+        } else if flags & CLONE_VFORK != 0 {
+            Self::Vfork
+        } else {
+            Self::Process
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Thread => "thread",
+            Self::Process => "process",
+            Self::Vfork => "vfork",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Proc {
+    /// The creating process; for one found in /proc at start, its parent.
+    creator: Option<u32>,
+    comm: [u8; 16],
+    /// Clone flags, when we saw the creation.
+    flags: Option<u64>,
+    alive: bool,
+    /// Entries whose `creator` is this one and that are still in the table.
+    children: u32,
+}
+
+/// The live process table. Dead entries stay while a live descendant can
+/// name them in its ancestry, and are dropped when the last one goes, so
+/// the table is bounded by the processes alive plus their dead ancestors.
+#[derive(Debug, Default)]
+pub struct ProcessTable {
+    procs: HashMap<u32, Proc>,
+    /// Ancestry stops here (the command `tracer run` started).
+    root: Option<u32>,
+}
+
+/// Ancestry chains stop after this many steps (a cycle can only come from
+/// pid reuse racing the table, but must not hang the tracer).
+const MAX_DEPTH: usize = 64;
+
+impl ProcessTable {
+    /// Seeded from `/proc`: every process running now, with its parent.
+    pub fn from_proc() -> Self {
+        let mut table = Self::default();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return table;
+        };
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            if let Some((comm, ppid)) = parse_stat(&stat) {
+                table.procs.insert(
+                    pid,
+                    Proc {
+                        creator: (ppid != 0).then_some(ppid),
+                        comm,
+                        flags: None,
+                        alive: true,
+                        children: 0,
+                    },
+                );
+            }
+        }
+        let creators: Vec<u32> = table.procs.values().filter_map(|p| p.creator).collect();
+        for c in creators {
+            if let Some(p) = table.procs.get_mut(&c) {
+                p.children += 1;
+            }
+        }
+        table
+    }
+
+    pub fn set_root(&mut self, pid: u32) {
+        self.root = Some(pid);
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn fork(&mut self, f: &ForkRecord) {
+        if Kind::of(f.clone_flags) == Kind::Thread {
+            return;
+        }
+        if let Some(p) = self.procs.get_mut(&f.parent_pid) {
+            p.children += 1;
+        }
+        let proc = Proc {
+            creator: Some(f.parent_pid),
+            comm: f.comm,
+            flags: Some(f.clone_flags),
+            alive: true,
+            children: 0,
+        };
+        // A pid reused while a dead entry still waited for its children:
+        // the new process takes the slot; the old one's children keep
+        // counting against it, which only delays a removal.
+        if let Some(old) = self.procs.insert(f.child_pid, proc) {
+            if let Some(new) = self.procs.get_mut(&f.child_pid) {
+                new.children = old.children;
+            }
+        }
+    }
+
+    pub fn exec(&mut self, e: &ExecRecord) {
+        if let Some(p) = self.procs.get_mut(&e.pid) {
+            p.comm = e.comm;
+        }
+    }
+
+    /// How `pid` was created, if we saw it: (creator, clone flags).
+    pub fn creation(&self, pid: u32) -> Option<(Option<u32>, Option<u64>)> {
+        self.procs.get(&pid).map(|p| (p.creator, p.flags))
+    }
+
+    /// The chain of creators above `pid`, nearest first, up to the root of
+    /// `tracer run`, pid 1, or the first one not known.
+    pub fn ancestors(&self, pid: u32) -> impl Iterator<Item = (u32, &[u8; 16])> {
+        let mut next = if Some(pid) == self.root {
+            None
+        } else {
+            self.procs.get(&pid).and_then(|p| p.creator)
+        };
+        let mut steps = 0;
+        std::iter::from_fn(move || {
+            let pid = next?;
+            steps += 1;
+            let p = self.procs.get(&pid)?;
+            next = if steps >= MAX_DEPTH || Some(pid) == self.root || pid == 1 {
+                None
+            } else {
+                p.creator
+            };
+            Some((pid, &p.comm))
+        })
+    }
+
+    /// `pid` died: keep it while children may still name it.
+    pub fn exit(&mut self, pid: u32) {
+        match self.procs.get_mut(&pid) {
+            Some(p) => p.alive = false,
+            None => return,
+        }
+        let mut cur = Some(pid);
+        while let Some(pid) = cur {
+            let Some(p) = self.procs.get(&pid) else {
+                break;
+            };
+            if p.alive || p.children > 0 {
+                break;
+            }
+            let creator = p.creator;
+            self.procs.remove(&pid);
+            cur = creator.and_then(|c| {
+                let parent = self.procs.get_mut(&c)?;
+                parent.children = parent.children.saturating_sub(1);
+                Some(c)
+            });
+        }
+    }
+}
+
+/// (comm, ppid) from /proc/PID/stat; the comm is between the first '(' and
+/// the last ')', since it can hold both.
+fn parse_stat(stat: &str) -> Option<([u8; 16], u32)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let name = stat.get(open + 1..close)?.as_bytes();
+    let mut comm = [0u8; 16];
+    let n = name.len().min(15);
+    comm[..n].copy_from_slice(&name[..n]);
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let _state = rest.next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((comm, ppid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fork(parent: u32, child: u32, flags: u64, comm: &[u8]) -> ForkRecord {
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm);
+        ForkRecord {
+            kind: tracer_common::RECORD_FORK,
+            exit_signal: 17,
+            parent_pid: parent,
+            parent_tid: parent,
+            child_pid: child,
+            child_tid: child,
+            clone_flags: flags,
+            time_ns: 0,
+            comm: c,
+        }
+    }
+
+    fn chain(t: &ProcessTable, pid: u32) -> Vec<u32> {
+        t.ancestors(pid).map(|(p, _)| p).collect()
+    }
+
+    #[test]
+    fn names_and_kinds() {
+        let names: Vec<_> = clone_flag_names(0x2000_0000 | 0x100 | 0x4000).collect();
+        assert_eq!(names, ["CLONE_VM", "CLONE_VFORK", "CLONE_NEWPID"]);
+        assert_eq!(Kind::of(0x1_0000 | 0x100), Kind::Thread);
+        assert_eq!(Kind::of(0x4000 | 0x100), Kind::Vfork);
+        assert_eq!(Kind::of(0), Kind::Process);
+        assert_eq!(
+            clone_flag_names(0x2_0000_0000).collect::<Vec<_>>(),
+            ["CLONE_INTO_CGROUP"]
+        );
+    }
+
+    #[test]
+    fn ancestry_survives_reparenting_and_the_table_empties() {
+        let mut t = ProcessTable::default();
+        t.procs.insert(
+            1,
+            Proc {
+                creator: None,
+                comm: *b"init\0\0\0\0\0\0\0\0\0\0\0\0",
+                flags: None,
+                alive: true,
+                children: 0,
+            },
+        );
+        t.fork(&fork(1, 10, 0, b"shell"));
+        t.fork(&fork(10, 11, 0, b"daemon"));
+        t.fork(&fork(11, 12, 0, b"worker"));
+        t.fork(&fork(12, 12, CLONE_THREAD, b"worker"));
+        assert_eq!(chain(&t, 12), [11, 10, 1]);
+        // The double fork: 11 dies, 12 is reparented by the kernel, but was
+        // created by 11 and keeps that ancestry.
+        t.exit(11);
+        assert_eq!(chain(&t, 12), [11, 10, 1]);
+        t.exit(10);
+        t.exit(12);
+        // Everything dead and childless is gone; init stays.
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn root_bounds_the_chain() {
+        let mut t = ProcessTable::default();
+        t.fork(&fork(1, 5, 0, b"tracer"));
+        t.fork(&fork(5, 6, 0, b"cmd"));
+        t.fork(&fork(6, 7, 0x2000_0000, b"ns"));
+        t.set_root(6);
+        assert_eq!(chain(&t, 7), [6]);
+        assert!(chain(&t, 6).is_empty());
+    }
+
+    #[test]
+    fn stat_with_parentheses_in_comm() {
+        let (comm, ppid) = parse_stat("42 (a) b)) S 7 42 42 0 -1").unwrap();
+        assert_eq!(&comm[..6], b"a) b)\0");
+        assert_eq!(ppid, 7);
+    }
+}
