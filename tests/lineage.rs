@@ -74,6 +74,7 @@ fn fork_events_match_what_was_asked() {
             .arg("run")
             .arg("--json")
             .arg(&json)
+            .arg("--threads")
             .arg("--")
             .arg(&workload),
         Duration::from_secs(60),
@@ -194,6 +195,20 @@ fn fork_events_match_what_was_asked() {
         if a.label == "clone-parent" && json_num(ev, "ppid") == Some(root) {
             problems.push(format!(
                 "clone-parent: its ppid should be the workload's parent\n    {ev}"
+            ));
+        }
+    }
+    // With --threads, each thread's own death is an event.
+    for a in asked.iter().filter(|a| a.flags & CLONE_THREAD != 0) {
+        let found = events.lines().any(|l| {
+            l.contains(r#""event":"thread_exit""#)
+                && json_num(l, "tid") == Some(a.child_tid)
+                && json_num(l, "pid") == Some(root)
+        });
+        if !found {
+            problems.push(format!(
+                "{}: no thread_exit for tid {}",
+                a.label, a.child_tid
             ));
         }
     }

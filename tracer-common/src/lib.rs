@@ -43,7 +43,8 @@ pub struct Offsets {
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
     pub bprm_filename: u32,
-    pub _pad: u32,
+    /// `task_struct.exit_code`: a thread's own exit code.
+    pub task_exit_code: u32,
     // struct signal_struct
     pub signal_live: u32,
     pub signal_tty: u32,
@@ -103,7 +104,7 @@ impl Offsets {
             mm_arg_start: ABSENT,
             mm_arg_end: ABSENT,
             bprm_filename: ABSENT,
-            _pad: ABSENT,
+            task_exit_code: ABSENT,
             signal_live: ABSENT,
             signal_tty: ABSENT,
             signal_maxrss: ABSENT,
@@ -147,6 +148,9 @@ pub struct Config {
     pub defer_to_exit_mmap: u32,
     /// 1: send fork and exec events (an output wants lineage).
     pub lineage: u32,
+    /// 1: send a record for each thread that dies before its group.
+    pub threads: u32,
+    pub _pad: u32,
     /// Wake the reader only once this many bytes wait in the ring; below
     /// it, records are submitted without a wakeup and the loader's timer
     /// collects them.
@@ -166,6 +170,24 @@ pub mod present {
 pub const RECORD_EXIT: u32 = 1;
 pub const RECORD_FORK: u32 = 2;
 pub const RECORD_EXEC: u32 = 3;
+pub const RECORD_THREAD_EXIT: u32 = 4;
+
+/// A thread that died while its group lives on (`--threads`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadExitRecord {
+    /// [`RECORD_THREAD_EXIT`].
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    /// The thread's `exit_code` (as ac_exitcode's encoding).
+    pub exit_code: u32,
+    /// CLOCK_MONOTONIC ns.
+    pub time_ns: u64,
+    /// The thread's exact on-CPU time.
+    pub runtime_ns: u64,
+    pub comm: [u8; 16],
+}
 
 /// A task created (`task_newtask`): every thread and process, kernel
 /// threads included, with the clone flags exactly as the kernel got them.
@@ -301,6 +323,7 @@ mod user {
     unsafe impl aya::Pod for super::ExitRecord {}
     unsafe impl aya::Pod for super::ForkRecord {}
     unsafe impl aya::Pod for super::ExecRecord {}
+    unsafe impl aya::Pod for super::ThreadExitRecord {}
 }
 
 #[cfg(test)]
@@ -312,8 +335,9 @@ mod tests {
         assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16);
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
         assert_eq!(size_of::<Offsets>(), 44 * 4);
-        assert_eq!(size_of::<Config>(), 24);
+        assert_eq!(size_of::<Config>(), 32);
         assert_eq!(size_of::<ForkRecord>(), 56);
+        assert_eq!(size_of::<ThreadExitRecord>(), 48);
         assert_eq!(size_of::<ExecRecord>(), 32 + FILENAME_LEN + ARGS_LEN + 16);
     }
 }

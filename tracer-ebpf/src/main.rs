@@ -20,8 +20,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
 use tracer_common::{
-    counter, present, Config, ExecRecord, ExitRecord, ForkRecord, Offsets, ABSENT, ARGS_LEN,
-    RECORD_EXEC, RECORD_EXIT, RECORD_FORK,
+    counter, present, Config, ExecRecord, ExitRecord, ForkRecord, Offsets, ThreadExitRecord,
+    ABSENT, ARGS_LEN, RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_THREAD_EXIT,
 };
 
 /// Filled in by the loader before load (`EbpfLoader::set_global`).
@@ -33,6 +33,8 @@ static CONFIG: Config = Config {
     follow_tracked: 0,
     defer_to_exit_mmap: 0,
     lineage: 0,
+    threads: 0,
+    _pad: 0,
     wakeup_bytes: 0,
 };
 
@@ -289,8 +291,37 @@ pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
         // With group_dead in the prototype (>= 6.16) the tracepoint fires
         // before exit_mm(); before that it fires after acct_process().
         emit_exit(task, config().exit_tp_has_group_dead != 0);
+    } else if config().threads != 0 {
+        emit_thread_exit(task);
     }
     0
+}
+
+/// A thread dying before its group (`--threads`).
+#[inline(never)]
+fn emit_thread_exit(task: u64) {
+    let id = bpf_get_current_pid_tgid();
+    let pid = (id >> 32) as u32;
+    if !wanted(pid) {
+        return;
+    }
+    let off = offsets();
+    let Some(mut entry) = EVENTS.reserve::<ThreadExitRecord>(0) else {
+        count(counter::RING_FULL);
+        return;
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: our reserved ring slot; every field is written.
+    unsafe {
+        (*r).kind = RECORD_THREAD_EXIT;
+        (*r).pid = pid;
+        (*r).tid = id as u32;
+        (*r).exit_code = read_u32(task, off.task_exit_code);
+        (*r).time_ns = bpf_ktime_get_ns();
+        (*r).runtime_ns = read_u64(task, off.task_se_runtime);
+        (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+    entry.submit(wakeup_flags());
 }
 
 /// `acct_process()`: the kernel's own accounting hook, called exactly once per

@@ -66,7 +66,7 @@ impl KernelLayout {
             bprm_filename: Struct::named(btf, "linux_binprm")
                 .map(|b| b.optional("filename"))
                 .unwrap_or(ABSENT),
-            _pad: ABSENT,
+            task_exit_code: task.optional("exit_code"),
             task_se_runtime: match (task.optional("se"), se.optional("sum_exec_runtime")) {
                 (ABSENT, _) | (_, ABSENT) => ABSENT,
                 (a, b) => a + b,

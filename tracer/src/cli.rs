@@ -13,6 +13,7 @@ use crate::{
     output::{AcctFile, JsonLines, Outputs, Table, Target},
     probes::{AttachMode, ProbeOptions, Probes},
     session,
+    tree::{Tree, TreeOutput},
 };
 
 /// Exit status for an error of the tool itself (clap uses 2 for usage).
@@ -53,6 +54,13 @@ enum Command {
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<std::ffi::OsString>,
     },
+    /// Render the process tree of a JSON recording (`--json`): one line per
+    /// process, under the process that created it.
+    Tree {
+        /// The recording ('-' or nothing for standard input).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
     /// Decode acct v3 files (the kernel's or ours) as a table or JSON lines.
     Dump {
         /// NDJSON instead of a table.
@@ -75,6 +83,13 @@ struct OutputArgs {
     /// output is given).
     #[arg(long)]
     table: bool,
+    /// Print the process tree on standard output at the end.
+    #[arg(long)]
+    tree: bool,
+    /// JSON lines also get a `thread_exit` event for every thread that dies
+    /// before its process.
+    #[arg(long)]
+    threads: bool,
 }
 
 #[derive(Args, Debug)]
@@ -90,6 +105,9 @@ struct ProbeArgs {
 impl OutputArgs {
     fn open(&self) -> Result<Outputs> {
         let mut outputs = Outputs::default();
+        if self.threads && self.json.is_none() {
+            bail!("--threads adds events to the JSON lines: give --json too");
+        }
         if self.table && self.json == Some(Target::Stdout) {
             bail!("--table and --json - would both write to standard output; pick one");
         }
@@ -99,6 +117,10 @@ impl OutputArgs {
         if let Some(target) = &self.json {
             outputs.push(Box::new(JsonLines::new(target.clone(), target.open()?)));
         }
+        if self.tree {
+            let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            outputs.push(Box::new(TreeOutput::new(Target::Stdout.open()?, color)));
+        }
         if self.table || outputs.is_empty() {
             outputs.push(Box::new(Table::new(Target::Stdout, Target::Stdout.open()?)));
         }
@@ -107,12 +129,13 @@ impl OutputArgs {
 }
 
 impl ProbeArgs {
-    fn options(&self, follow_tracked: bool, lineage: bool) -> ProbeOptions {
+    fn options(&self, follow_tracked: bool, lineage: bool, threads: bool) -> ProbeOptions {
         ProbeOptions {
             attach: self.attach,
             ring_bytes: self.ring_size,
             follow_tracked,
             lineage,
+            threads,
         }
     }
 }
@@ -121,6 +144,7 @@ impl ProbeArgs {
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Dump { json, files } => dump_files(&files, json),
+        Command::Tree { file } => tree_file(file.as_deref()),
         Command::Record {
             duration,
             outputs,
@@ -181,7 +205,7 @@ fn summary(probes: &Probes, totals: session::Totals) -> Result<()> {
 async fn record(duration: Option<Duration>, out: &OutputArgs, args: &ProbeArgs) -> Result<i32> {
     let mut outputs = out.open()?;
     let lineage = outputs.wants_lineage();
-    let mut probes = attach(&args.options(false, lineage))?;
+    let mut probes = attach(&args.options(false, lineage, out.threads && out.json.is_some()))?;
     let ring = probes.take_ring()?;
     let pending = session::Pending(Some(probes.take_pending()?));
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -213,7 +237,15 @@ async fn record(duration: Option<Duration>, out: &OutputArgs, args: &ProbeArgs) 
         Err(e) if crate::output::is_broken_pipe(&e) => return Ok(0),
         Err(e) => return Err(e),
     };
+    sink.outputs.finish()?;
     summary(&probes, totals)?;
+    if let Some(t) = &sink.table {
+        eprintln!(
+            "tracer: lineage table: {} processes at the end, {} at most",
+            t.len(),
+            t.peak()
+        );
+    }
     Ok(0)
 }
 
@@ -224,7 +256,7 @@ async fn run_command(
 ) -> Result<i32> {
     let mut outputs = out.open()?;
     let lineage = outputs.wants_lineage();
-    let mut probes = attach(&args.options(true, lineage))?;
+    let mut probes = attach(&args.options(true, lineage, out.threads && out.json.is_some()))?;
     let ring = probes.take_ring()?;
     let pending = session::Pending(Some(probes.take_pending()?));
 
@@ -275,7 +307,9 @@ async fn run_command(
         outputs: &mut outputs,
         table,
     };
-    let result = session::pump(ring, pending, &mut sink, stop).await;
+    let result = session::pump(ring, pending, &mut sink, stop)
+        .await
+        .and_then(|totals| outputs.finish().map(|()| totals));
     let status = match status {
         Some(s) => s.context("cannot wait for the command")?,
         None => {
@@ -337,6 +371,26 @@ fn dump_files(files: &[PathBuf], json: bool) -> Result<i32> {
     match result {
         Err(e) if crate::output::is_broken_pipe(&e) => Ok(0),
         Err(e) => Err(e),
+        Ok(()) => Ok(0),
+    }
+}
+
+fn tree_file(file: Option<&std::path::Path>) -> Result<i32> {
+    use std::io::{BufReader, IsTerminal as _, Write as _};
+    let tree = match file.filter(|f| *f != std::path::Path::new("-")) {
+        Some(path) => {
+            let f = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            Tree::from_json(BufReader::new(f), &path.display().to_string())?
+        }
+        None => Tree::from_json(std::io::stdin().lock(), "standard input")?,
+    };
+    let stdout = std::io::stdout();
+    let color = stdout.is_terminal();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match tree.render(&mut out, color).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(e.into()),
         Ok(()) => Ok(0),
     }
 }

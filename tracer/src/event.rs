@@ -1,7 +1,8 @@
 //! Decode: ring-buffer bytes into an exit, and the view every output renders.
 
 use tracer_common::{
-    present, ExecRecord, ExitRecord, ForkRecord, RECORD_EXEC, RECORD_EXIT, RECORD_FORK,
+    present, ExecRecord, ExitRecord, ForkRecord, ThreadExitRecord, RECORD_EXEC, RECORD_EXIT,
+    RECORD_FORK, RECORD_THREAD_EXIT,
 };
 
 use crate::{
@@ -19,6 +20,7 @@ pub enum Record {
     Exit(ExitRecord),
     Fork(ForkRecord),
     Exec(ExecRecord),
+    ThreadExit(ThreadExitRecord),
 }
 
 /// Reads one record out of a ring item without allocating; `None` for an
@@ -29,6 +31,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         RECORD_EXIT => read::<ExitRecord>(bytes).map(Record::Exit),
         RECORD_FORK => read::<ForkRecord>(bytes).map(Record::Fork),
         RECORD_EXEC => read::<ExecRecord>(bytes).map(Record::Exec),
+        RECORD_THREAD_EXIT => read::<ThreadExitRecord>(bytes).map(Record::ThreadExit),
         _ => None,
     }
 }

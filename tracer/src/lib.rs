@@ -19,3 +19,4 @@ pub mod lineage;
 pub mod output;
 pub mod probes;
 pub mod session;
+pub mod tree;

@@ -110,6 +110,8 @@ pub struct ProcessTable {
     procs: HashMap<u32, Proc>,
     /// Ancestry stops here (the command `tracer run` started).
     root: Option<u32>,
+    /// The most entries held at once.
+    peak: usize,
 }
 
 /// Ancestry chains stop after this many steps (a cycle can only come from
@@ -147,6 +149,7 @@ impl ProcessTable {
                 );
             }
         }
+        table.peak = table.procs.len();
         let creators: Vec<u32> = table.procs.values().filter_map(|p| p.creator).collect();
         for c in creators {
             if let Some(p) = table.procs.get_mut(&c) {
@@ -162,6 +165,10 @@ impl ProcessTable {
 
     pub fn len(&self) -> usize {
         self.procs.len()
+    }
+
+    pub fn peak(&self) -> usize {
+        self.peak
     }
 
     pub fn is_empty(&self) -> bool {
@@ -190,6 +197,7 @@ impl ProcessTable {
                 new.children = old.children;
             }
         }
+        self.peak = self.peak.max(self.procs.len());
     }
 
     pub fn exec(&mut self, e: &ExecRecord) {

@@ -49,6 +49,8 @@ pub struct ProbeOptions {
     pub follow_tracked: bool,
     /// Fork and exec events too (an output wants lineage).
     pub lineage: bool,
+    /// A record for each thread that dies before its group.
+    pub threads: bool,
 }
 
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
@@ -75,6 +77,8 @@ impl Probes {
             follow_tracked: opts.follow_tracked.into(),
             defer_to_exit_mmap: defer.into(),
             lineage: opts.lineage.into(),
+            threads: opts.threads.into(),
+            _pad: 0,
             // A quarter full wakes the reader; below that its timer drains.
             wakeup_bytes: u64::from(opts.ring_bytes / 4),
         };

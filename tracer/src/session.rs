@@ -85,6 +85,7 @@ impl Sink<'_> {
                 }
                 self.outputs.fork(fork, clock)?;
             }
+            Record::ThreadExit(t) => self.outputs.thread_exit(t, clock)?,
             Record::Exec(exec) => {
                 if let Some(t) = &mut self.table {
                     t.exec(exec);

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use tracer_common::{ExecRecord, ForkRecord};
+use tracer_common::{ExecRecord, ForkRecord, ThreadExitRecord};
 
 use super::{flag_names, Secs, Sink, Target};
 use crate::{
@@ -33,6 +33,23 @@ impl Sink for JsonLines {
 
     fn exec(&mut self, rec: &ExecRecord, clock: &Clock) -> io::Result<()> {
         write_exec(&mut self.out, rec, clock)
+    }
+
+    fn thread_exit(&mut self, t: &ThreadExitRecord, clock: &Clock) -> io::Result<()> {
+        write!(
+            self.out,
+            r#"{{"event":"thread_exit","time":{},"pid":{},"tid":{},"comm":"#,
+            UnixTime(clock.realtime_ns(t.time_ns)),
+            t.pid,
+            t.tid
+        )?;
+        write_str(&mut self.out, &t.comm)?;
+        writeln!(
+            self.out,
+            r#","exit_code":{},"cpu_runtime_s":{}}}"#,
+            t.exit_code,
+            Secs(t.runtime_ns)
+        )
     }
 
     fn wants_lineage(&self) -> bool {

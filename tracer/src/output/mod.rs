@@ -16,7 +16,7 @@ pub use acct_file::AcctFile;
 pub use json::JsonLines;
 pub use table::Table;
 
-use tracer_common::{ExecRecord, ForkRecord};
+use tracer_common::{ExecRecord, ForkRecord, ThreadExitRecord};
 
 use crate::event::{Clock, ExitView};
 
@@ -29,8 +29,15 @@ pub trait Sink {
     fn exec(&mut self, _rec: &ExecRecord, _clock: &Clock) -> io::Result<()> {
         Ok(())
     }
+    fn thread_exit(&mut self, _rec: &ThreadExitRecord, _clock: &Clock) -> io::Result<()> {
+        Ok(())
+    }
     fn wants_lineage(&self) -> bool {
         false
+    }
+    /// The session is over (outputs that print a summary do it here).
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
     }
     fn flush(&mut self) -> io::Result<()>;
     /// Names the output in error messages.
@@ -109,6 +116,22 @@ impl Outputs {
         for s in &mut self.sinks {
             s.exec(rec, clock)
                 .map_err(|e| output_error(e, s.as_ref()))?;
+        }
+        Ok(())
+    }
+
+    pub fn thread_exit(&mut self, rec: &ThreadExitRecord, clock: &Clock) -> Result<()> {
+        for s in &mut self.sinks {
+            s.thread_exit(rec, clock)
+                .map_err(|e| output_error(e, s.as_ref()))?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(&mut self) -> Result<()> {
+        self.flush()?;
+        for s in &mut self.sinks {
+            s.finish().map_err(|e| output_error(e, s.as_ref()))?;
         }
         Ok(())
     }
