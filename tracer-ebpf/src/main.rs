@@ -16,7 +16,7 @@ use aya_ebpf::{
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
     },
     macros::{btf_tracepoint, fentry, kprobe, map},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
 use tracer_common::{
@@ -51,6 +51,13 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 /// accounting uses (after the address space is torn down, which can take
 /// many ticks for a large one). Keyed by tid. Whoever deletes an entry
 /// (that program, or the loader for one that waited too long) sends it.
+/// Groups already reported, by `signal_struct` address, valued by the
+/// leader's start time (an address reused by a later group has another):
+/// before 6.16, `group_dead` is derived from `signal->live` at the
+/// tracepoint, which two threads exiting at once can both see as 0.
+#[map]
+static REPORTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1 << 12, 0);
+
 #[map]
 static PENDING: HashMap<u32, ExitRecord> = HashMap::with_max_entries(1 << 13, 0);
 
@@ -285,7 +292,7 @@ pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
         // already decremented signal->live, so 0 means the group is dead.
         let off = offsets();
         let signal = read_u64(task, off.task_signal);
-        signal != 0 && read_u32(signal, off.signal_live) == 0
+        signal != 0 && read_u32(signal, off.signal_live) == 0 && first_report(task, signal)
     };
     if group_dead {
         // With group_dead in the prototype (>= 6.16) the tracepoint fires
@@ -295,6 +302,19 @@ pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
         emit_thread_exit(task);
     }
     0
+}
+
+/// Whether this dead group is reported for the first time (see `REPORTED`).
+#[inline(never)]
+fn first_report(task: u64, signal: u64) -> bool {
+    let off = offsets();
+    let start = read_u64(read_u64(task, off.task_group_leader), off.task_start_time);
+    // SAFETY: a plain u64 value, copied out at once.
+    if unsafe { REPORTED.get(&signal) }.is_some_and(|&s| s == start) {
+        return false;
+    }
+    let _ = REPORTED.insert(&signal, &start, 0);
+    true
 }
 
 /// A thread dying before its group (`--threads`).

@@ -92,11 +92,16 @@ impl Probes {
             .context("cannot load the eBPF object")?;
 
         let order = match opts.attach {
+            // Thread exits come only from the tracepoint.
+            AttachMode::Auto if opts.threads => vec![AttachMode::Tracepoint],
             AttachMode::Auto => vec![
                 AttachMode::Fentry,
                 AttachMode::Kprobe,
                 AttachMode::Tracepoint,
             ],
+            AttachMode::Fentry | AttachMode::Kprobe if opts.threads => {
+                bail!("--threads needs the tracepoint exit hook: use --attach tracepoint or auto")
+            }
             one => vec![one],
         };
         let mut fallbacks = Vec::new();
