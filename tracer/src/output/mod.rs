@@ -97,54 +97,42 @@ impl Outputs {
         self.sinks.is_empty()
     }
 
-    pub fn exit(&mut self, ev: &ExitView<'_>) -> Result<()> {
+    /// Runs `f` on every output in turn; the first failure names its output.
+    fn each(&mut self, mut f: impl FnMut(&mut dyn Sink) -> io::Result<()>) -> Result<()> {
         for s in &mut self.sinks {
-            s.exit(ev).map_err(|e| output_error(e, s.as_ref()))?;
+            f(s.as_mut()).map_err(|e| output_error(e, s.as_ref()))?;
         }
         Ok(())
+    }
+
+    pub fn exit(&mut self, ev: &ExitView<'_>) -> Result<()> {
+        self.each(|s| s.exit(ev))
     }
 
     pub fn fork(&mut self, rec: &ForkRecord, clock: &Clock) -> Result<()> {
-        for s in &mut self.sinks {
-            s.fork(rec, clock)
-                .map_err(|e| output_error(e, s.as_ref()))?;
-        }
-        Ok(())
+        self.each(|s| s.fork(rec, clock))
     }
 
     pub fn exec(&mut self, rec: &ExecRecord, clock: &Clock) -> Result<()> {
-        for s in &mut self.sinks {
-            s.exec(rec, clock)
-                .map_err(|e| output_error(e, s.as_ref()))?;
-        }
-        Ok(())
+        self.each(|s| s.exec(rec, clock))
     }
 
     pub fn thread_exit(&mut self, rec: &ThreadExitRecord, clock: &Clock) -> Result<()> {
-        for s in &mut self.sinks {
-            s.thread_exit(rec, clock)
-                .map_err(|e| output_error(e, s.as_ref()))?;
-        }
-        Ok(())
+        self.each(|s| s.thread_exit(rec, clock))
     }
 
+    pub fn flush(&mut self) -> Result<()> {
+        self.each(|s| s.flush())
+    }
+
+    /// The session is over: flush, then let outputs print their summaries.
     pub fn finish(&mut self) -> Result<()> {
         self.flush()?;
-        for s in &mut self.sinks {
-            s.finish().map_err(|e| output_error(e, s.as_ref()))?;
-        }
-        Ok(())
+        self.each(|s| s.finish())
     }
 
     pub fn wants_lineage(&self) -> bool {
         self.sinks.iter().any(|s| s.wants_lineage())
-    }
-
-    pub fn flush(&mut self) -> Result<()> {
-        for s in &mut self.sinks {
-            s.flush().map_err(|e| output_error(e, s.as_ref()))?;
-        }
-        Ok(())
     }
 }
 
