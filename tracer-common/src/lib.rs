@@ -150,6 +150,12 @@ pub struct Config {
     pub lineage: u32,
     /// 1: send a record for each thread that dies before its group.
     pub threads: u32,
+    /// 1: `pacct_struct` has its usual layout (seven 8-byte slots in
+    /// declaration order), so it is read in one call.
+    pub pacct_std: u32,
+    /// 1: `task_io_accounting` starts with rchar, wchar, syscr, syscw,
+    /// read_bytes, write_bytes (8 bytes each): read in one call.
+    pub ioac_std: u32,
     pub _pad: u32,
     /// Wake the reader only once this many bytes wait in the ring; below
     /// it, records are submitted without a wakeup and the loader's timer
@@ -314,6 +320,43 @@ pub struct ExitRecord {
     pub comm: [u8; 16],
 }
 
+impl ExitRecord {
+    /// All zero: a slot to fill in place.
+    pub const fn zeroed() -> Self {
+        Self {
+            kind: 0,
+            present: 0,
+            pid: 0,
+            tid: 0,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            ac_flag: 0,
+            exit_code: 0,
+            exit_signal: 0,
+            tty_dev: 0,
+            _pad: 0,
+            start_ns: 0,
+            exit_ns: 0,
+            utime_ns: 0,
+            stime_ns: 0,
+            mem_kb: 0,
+            minflt: 0,
+            majflt: 0,
+            maxrss_pages: 0,
+            rchar: 0,
+            wchar: 0,
+            read_bytes: 0,
+            write_bytes: 0,
+            nvcsw: 0,
+            nivcsw: 0,
+            cgroup_id: 0,
+            runtime_ns: 0,
+            comm: [0; 16],
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both are #[repr(C)] with only integer fields and no padding
@@ -335,7 +378,7 @@ mod tests {
         assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16);
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
         assert_eq!(size_of::<Offsets>(), 44 * 4);
-        assert_eq!(size_of::<Config>(), 32);
+        assert_eq!(size_of::<Config>(), 40);
         assert_eq!(size_of::<ForkRecord>(), 56);
         assert_eq!(size_of::<ThreadExitRecord>(), 48);
         assert_eq!(size_of::<ExecRecord>(), 32 + FILENAME_LEN + ARGS_LEN + 16);

@@ -12,7 +12,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
     },
     macros::{btf_tracepoint, fentry, kprobe, map},
@@ -34,6 +34,8 @@ static CONFIG: Config = Config {
     defer_to_exit_mmap: 0,
     lineage: 0,
     threads: 0,
+    pacct_std: 0,
+    ioac_std: 0,
     _pad: 0,
     wakeup_bytes: 0,
 };
@@ -154,7 +156,8 @@ fn send(rec: &ExitRecord) {
 fn emit_exit(task: u64, before_exit_mm: bool) {
     let off = offsets();
     let cfg = config();
-    let tgid = current_tgid();
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
     if cfg.follow_tracked != 0 {
         // SAFETY: the value is a u8 we never hold a reference to across calls.
         if unsafe { TRACKED.get(&tgid) }.is_none() {
@@ -166,15 +169,16 @@ fn emit_exit(task: u64, before_exit_mm: bool) {
     if before_exit_mm && cfg.defer_to_exit_mmap != 0 {
         let mm = read_u64(task, off.task_mm);
         if mm != 0 && read_u32(mm, off.mm_users) == 1 {
-            let mut rec = core::mem::MaybeUninit::<ExitRecord>::uninit();
-            fill(rec.as_mut_ptr(), task, tgid);
-            // SAFETY: fill wrote every field.
-            let rec = unsafe { rec.assume_init_ref() };
-            if PENDING.insert(&rec.tid, rec, 0).is_err() {
-                count(counter::PENDING_FULL);
-                send(rec);
+            // Filled in place in its PENDING slot: a record on the stack
+            // would not fit older kernels' 512-byte stack with the calls.
+            let tid = id as u32;
+            if PENDING.insert(&tid, &EMPTY, 0).is_ok() {
+                if let Some(slot) = PENDING.get_ptr_mut(&tid) {
+                    fill(slot, task, tgid);
+                    return;
+                }
             }
-            return;
+            count(counter::PENDING_FULL);
         }
     }
 
@@ -186,31 +190,106 @@ fn emit_exit(task: u64, before_exit_mm: bool) {
     entry.submit(wakeup_flags());
 }
 
-/// Every field of the record, read the way `fill_ac()` reads them.
+/// The source of a PENDING slot before it is filled.
+static EMPTY: ExitRecord = ExitRecord::zeroed();
+
+/// Every field of the record, read the way `fill_ac()` reads them. Split in
+/// parts so that few values are live across helper calls: each part's
+/// stack frame stays small.
 #[inline(never)]
 fn fill(r: *mut ExitRecord, task: u64, tgid: u32) {
+    fill_identity(r, task, tgid);
+    fill_acct(r, task);
+    fill_extras(r, task);
+    // SAFETY: `r` is our exclusively owned slot. `kind` goes last: the
+    // loader skips a PENDING slot whose kind is not set yet.
+    unsafe {
+        (*r).exit_ns = bpf_ktime_get_ns();
+        core::ptr::write_volatile(&raw mut (*r).kind, RECORD_EXIT);
+    }
+}
+
+#[inline(never)]
+fn fill_identity(r: *mut ExitRecord, task: u64, tgid: u32) {
+    let off = offsets();
+    let leader = read_u64(task, off.task_group_leader);
+    // SAFETY: `r` is our exclusively owned slot (ring entry or map value).
+    unsafe {
+        (*r).pid = tgid;
+        (*r).tid = read_u32(task, off.task_pid);
+        (*r).ppid = read_u32(read_u64(task, off.task_real_parent), off.task_tgid);
+        let cred = read_u64(task, off.task_cred);
+        (*r).uid = read_u32(cred, off.cred_uid);
+        (*r).gid = read_u32(cred, off.cred_gid);
+        (*r).exit_signal = read_u32(leader, off.task_exit_signal) as i32;
+        (*r).start_ns = read_u64(leader, off.task_start_time);
+        (*r).cgroup_id = bpf_get_current_cgroup_id();
+        (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*r)._pad = 0;
+    }
+}
+
+/// `signal->pacct`, as acct_collect() left it, and the controlling tty.
+#[inline(never)]
+fn fill_acct(r: *mut ExitRecord, task: u64) {
     let off = offsets();
     let signal = read_u64(task, off.task_signal);
-    let leader = read_u64(task, off.task_group_leader);
-    let parent = read_u64(task, off.task_real_parent);
-    let cred = read_u64(task, off.task_cred);
     let pacct = member(signal, off.signal_pacct);
+    // SAFETY: `r` is our exclusively owned slot.
+    unsafe {
+        if config().pacct_std != 0 && pacct != 0 {
+            // ac_flag (int), ac_exitcode (long), ac_mem, ac_utime, ac_stime,
+            // ac_minflt, ac_majflt: one read instead of seven.
+            let p = bpf_probe_read_kernel(pacct as *const [u64; 7]).unwrap_or([0; 7]);
+            (*r).ac_flag = p[0] as u32;
+            (*r).exit_code = p[1] as u32;
+            (*r).mem_kb = p[2];
+            (*r).utime_ns = p[3];
+            (*r).stime_ns = p[4];
+            (*r).minflt = p[5];
+            (*r).majflt = p[6];
+        } else {
+            (*r).ac_flag = read_u32(pacct, off.pacct_flag);
+            // `long ac_exitcode`: the low half on a little-endian machine.
+            (*r).exit_code = read_u32(pacct, off.pacct_exitcode);
+            (*r).mem_kb = read_u64(pacct, off.pacct_mem);
+            (*r).utime_ns = read_u64(pacct, off.pacct_utime);
+            (*r).stime_ns = read_u64(pacct, off.pacct_stime);
+            (*r).minflt = read_u64(pacct, off.pacct_minflt);
+            (*r).majflt = read_u64(pacct, off.pacct_majflt);
+        }
+        // The controlling tty as dev_t, as tty_devnum() computes it.
+        let tty = read_u64(signal, off.signal_tty);
+        (*r).tty_dev = if tty == 0 {
+            0
+        } else {
+            let driver = read_u64(tty, off.tty_driver);
+            let major = read_u32(driver, off.driver_major);
+            let minor_start = read_u32(driver, off.driver_minor_start);
+            ((major << 20) | minor_start).wrapping_add(read_u32(tty, off.tty_index))
+        };
+    }
+}
+
+/// What acct drops: peak RSS, I/O, context switches, exact CPU time. Group
+/// totals so far plus this last thread's own: other threads folded theirs
+/// into signal_struct when they were released.
+#[inline(never)]
+fn fill_extras(r: *mut ExitRecord, task: u64) {
+    let off = offsets();
+    let signal = read_u64(task, off.task_signal);
     let sig_io = member(signal, off.signal_ioac);
     let task_io = member(task, off.task_ioac);
-
     // Presence is a property of the kernel's layout, known from the offsets.
     let mut present_bits = 0u32;
     if off.signal_maxrss != ABSENT {
         present_bits |= present::MAXRSS;
     }
-    if sig_io != 0 && task_io != 0 && off.ioac_rchar != ABSENT && off.ioac_wchar != ABSENT {
+    let io = sig_io != 0 && task_io != 0;
+    if io && off.ioac_rchar != ABSENT && off.ioac_wchar != ABSENT {
         present_bits |= present::IO_CHARS;
     }
-    if sig_io != 0
-        && task_io != 0
-        && off.ioac_read_bytes != ABSENT
-        && off.ioac_write_bytes != ABSENT
-    {
+    if io && off.ioac_read_bytes != ABSENT && off.ioac_write_bytes != ABSENT {
         present_bits |= present::IO_BYTES;
     }
     if off.signal_nvcsw != ABSENT && off.task_nvcsw != ABSENT {
@@ -219,63 +298,34 @@ fn fill(r: *mut ExitRecord, task: u64, tgid: u32) {
     if off.signal_runtime != ABSENT && off.task_se_runtime != ABSENT {
         present_bits |= present::RUNTIME;
     }
-
-    // The controlling tty as dev_t, as tty_devnum() computes it.
-    let tty = read_u64(signal, off.signal_tty);
-    let tty_dev = if tty == 0 {
-        0
-    } else {
-        let driver = read_u64(tty, off.tty_driver);
-        let major = read_u32(driver, off.driver_major);
-        let minor_start = read_u32(driver, off.driver_minor_start);
-        let index = read_u32(tty, off.tty_index);
-        ((major << 20) | minor_start).wrapping_add(index)
-    };
-
-    // SAFETY: `r` points into our reserved, exclusively owned ring slot;
-    // every field is written before submit.
+    // SAFETY: `r` is our exclusively owned slot.
     unsafe {
-        (*r).kind = RECORD_EXIT;
         (*r).present = present_bits;
-        (*r).pid = tgid;
-        (*r).tid = read_u32(task, off.task_pid);
-        (*r).ppid = read_u32(parent, off.task_tgid);
-        (*r).uid = read_u32(cred, off.cred_uid);
-        (*r).gid = read_u32(cred, off.cred_gid);
-        (*r).ac_flag = read_u32(pacct, off.pacct_flag);
-        // `long ac_exitcode`: the low half on a little-endian machine.
-        (*r).exit_code = read_u32(pacct, off.pacct_exitcode);
-        (*r).exit_signal = read_u32(leader, off.task_exit_signal) as i32;
-        (*r).tty_dev = tty_dev;
-        (*r)._pad = 0;
-        (*r).start_ns = read_u64(leader, off.task_start_time);
-        (*r).exit_ns = bpf_ktime_get_ns();
-        (*r).utime_ns = read_u64(pacct, off.pacct_utime);
-        (*r).stime_ns = read_u64(pacct, off.pacct_stime);
-        (*r).mem_kb = read_u64(pacct, off.pacct_mem);
-        (*r).minflt = read_u64(pacct, off.pacct_minflt);
-        (*r).majflt = read_u64(pacct, off.pacct_majflt);
         (*r).maxrss_pages = read_u64(signal, off.signal_maxrss);
-        // Group totals so far plus this last thread's own: other threads
-        // folded theirs into signal_struct when they were released.
-        (*r).rchar = read_u64(sig_io, off.ioac_rchar) + read_u64(task_io, off.ioac_rchar);
-        (*r).wchar = read_u64(sig_io, off.ioac_wchar) + read_u64(task_io, off.ioac_wchar);
-        (*r).read_bytes =
-            read_u64(sig_io, off.ioac_read_bytes) + read_u64(task_io, off.ioac_read_bytes);
-        (*r).write_bytes =
-            read_u64(sig_io, off.ioac_write_bytes) + read_u64(task_io, off.ioac_write_bytes);
+        if config().ioac_std != 0 && io {
+            // rchar, wchar, syscr, syscw, read_bytes, write_bytes.
+            let a = bpf_probe_read_kernel(sig_io as *const [u64; 6]).unwrap_or([0; 6]);
+            (*r).rchar = a[0];
+            (*r).wchar = a[1];
+            (*r).read_bytes = a[4];
+            (*r).write_bytes = a[5];
+            let b = bpf_probe_read_kernel(task_io as *const [u64; 6]).unwrap_or([0; 6]);
+            (*r).rchar += b[0];
+            (*r).wchar += b[1];
+            (*r).read_bytes += b[4];
+            (*r).write_bytes += b[5];
+        } else {
+            (*r).rchar = read_u64(sig_io, off.ioac_rchar) + read_u64(task_io, off.ioac_rchar);
+            (*r).wchar = read_u64(sig_io, off.ioac_wchar) + read_u64(task_io, off.ioac_wchar);
+            (*r).read_bytes =
+                read_u64(sig_io, off.ioac_read_bytes) + read_u64(task_io, off.ioac_read_bytes);
+            (*r).write_bytes =
+                read_u64(sig_io, off.ioac_write_bytes) + read_u64(task_io, off.ioac_write_bytes);
+        }
         (*r).nvcsw = read_u64(signal, off.signal_nvcsw) + read_u64(task, off.task_nvcsw);
         (*r).nivcsw = read_u64(signal, off.signal_nivcsw) + read_u64(task, off.task_nivcsw);
-        (*r).cgroup_id = bpf_get_current_cgroup_id();
         (*r).runtime_ns =
             read_u64(signal, off.signal_runtime) + read_u64(task, off.task_se_runtime);
-        (*r).comm = [0; 16];
-        if off.task_comm != ABSENT {
-            let _ = bpf_probe_read_kernel_buf(
-                (task + off.task_comm as u64) as *const u8,
-                &mut (*r).comm,
-            );
-        }
     }
 }
 

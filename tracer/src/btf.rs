@@ -19,6 +19,10 @@ pub struct KernelLayout {
     /// That tracepoint fires before `exit_mm()`, and `exit_mmap` can give a
     /// record the exit time acct uses, after the address space is gone.
     pub exit_mmap_stamp: bool,
+    /// `pacct_struct` and `task_io_accounting` have their usual layouts
+    /// and can each be read in one call.
+    pub pacct_std: bool,
+    pub ioac_std: bool,
 }
 
 impl KernelLayout {
@@ -101,8 +105,28 @@ impl KernelLayout {
         };
         let exit_args = tracepoint_arg_count(btf, "sched_process_exit")?;
         let has_exit_mmap = tracepoint_arg_count(btf, "exit_mmap").is_ok();
+        let o = &offsets;
+        let pacct_std = [
+            o.pacct_flag,
+            o.pacct_exitcode,
+            o.pacct_mem,
+            o.pacct_utime,
+            o.pacct_stime,
+            o.pacct_minflt,
+            o.pacct_majflt,
+        ] == [0, 8, 16, 24, 32, 40, 48]
+            && pacct.ty.size() >= 56;
+        let ioac_std = [
+            o.ioac_rchar,
+            o.ioac_wchar,
+            o.ioac_read_bytes,
+            o.ioac_write_bytes,
+        ] == [0, 8, 32, 40]
+            && ioac.ty.size() >= 48;
         Ok(Self {
             offsets,
+            pacct_std,
+            ioac_std,
             exit_tp_has_group_dead: exit_args >= 2,
             exit_mmap_stamp: exit_args >= 2
                 && has_exit_mmap

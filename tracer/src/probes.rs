@@ -78,6 +78,8 @@ impl Probes {
             defer_to_exit_mmap: defer.into(),
             lineage: opts.lineage.into(),
             threads: opts.threads.into(),
+            pacct_std: layout.pacct_std.into(),
+            ioac_std: layout.ioac_std.into(),
             _pad: 0,
             // A quarter full wakes the reader; below that its timer drains.
             wakeup_bytes: u64::from(opts.ring_bytes / 4),

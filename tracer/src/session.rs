@@ -138,6 +138,8 @@ impl Pending {
         let stale: Vec<(u32, ExitRecord)> = map
             .iter()
             .filter_map(Result::ok)
+            // A slot the program is still filling has no kind yet.
+            .filter(|(_, rec)| rec.kind == tracer_common::RECORD_EXIT)
             .filter(|(_, rec)| now.saturating_sub(rec.exit_ns) >= older_than_ns)
             .collect();
         if stale.is_empty() {
