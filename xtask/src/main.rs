@@ -1,4 +1,5 @@
-//! Developer tasks: `cargo xtask setup`, `cargo xtask build-ebpf [--check]`.
+//! Developer tasks: `cargo xtask setup`, `cargo xtask build-ebpf [--check]`,
+//! `cargo xtask vm-test`.
 //!
 //! The eBPF object is built with nightly, build-std and bpf-linker, then
 //! committed into the tracer crate, so users and CI build the tool itself
@@ -11,6 +12,9 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
+
+mod bench;
+mod vm;
 
 /// LLVM whose libraries bpf-linker links against; it must match the LLVM of
 /// the nightly compiler (22 for nightly 1.97).
@@ -37,12 +41,20 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Run the privileged tests in VMs booting Debian's 6.1 and 6.12 kernels,
+    /// once per attach mode (installs what it needs).
+    VmTest(vm::VmTestArgs),
+    /// Measure what tracing costs: workloads untraced, under the tracer,
+    /// exitsnoop and kernel accounting (root; writes bench/results/).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup(),
         Task::BuildEbpf { check } => build_ebpf(check),
+        Task::VmTest(args) => vm::vm_test(args),
+        Task::Bench(args) => bench::bench(args),
     }
 }
 

@@ -1,0 +1,696 @@
+//! `cargo xtask vm-test`: the privileged integration tests on other kernels.
+//!
+//! Boots Debian's 6.1 and 6.12 kernels under qemu (software emulation, no
+//! KVM) with virtme-ng, over the host's own filesystem, and runs the host's
+//! already-built `exit_records` test binary inside, once per attach mode
+//! (`TRACER_ATTACH`), with `CI=true` so that nothing skips. The tests compare
+//! the tracer's records with the kernel's own accounting (`accton`) in the
+//! VM, so a pass proves equality on that kernel.
+//!
+//! Everything it needs is installed idempotently: Debian packages
+//! (qemu-system-x86, kmod, busybox-static, acct, gcc), virtme-ng from PyPI,
+//! and the kernel packages, downloaded and extracted into
+//! `target/vm-kernels/` with their modules linked under `/lib/modules`.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    fs,
+    io::{BufRead as _, BufReader, Read, Write as _},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{run, succeeds, workspace_root};
+
+/// virtme-ng release this was verified with.
+const VIRTME_NG: &str = "virtme-ng==1.42";
+/// Debian packages the VMs and the tests need on the host (the VM runs over
+/// the host's filesystem, so `accton` and `cc` come from here too).
+const APT_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "kmod",
+    "busybox-static",
+    "acct",
+    "gcc",
+    "libc6-dev",
+];
+const MODES: &[&str] = &["fentry", "kprobe", "tracepoint"];
+/// Printed by virtme-ng's init right before it runs the command.
+const SCRIPT_START: &str = "starting script";
+/// Marks the lines our in-VM script prints about itself.
+const MARK: &str = "VMTEST";
+
+/// A kernel series and how to find Debian's newest package of it.
+struct Series {
+    name: &'static str,
+    /// Regex for `apt-cache search --names-only`.
+    pattern: &'static str,
+}
+
+const SERIES: &[Series] = &[
+    Series {
+        name: "6.1",
+        pattern: r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+    },
+    Series {
+        name: "6.12",
+        pattern: r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
+    },
+];
+
+#[derive(clap::Args)]
+pub struct VmTestArgs {
+    /// Kernel series to boot: 6.1, 6.12 or all (comma-separated list allowed).
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    kernel: Vec<String>,
+    /// Attach modes to test: fentry, kprobe, tracepoint or all
+    /// (comma-separated list allowed). One VM boot per mode.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    attach: Vec<String>,
+    /// Time limit for one VM run (boot and tests), in seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Time limit for the whole command, in seconds: a run gets at most what
+    /// is left, and runs that cannot start in time count as failed.
+    #[arg(long)]
+    budget: Option<u64>,
+    /// Unmount tracefs and debugfs in the VM before the tests (virtme-ng
+    /// mounts them), to check that the attach modes do not need them.
+    #[arg(long)]
+    unmount_tracefs: bool,
+    /// Only install and download what the VMs need; boot nothing.
+    #[arg(long)]
+    prepare_only: bool,
+}
+
+fn select<'a>(asked: &[String], all: &[&'a str], what: &str) -> Result<Vec<&'a str>> {
+    let mut out = Vec::new();
+    for a in asked {
+        if a == "all" {
+            out.extend_from_slice(all);
+        } else if let Some(x) = all.iter().find(|x| **x == a.as_str()) {
+            out.push(*x);
+        } else {
+            bail!(
+                "unknown {what} {a:?}: expected one of {} or all",
+                all.join(", ")
+            );
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+/// One kernel, ready to boot.
+struct Kernel {
+    series: &'static str,
+    package: String,
+    version: String,
+    vmlinuz: PathBuf,
+}
+
+/// The outcome of one (kernel, mode) VM run.
+struct RunResult {
+    series: &'static str,
+    version: String,
+    mode: &'static str,
+    passed: usize,
+    failed: usize,
+    /// Names of failed tests, or why the run did not complete.
+    failures: Vec<String>,
+    secs: f64,
+    log: PathBuf,
+}
+
+pub fn vm_test(args: VmTestArgs) -> Result<()> {
+    let names: Vec<&str> = SERIES.iter().map(|s| s.name).collect();
+    let series = select(&args.kernel, &names, "kernel")?;
+    let modes = select(&args.attach, MODES, "attach mode")?;
+    let root = workspace_root();
+    let cache = root.join("target/vm-kernels");
+    fs::create_dir_all(cache.join("logs"))?;
+
+    let started = Instant::now();
+    install_tools()?;
+    let mut kernels = Vec::new();
+    for s in SERIES.iter().filter(|s| series.contains(&s.name)) {
+        kernels.push(prepare_kernel(s, &cache)?);
+    }
+    for k in &kernels {
+        eprintln!(
+            "vm-test: kernel {} = Debian package {} (version {})",
+            k.series, k.package, k.version
+        );
+    }
+    eprintln!(
+        "vm-test: prepared in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    if args.prepare_only {
+        return Ok(());
+    }
+
+    let test_bin = build_tests(&root)?;
+    eprintln!("vm-test: test binary {}", test_bin.display());
+
+    let mut results = Vec::new();
+    // Mode by mode across kernels, in the order given (fentry, kprobe, then
+    // tracepoint for `all`): a --budget cut drops the last mode first.
+    for &mode in &modes {
+        for k in &kernels {
+            let left = args
+                .budget
+                .map(|b| b.saturating_sub(started.elapsed().as_secs()));
+            if left.is_some_and(|l| l < 60) {
+                println!(
+                    "vm-test: kernel {} --attach {mode}: not run, the --budget of {} s is used up",
+                    k.series,
+                    args.budget.unwrap_or_default()
+                );
+                results.push(RunResult {
+                    series: k.series,
+                    version: k.version.clone(),
+                    mode,
+                    passed: 0,
+                    failed: 1,
+                    failures: vec!["(not run: --budget used up)".into()],
+                    secs: 0.0,
+                    log: PathBuf::new(),
+                });
+                continue;
+            }
+            let timeout = left.map_or(args.timeout, |l| l.min(args.timeout));
+            results.push(run_one(
+                &root,
+                &cache,
+                k,
+                mode,
+                &test_bin,
+                timeout,
+                args.unmount_tracefs,
+            )?);
+        }
+    }
+
+    let total = started.elapsed().as_secs_f64();
+    let summary = summarize(&results, total);
+    println!("{summary}");
+    let failed: usize = results.iter().map(|r| r.failed).sum();
+    if failed > 0 {
+        // The summary says what failed; no error chain or backtrace.
+        eprintln!("vm-test: {failed} VM test(s) failed");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f", "${Status}", package])
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.ends_with(b"install ok installed"))
+}
+
+fn install_tools() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!(
+            "vm-test: Debian packages present: {}",
+            APT_PACKAGES.join(" ")
+        );
+    } else {
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if succeeds(Command::new("vng").arg("--version")) {
+        eprintln!("vm-test: virtme-ng present");
+    } else {
+        run(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--root-user-action=ignore",
+            VIRTME_NG,
+        ]))?;
+    }
+    Ok(())
+}
+
+fn capture(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Orders package names by their numbers (`6.1.0-9` < `6.1.0-47`).
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(0))
+        .collect()
+}
+
+/// Finds the newest Debian package of the series, downloads and extracts it
+/// into the cache (once), and links its modules under /lib/modules.
+fn prepare_kernel(series: &'static Series, cache: &Path) -> Result<Kernel> {
+    let list = capture(Command::new("apt-cache").args(["search", "--names-only", series.pattern]))?;
+    let package = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .max_by_key(|n| version_key(n))
+        .map(str::to_owned);
+    let package = match package {
+        Some(p) => p,
+        None => {
+            // Empty package lists (a fresh container): fetch them once.
+            run(Command::new("apt-get").args(["update", "-qq"]))?;
+            capture(Command::new("apt-cache").args(["search", "--names-only", series.pattern]))?
+                .lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .max_by_key(|n| version_key(n))
+                .map(str::to_owned)
+                .with_context(|| format!("no Debian package matches {}", series.pattern))?
+        }
+    };
+
+    let dir = cache.join(&package);
+    let extracted = dir.join("root");
+    let done = dir.join(".extracted");
+    if done.exists() {
+        eprintln!("vm-test: {package} already extracted in {}", dir.display());
+    } else {
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        run(Command::new("apt-get").current_dir(&dir).args([
+            "download",
+            "-qq",
+            "-o",
+            "APT::Sandbox::User=root",
+            &package,
+        ]))
+        .with_context(|| format!("downloading {package}"))?;
+        let deb = fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .with_context(|| format!("apt-get download left no .deb in {}", dir.display()))?;
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&extracted))?;
+        fs::remove_file(&deb)?;
+        fs::write(&done, &package)?;
+    }
+
+    let modules = extracted.join("lib/modules");
+    let version = fs::read_dir(&modules)
+        .with_context(|| format!("reading {}", modules.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .with_context(|| format!("no kernel version under {}", modules.display()))?;
+    let vmlinuz = extracted.join(format!("boot/vmlinuz-{version}"));
+    if !vmlinuz.is_file() {
+        bail!("{} missing from {package}", vmlinuz.display());
+    }
+    let moddir = modules.join(&version);
+    if !moddir.join("modules.dep").exists() {
+        run(Command::new("depmod")
+            .arg("-b")
+            .arg(&extracted)
+            .arg(&version))?;
+    }
+    // virtme-ng finds the modules (virtio, 9p) of the kernel it boots under
+    // /lib/modules of the filesystem it shares with the VM.
+    let link = Path::new("/lib/modules").join(&version);
+    match fs::symlink_metadata(&link) {
+        Ok(m) if m.file_type().is_symlink() => {
+            if fs::read_link(&link)? != moddir {
+                fs::remove_file(&link)?;
+                std::os::unix::fs::symlink(&moddir, &link)?;
+            }
+        }
+        Ok(_) => eprintln!(
+            "vm-test: {} is a real directory (kernel installed on the host); using it",
+            link.display()
+        ),
+        Err(_) => {
+            fs::create_dir_all("/lib/modules")?;
+            std::os::unix::fs::symlink(&moddir, &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
+    Ok(Kernel {
+        series: series.name,
+        package,
+        version,
+        vmlinuz,
+    })
+}
+
+/// Builds the tracer and the privileged test binary on the host; returns the
+/// test binary's path. The test runs `env!("CARGO_BIN_EXE_tracer")`, an
+/// absolute path the VM sees too.
+fn build_tests(root: &Path) -> Result<PathBuf> {
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["build", "-p", "tracer"]))?;
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).args([
+        "test",
+        "-p",
+        "tracer",
+        "--test",
+        "exit_records",
+        "--no-run",
+        "--message-format=json",
+    ]);
+    eprintln!("xtask: running {cmd:?}");
+    let json = capture(cmd.stderr(Stdio::inherit()))?;
+    json.lines()
+        .filter(|l| {
+            l.contains(r#""reason":"compiler-artifact""#)
+                && l.contains(r#""name":"exit_records""#)
+                && l.contains(r#""test":true"#)
+        })
+        .find_map(|l| {
+            let rest = &l[l.find(r#""executable":""#)? + r#""executable":""#.len()..];
+            Some(PathBuf::from(&rest[..rest.find('"')?]))
+        })
+        .context("cargo did not report the exit_records test executable")
+}
+
+/// The script the VM runs: tracefs and debugfs (mounted, or unmounted on
+/// request), then the tests, timed.
+fn vm_script(root: &Path, mode: &str, test_bin: &Path, unmount: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+    let _ = writeln!(s, "echo \"{MARK} kernel $(uname -r)\"");
+    // Kernel messages share the console with the tests' output: keep them
+    // out of the test lines (accounting switches print one each).
+    let _ = writeln!(s, "dmesg -n 1");
+    // virtme-ng's init mounts both; a host may not (ours does not mount
+    // tracefs), so --unmount-tracefs checks that the tracer copes without.
+    for (fs, dir) in [
+        ("tracefs", "/sys/kernel/tracing"),
+        ("debugfs", "/sys/kernel/debug"),
+    ] {
+        let _ = writeln!(
+            s,
+            "if grep -q ' {dir} {fs} ' /proc/mounts; then echo '{MARK} {fs}: mounted at boot'; \
+             elif mount -t {fs} nodev {dir}; then echo '{MARK} {fs}: not mounted at boot, mounted it'; fi"
+        );
+    }
+    if unmount {
+        let _ = writeln!(
+            s,
+            "umount /sys/kernel/debug/tracing 2>/dev/null; umount /sys/kernel/tracing; umount /sys/kernel/debug"
+        );
+        let _ = writeln!(
+            s,
+            "grep -qE ' (tracefs|debugfs) ' /proc/mounts && echo '{MARK} could not unmount tracefs/debugfs' || echo '{MARK} tracefs and debugfs unmounted for the tests'"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "echo \"{MARK} btf: $(test -e /sys/kernel/btf/vmlinux && echo yes || echo no)\""
+    );
+    let _ = writeln!(s, "cd '{}' || exit 1", root.display());
+    let _ = writeln!(s, "t0=$(date +%s.%N)");
+    let _ = writeln!(
+        s,
+        "CI=true TRACER_ATTACH={mode} RUST_BACKTRACE=0 '{}' --test-threads=1 --color never 2>&1",
+        test_bin.display()
+    );
+    let _ = writeln!(s, "rc=$?");
+    let _ = writeln!(s, "echo \"{MARK} done rc=$rc tests_s=$(echo \"$(date +%s.%N) $t0\" | awk '{{printf \"%.1f\", $1 - $2}}')\"");
+    let _ = writeln!(s, "exit $rc");
+    s
+}
+
+enum Line {
+    Out(String),
+    End,
+}
+
+fn pump(stream: impl Read + Send + 'static, tx: mpsc::Sender<Line>) {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stream);
+        let mut buf = Vec::new();
+        while r.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+            if tx.send(Line::Out(line)).is_err() {
+                return;
+            }
+            buf.clear();
+        }
+        let _ = tx.send(Line::End);
+    });
+}
+
+fn run_one(
+    root: &Path,
+    cache: &Path,
+    k: &Kernel,
+    mode: &'static str,
+    test_bin: &Path,
+    timeout: u64,
+    unmount_tracefs: bool,
+) -> Result<RunResult> {
+    let script_path = cache.join(format!("run-{}-{mode}.sh", k.series));
+    fs::write(
+        &script_path,
+        vm_script(root, mode, test_bin, unmount_tracefs),
+    )?;
+    let log_path = cache.join(format!("logs/{}-{mode}.log", k.version));
+    let mut log = fs::File::create(&log_path)?;
+
+    println!(
+        "== vm-test: kernel {} ({}), --attach {mode}",
+        k.series, k.version
+    );
+    let mut cmd = Command::new("vng");
+    cmd.current_dir(root)
+        .arg("--run")
+        .arg(&k.vmlinuz)
+        .args([
+            "--disable-kvm",
+            "--force-9p",
+            "--memory",
+            "2G",
+            "--cpus",
+            "2",
+        ])
+        .args(["--verbose", "--exec"])
+        .arg(format!("sh {}", script_path.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let _ = writeln!(log, "{cmd:?}");
+    let started = Instant::now();
+    let mut child = cmd.spawn().context("cannot start vng")?;
+    let (tx, rx) = mpsc::channel();
+    pump(child.stdout.take().expect("piped"), tx.clone());
+    pump(child.stderr.take().expect("piped"), tx);
+
+    let deadline = started + Duration::from_secs(timeout);
+    let mut in_script = false;
+    let mut ended = 0;
+    let mut timed_out = false;
+    let mut tests: BTreeMap<String, bool> = BTreeMap::new();
+    let mut result_line = None;
+    let mut done_line = None;
+    while ended < 2 {
+        let now = Instant::now();
+        if now >= deadline {
+            timed_out = true;
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(Line::Out(line)) => {
+                let _ = writeln!(log, "{line}");
+                let line = strip_ansi(&line);
+                if line.contains(SCRIPT_START) {
+                    in_script = true;
+                    println!(
+                        "vm-test: booted in {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    continue;
+                }
+                if !in_script {
+                    continue;
+                }
+                println!("{line}");
+                if let Some(rest) = line.strip_prefix("test ") {
+                    if let Some((name, outcome)) = rest.split_once(" ... ") {
+                        match outcome.trim() {
+                            "ok" => {
+                                tests.insert(name.to_owned(), true);
+                            }
+                            "FAILED" => {
+                                tests.insert(name.to_owned(), false);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if line.starts_with("test result:") {
+                    result_line = Some(line.clone());
+                }
+                if line.starts_with(&format!("{MARK} done")) {
+                    done_line = Some(line.clone());
+                }
+            }
+            Ok(Line::End) => ended += 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                timed_out = true;
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if timed_out {
+        // vng and its qemu share the process group we gave vng.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status();
+    }
+    let status = child.wait()?;
+    let secs = started.elapsed().as_secs_f64();
+
+    let mut failures: Vec<String> = tests
+        .iter()
+        .filter(|(_, ok)| !**ok)
+        .map(|(n, _)| n.clone())
+        .collect();
+    // libtest's own count wins over the per-test lines we could parse.
+    let counts = result_line.as_deref().and_then(result_counts);
+    let passed = counts.map_or_else(|| tests.values().filter(|ok| **ok).count(), |c| c.0);
+    let mut failed = counts.map_or(failures.len(), |c| c.1);
+    if failed > failures.len() {
+        failures.push(format!(
+            "{} test(s) not named above",
+            failed - failures.len()
+        ));
+    }
+    let incomplete = if timed_out {
+        Some(format!("timed out after {timeout} s"))
+    } else if !in_script {
+        Some(format!("the VM did not reach its script (vng: {status})"))
+    } else if result_line.is_none() || done_line.is_none() {
+        Some(format!("the test binary did not finish (vng: {status})"))
+    } else if result_line.as_deref().is_some_and(|l| l.contains("FAILED")) && failed == 0 {
+        Some("the test binary failed".into())
+    } else {
+        None
+    };
+    if let Some(why) = incomplete {
+        failures.push(format!("(run incomplete: {why})"));
+        failed += 1;
+    }
+    println!(
+        "vm-test: kernel {} --attach {mode}: {passed} passed, {failed} failed in {secs:.0} s (log {})",
+        k.series,
+        log_path.display()
+    );
+    Ok(RunResult {
+        series: k.series,
+        version: k.version.clone(),
+        mode,
+        passed,
+        failed,
+        failures,
+        secs,
+        log: log_path,
+    })
+}
+
+/// `(passed, failed)` from libtest's `test result: ... N passed; M failed; ...`.
+fn result_counts(line: &str) -> Option<(usize, usize)> {
+    let count = |word: &str| {
+        line.split(';')
+            .find(|part| part.trim_end().ends_with(word))
+            .and_then(|part| part.split_whitespace().rev().nth(1)?.parse().ok())
+    };
+    Some((count(" passed")?, count(" failed")?))
+}
+
+/// The line without terminal colour escapes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn summarize(results: &[RunResult], total: f64) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "== vm-test summary");
+    let _ = writeln!(
+        s,
+        "{:<6} {:<22} {:<11} {:>6} {:>6} {:>7}",
+        "kernel", "version", "attach", "passed", "failed", "seconds"
+    );
+    for r in results {
+        let _ = writeln!(
+            s,
+            "{:<6} {:<22} {:<11} {:>6} {:>6} {:>7.0}",
+            r.series, r.version, r.mode, r.passed, r.failed, r.secs
+        );
+    }
+    for r in results.iter().filter(|r| !r.failures.is_empty()) {
+        let _ = writeln!(
+            s,
+            "FAILED on {} --attach {}: {}{}",
+            r.series,
+            r.mode,
+            r.failures.join(", "),
+            if r.log.as_os_str().is_empty() {
+                String::new()
+            } else {
+                format!(" (log {})", r.log.display())
+            }
+        );
+    }
+    let passed: usize = results.iter().map(|r| r.passed).sum();
+    let failed: usize = results.iter().map(|r| r.failed).sum();
+    let _ = write!(
+        s,
+        "vm-test total: {passed} passed, {failed} failed in {total:.0} s"
+    );
+    s
+}
