@@ -156,8 +156,10 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         return Ok(());
     }
 
-    let test_bin = build_tests(&root)?;
-    eprintln!("vm-test: test binary {}", test_bin.display());
+    let test_bins = build_tests(&root)?;
+    for bin in &test_bins {
+        eprintln!("vm-test: test binary {}", bin.display());
+    }
 
     let mut results = Vec::new();
     // Mode by mode across kernels, in the order given (fentry, kprobe, then
@@ -191,7 +193,7 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
                 &cache,
                 k,
                 mode,
-                &test_bin,
+                &test_bins,
                 timeout,
                 args.unmount_tracefs,
             )?);
@@ -369,38 +371,42 @@ fn prepare_kernel(series: &'static Series, cache: &Path) -> Result<Kernel> {
 /// Builds the tracer and the privileged test binary on the host; returns the
 /// test binary's path. The test runs `env!("CARGO_BIN_EXE_tracer")`, an
 /// absolute path the VM sees too.
-fn build_tests(root: &Path) -> Result<PathBuf> {
+/// The privileged test binaries the VMs run, in order.
+const TEST_BINARIES: [&str; 2] = ["exit_records", "lineage"];
+
+fn build_tests(root: &Path) -> Result<Vec<PathBuf>> {
     run(Command::new("cargo")
         .current_dir(root)
         .args(["build", "-p", "tracer"]))?;
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(root).args([
-        "test",
-        "-p",
-        "tracer",
-        "--test",
-        "exit_records",
-        "--no-run",
-        "--message-format=json",
-    ]);
+    cmd.current_dir(root)
+        .args(["test", "-p", "tracer", "--no-run", "--message-format=json"]);
+    for name in TEST_BINARIES {
+        cmd.args(["--test", name]);
+    }
     eprintln!("xtask: running {cmd:?}");
     let json = capture(cmd.stderr(Stdio::inherit()))?;
-    json.lines()
-        .filter(|l| {
-            l.contains(r#""reason":"compiler-artifact""#)
-                && l.contains(r#""name":"exit_records""#)
-                && l.contains(r#""test":true"#)
+    TEST_BINARIES
+        .iter()
+        .map(|name| {
+            json.lines()
+                .filter(|l| {
+                    l.contains(r#""reason":"compiler-artifact""#)
+                        && l.contains(&format!(r#""name":"{name}""#))
+                        && l.contains(r#""test":true"#)
+                })
+                .find_map(|l| {
+                    let rest = &l[l.find(r#""executable":""#)? + r#""executable":""#.len()..];
+                    Some(PathBuf::from(&rest[..rest.find('"')?]))
+                })
+                .with_context(|| format!("cargo did not report the {name} test executable"))
         })
-        .find_map(|l| {
-            let rest = &l[l.find(r#""executable":""#)? + r#""executable":""#.len()..];
-            Some(PathBuf::from(&rest[..rest.find('"')?]))
-        })
-        .context("cargo did not report the exit_records test executable")
+        .collect()
 }
 
 /// The script the VM runs: tracefs and debugfs (mounted, or unmounted on
 /// request), then the tests, timed.
-fn vm_script(root: &Path, mode: &str, test_bin: &Path, unmount: bool) -> String {
+fn vm_script(root: &Path, mode: &str, test_bins: &[PathBuf], unmount: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -438,12 +444,14 @@ fn vm_script(root: &Path, mode: &str, test_bin: &Path, unmount: bool) -> String 
     );
     let _ = writeln!(s, "cd '{}' || exit 1", root.display());
     let _ = writeln!(s, "t0=$(date +%s.%N)");
-    let _ = writeln!(
-        s,
-        "CI=true TRACER_ATTACH={mode} RUST_BACKTRACE=0 '{}' --test-threads=1 --color never 2>&1",
-        test_bin.display()
-    );
-    let _ = writeln!(s, "rc=$?");
+    let _ = writeln!(s, "rc=0");
+    for test_bin in test_bins {
+        let _ = writeln!(
+            s,
+            "CI=true TRACER_ATTACH={mode} RUST_BACKTRACE=0 '{}' --test-threads=1 --color never 2>&1 || rc=1",
+            test_bin.display()
+        );
+    }
     let _ = writeln!(s, "echo \"{MARK} done rc=$rc tests_s=$(echo \"$(date +%s.%N) $t0\" | awk '{{printf \"%.1f\", $1 - $2}}')\"");
     let _ = writeln!(s, "exit $rc");
     s
@@ -474,14 +482,14 @@ fn run_one(
     cache: &Path,
     k: &Kernel,
     mode: &'static str,
-    test_bin: &Path,
+    test_bins: &[PathBuf],
     timeout: u64,
     unmount_tracefs: bool,
 ) -> Result<RunResult> {
     let script_path = cache.join(format!("run-{}-{mode}.sh", k.series));
     fs::write(
         &script_path,
-        vm_script(root, mode, test_bin, unmount_tracefs),
+        vm_script(root, mode, test_bins, unmount_tracefs),
     )?;
     let log_path = cache.join(format!("logs/{}-{mode}.log", k.version));
     let mut log = fs::File::create(&log_path)?;
@@ -520,7 +528,9 @@ fn run_one(
     let mut ended = 0;
     let mut timed_out = false;
     let mut tests: BTreeMap<String, bool> = BTreeMap::new();
-    let mut result_line = None;
+    let mut result_sums: Option<(usize, usize)> = None;
+    let mut results_seen = 0usize;
+    let mut any_failed_result = false;
     let mut done_line = None;
     while ended < 2 {
         let now = Instant::now();
@@ -558,7 +568,17 @@ fn run_one(
                     }
                 }
                 if line.starts_with("test result:") {
-                    result_line = Some(line.clone());
+                    results_seen += 1;
+                    any_failed_result |= line.contains("FAILED");
+                }
+                // One per test binary: the run's counts are their sums.
+                if let Some((p, f)) = line
+                    .starts_with("test result:")
+                    .then(|| result_counts(&line))
+                    .flatten()
+                {
+                    let (sp, sf) = result_sums.unwrap_or((0, 0));
+                    result_sums = Some((sp + p, sf + f));
                 }
                 if line.starts_with(&format!("{MARK} done")) {
                     done_line = Some(line.clone());
@@ -587,7 +607,7 @@ fn run_one(
         .map(|(n, _)| n.clone())
         .collect();
     // libtest's own count wins over the per-test lines we could parse.
-    let counts = result_line.as_deref().and_then(result_counts);
+    let counts = result_sums;
     let passed = counts.map_or_else(|| tests.values().filter(|ok| **ok).count(), |c| c.0);
     let mut failed = counts.map_or(failures.len(), |c| c.1);
     if failed > failures.len() {
@@ -600,10 +620,10 @@ fn run_one(
         Some(format!("timed out after {timeout} s"))
     } else if !in_script {
         Some(format!("the VM did not reach its script (vng: {status})"))
-    } else if result_line.is_none() || done_line.is_none() {
-        Some(format!("the test binary did not finish (vng: {status})"))
-    } else if result_line.as_deref().is_some_and(|l| l.contains("FAILED")) && failed == 0 {
-        Some("the test binary failed".into())
+    } else if results_seen < TEST_BINARIES.len() || done_line.is_none() {
+        Some(format!("a test binary did not finish (vng: {status})"))
+    } else if any_failed_result && failed == 0 {
+        Some("a test binary failed".into())
     } else {
         None
     };
