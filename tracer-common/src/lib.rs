@@ -148,15 +148,13 @@ pub struct Config {
     pub defer_to_exit_mmap: u32,
     /// 1: send fork and exec events (an output wants lineage).
     pub lineage: u32,
-    /// 1: send a record for each thread that dies before its group.
-    pub threads: u32,
     /// 1: `pacct_struct` has its usual layout (seven 8-byte slots in
     /// declaration order), so it is read in one call.
     pub pacct_std: u32,
     /// 1: `task_io_accounting` starts with rchar, wchar, syscr, syscw,
     /// read_bytes, write_bytes (8 bytes each): read in one call.
     pub ioac_std: u32,
-    pub _pad: u32,
+    pub _pad: [u32; 2],
     /// Wake the reader only once this many bytes wait in the ring; below
     /// it, records are submitted without a wakeup and the loader's timer
     /// collects them.

@@ -33,10 +33,9 @@ static CONFIG: Config = Config {
     follow_tracked: 0,
     defer_to_exit_mmap: 0,
     lineage: 0,
-    threads: 0,
     pacct_std: 0,
     ioac_std: 0,
-    _pad: 0,
+    _pad: [0; 2],
     wakeup_bytes: 0,
 };
 
@@ -335,23 +334,42 @@ fn fill_extras(r: *mut ExitRecord, task: u64) {
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
     let task = ctx.arg::<u64>(0);
-    let group_dead = if config().exit_tp_has_group_dead != 0 {
+    if !group_is_dead(&ctx, task) {
+        return 0;
+    }
+    // With group_dead in the prototype (>= 6.16) the tracepoint fires
+    // before exit_mm(); before that it fires after acct_process(), and two
+    // threads exiting together can both see the group dead.
+    let before_exit_mm = config().exit_tp_has_group_dead != 0;
+    if !before_exit_mm && !first_report(task, read_u64(task, offsets().task_signal)) {
+        return 0;
+    }
+    emit_exit(task, before_exit_mm);
+    0
+}
+
+/// The same tracepoint for `--threads`: a thread dying before its group.
+/// A program of its own, so it can join any exit hook.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn thread_exit_tp(ctx: BtfTracePointContext) -> i32 {
+    let task = ctx.arg::<u64>(0);
+    if !group_is_dead(&ctx, task) {
+        emit_thread_exit(task);
+    }
+    0
+}
+
+/// Whether this exit at `sched_process_exit` ends the thread group.
+#[inline(always)]
+fn group_is_dead(ctx: &BtfTracePointContext, task: u64) -> bool {
+    if config().exit_tp_has_group_dead != 0 {
         ctx.arg::<u64>(1) & 0xff != 0
     } else {
         // Before 6.16 the tracepoint has no group_dead; do_exit() has
         // already decremented signal->live, so 0 means the group is dead.
-        let off = offsets();
-        let signal = read_u64(task, off.task_signal);
-        signal != 0 && read_u32(signal, off.signal_live) == 0 && first_report(task, signal)
-    };
-    if group_dead {
-        // With group_dead in the prototype (>= 6.16) the tracepoint fires
-        // before exit_mm(); before that it fires after acct_process().
-        emit_exit(task, config().exit_tp_has_group_dead != 0);
-    } else if config().threads != 0 {
-        emit_thread_exit(task);
+        let signal = read_u64(task, offsets().task_signal);
+        signal != 0 && read_u32(signal, offsets().signal_live) == 0
     }
-    0
 }
 
 /// Whether this dead group is reported for the first time (see `REPORTED`).

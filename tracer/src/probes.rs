@@ -77,10 +77,9 @@ impl Probes {
             follow_tracked: opts.follow_tracked.into(),
             defer_to_exit_mmap: defer.into(),
             lineage: opts.lineage.into(),
-            threads: opts.threads.into(),
             pacct_std: layout.pacct_std.into(),
             ioac_std: layout.ioac_std.into(),
-            _pad: 0,
+            _pad: [0; 2],
             // A quarter full wakes the reader; below that its timer drains.
             wakeup_bytes: u64::from(opts.ring_bytes / 4),
         };
@@ -94,16 +93,11 @@ impl Probes {
             .context("cannot load the eBPF object")?;
 
         let order = match opts.attach {
-            // Thread exits come only from the tracepoint.
-            AttachMode::Auto if opts.threads => vec![AttachMode::Tracepoint],
             AttachMode::Auto => vec![
                 AttachMode::Fentry,
                 AttachMode::Kprobe,
                 AttachMode::Tracepoint,
             ],
-            AttachMode::Fentry | AttachMode::Kprobe if opts.threads => {
-                bail!("--threads needs the tracepoint exit hook: use --attach tracepoint or auto")
-            }
             one => vec![one],
         };
         let mut fallbacks = Vec::new();
@@ -136,6 +130,14 @@ impl Probes {
                 attach_flag(mode)
             );
         };
+        if opts.threads {
+            let prog: &mut BtfTracePoint = program(&mut ebpf, "thread_exit_tp")?;
+            prog.load("sched_process_exit", &btf)
+                .map_err(|e| explain_bpf_error(anyhow!(e)))
+                .context("cannot load the thread exit program (tp_btf/sched_process_exit)")?;
+            prog.attach()
+                .context("cannot attach tp_btf/sched_process_exit for --threads")?;
+        }
         if opts.lineage {
             for (name, tracepoint) in [
                 ("fork_event", "task_newtask"),
