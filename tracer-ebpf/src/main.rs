@@ -157,11 +157,11 @@ fn emit_exit(task: u64, before_exit_mm: bool) {
     let cfg = config();
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
+    if !wanted(tgid) {
+        return;
+    }
     if cfg.follow_tracked != 0 {
-        // SAFETY: the value is a u8 we never hold a reference to across calls.
-        if unsafe { TRACKED.get(&tgid) }.is_none() {
-            return;
-        }
+        // The group is gone: stop following its tgid.
         let _ = TRACKED.remove(&tgid);
     }
 
