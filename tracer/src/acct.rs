@@ -51,6 +51,12 @@ const MAXEXP: u32 = 7;
 /// The kernel shifts three bits at a time and rounds on the highest of the
 /// last three bits shifted out, ignoring the lower ones (no sticky bit);
 /// this computes the same thing from the bit length instead of looping.
+/// A kernel `comm` (NUL padded, not always NUL terminated) as text.
+pub fn comm_str(comm: &[u8]) -> String {
+    let len = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..len]).into_owned()
+}
+
 pub fn encode_comp_t(value: u64) -> u16 {
     if value <= MAXFRACT {
         return value as u16;
@@ -220,12 +226,7 @@ impl AcctV3 {
 
     /// The command name up to the first NUL, invalid UTF-8 replaced.
     pub fn comm(&self) -> String {
-        let len = self
-            .ac_comm
-            .iter()
-            .position(|&c| c == 0)
-            .unwrap_or(ACCT_COMM);
-        String::from_utf8_lossy(&self.ac_comm[..len]).into_owned()
+        comm_str(&self.ac_comm)
     }
 
     /// User CPU time in ticks, as far as `comp_t` kept it.

@@ -3,6 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
+use aya::maps::{MapData, RingBuf};
 use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -166,6 +167,22 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Opens the outputs, then attaches the probes they need (fork and exec
+/// events only when an output shows lineage) and takes the maps the
+/// session reads.
+fn start(
+    out: &OutputArgs,
+    args: &ProbeArgs,
+    follow_tracked: bool,
+) -> Result<(Outputs, Probes, RingBuf<MapData>, session::Pending)> {
+    let outputs = out.open()?;
+    let opts = args.options(follow_tracked, outputs.wants_lineage(), out.threads);
+    let mut probes = attach(&opts)?;
+    let ring = probes.take_ring()?;
+    let pending = session::Pending(probes.take_pending()?);
+    Ok((outputs, probes, ring, pending))
+}
+
 fn attach(opts: &ProbeOptions) -> Result<Probes> {
     let probes = Probes::load(opts)?;
     for (mode, why) in &probes.fallbacks {
@@ -203,11 +220,8 @@ fn summary(probes: &Probes, totals: session::Totals) -> Result<()> {
 }
 
 async fn record(duration: Option<Duration>, out: &OutputArgs, args: &ProbeArgs) -> Result<i32> {
-    let mut outputs = out.open()?;
+    let (mut outputs, probes, ring, pending) = start(out, args, false)?;
     let lineage = outputs.wants_lineage();
-    let mut probes = attach(&args.options(false, lineage, out.threads && out.json.is_some()))?;
-    let ring = probes.take_ring()?;
-    let pending = session::Pending(Some(probes.take_pending()?));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -254,11 +268,8 @@ async fn run_command(
     out: &OutputArgs,
     args: &ProbeArgs,
 ) -> Result<i32> {
-    let mut outputs = out.open()?;
+    let (mut outputs, mut probes, ring, pending) = start(out, args, true)?;
     let lineage = outputs.wants_lineage();
-    let mut probes = attach(&args.options(true, lineage, out.threads && out.json.is_some()))?;
-    let ring = probes.take_ring()?;
-    let pending = session::Pending(Some(probes.take_pending()?));
 
     // Track ourselves while we create the command: the fork tracker then
     // marks it tracked before it first runs, so none of its own children

@@ -122,7 +122,7 @@ pub fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>, totals: &mut Tota
 /// waited too long had its address space freed by another task (or is
 /// still tearing it down at stop): take it as it is, with the time from
 /// `sched_process_exit`, rather than lose it.
-pub struct Pending(pub Option<HashMap<MapData, u32, ExitRecord>>);
+pub struct Pending(pub HashMap<MapData, u32, ExitRecord>);
 
 impl Pending {
     fn sweep(
@@ -131,9 +131,7 @@ impl Pending {
         sink: &mut Sink<'_>,
         totals: &mut Totals,
     ) -> Result<()> {
-        let Some(map) = &mut self.0 else {
-            return Ok(());
-        };
+        let map = &mut self.0;
         let now = monotonic_ns();
         let stale: Vec<(u32, ExitRecord)> = map
             .iter()

@@ -13,6 +13,7 @@ use anyhow::{Context as _, Result};
 use tracer_common::{ExecRecord, ForkRecord};
 
 use crate::{
+    acct::comm_str,
     event::{Clock, ExitView},
     lineage::{clone_flag_names, Kind, CLONE_NEW_ANY},
     output::{Secs, Sink},
@@ -248,11 +249,6 @@ impl TreeOutput {
             color,
         }
     }
-}
-
-fn comm_str(c: &[u8]) -> String {
-    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
-    String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
 impl Sink for TreeOutput {

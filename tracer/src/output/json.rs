@@ -75,6 +75,14 @@ impl std::fmt::Display for UnixTime {
     }
 }
 
+/// A signal as a JSON string: its name, or `"SIG<n>"` for one without.
+fn write_signal(w: &mut dyn Write, sig: u8) -> io::Result<()> {
+    match signal_name(sig) {
+        Some(name) => write!(w, r#""{name}""#),
+        None => write!(w, r#""SIG{sig}""#),
+    }
+}
+
 fn write_flag_list(w: &mut dyn Write, flags: u64) -> io::Result<()> {
     w.write_all(b"[")?;
     for (i, name) in clone_flag_names(flags).enumerate() {
@@ -100,10 +108,7 @@ pub fn write_fork(w: &mut dyn Write, f: &ForkRecord, clock: &Clock) -> io::Resul
     write_flag_list(w, f.clone_flags)?;
     write!(w, r#","clone_flags_raw":{},"exit_signal":"#, f.clone_flags)?;
     match u8::try_from(f.exit_signal).ok().filter(|&s| s != 0) {
-        Some(sig) => match signal_name(sig) {
-            Some(name) => write!(w, r#""{name}""#)?,
-            None => write!(w, r#""SIG{sig}""#)?,
-        },
+        Some(sig) => write_signal(w, sig)?,
         None => w.write_all(b"null")?,
     }
     write!(w, r#","kind":"{}","comm":"#, kind.name())?;
@@ -171,10 +176,7 @@ pub fn write_exit(w: &mut dyn Write, ev: &ExitView<'_>) -> io::Result<()> {
             core_dumped,
         } => {
             w.write_all(br#","exit_status":null,"signal":"#)?;
-            match signal_name(signal) {
-                Some(name) => write!(w, r#""{name}""#)?,
-                None => write!(w, r#""SIG{signal}""#)?,
-            }
+            write_signal(w, signal)?;
             write!(w, r#","core_dumped":{core_dumped}"#)?;
         }
     }
