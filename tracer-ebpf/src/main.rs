@@ -12,7 +12,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
     },
     macros::{btf_tracepoint, fentry, kprobe, map},
@@ -67,24 +67,113 @@ static PENDING: HashMap<u32, ExitRecord> = HashMap::with_max_entries(1 << 13, 0)
 #[map]
 static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(1 << 16, 0);
 
-#[inline(always)]
-fn offsets() -> Offsets {
-    // SAFETY: a plain read of our own global; volatile so the compiler
-    // cannot fold in the placeholder values the object is built with.
-    unsafe { core::ptr::read_volatile(&OFFSETS) }
+/// One member offset from `OFFSETS`, read on its own: the verifier then
+/// knows it as a constant (the global is a frozen read-only map), so an
+/// absent member's branch is dropped at load time and a plain load at
+/// `base + offset` can be checked against the kernel's BTF.
+macro_rules! off {
+    ($field:ident) => {
+        global(&raw const OFFSETS.$field)
+    };
 }
 
-#[inline(always)]
-fn config() -> Config {
-    // SAFETY: as in `offsets`.
-    unsafe { core::ptr::read_volatile(&CONFIG) }
+/// One `CONFIG` field, known to the verifier as a constant (see `off!`):
+/// code for what is switched off is not even verified.
+macro_rules! cfg {
+    ($field:ident) => {
+        global(&raw const CONFIG.$field)
+    };
 }
 
-/// Reads a u64 at `base + off` from kernel memory: 0 when the field is
-/// absent on this kernel, the base is NULL or the read faults. Not inlined:
-/// one small function keeps the programs short and the verifier's job simple.
+/// Reads a field of one of our globals.
+#[inline(always)]
+fn global<T: Copy>(field: *const T) -> T {
+    // SAFETY: a field of a static; volatile so the compiler cannot fold in
+    // the placeholder value the object is built with.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// How a program reads kernel memory.
+///
+/// [`Btf`]: tp_btf and fentry programs hold pointers whose BTF type the
+/// verifier knows (a tracepoint argument, `bpf_get_current_task_btf()`, and
+/// every pointer member loaded through them), so a member is one load
+/// instruction, checked against the kernel's BTF at load time and guarded
+/// against faults by the JIT. [`Probe`]: kprobe programs have no typed
+/// pointers and pay a `bpf_probe_read_kernel` call per member, which costs
+/// far more (tens of ns each with retpolines and return thunks).
+///
+/// Both read 0 for a member absent on this kernel or a NULL base.
+trait Kernel {
+    /// Plain loads (no helper call per member).
+    const DIRECT: bool;
+    fn u64(base: u64, off: u32) -> u64;
+    fn u32(base: u64, off: u32) -> u32;
+    /// `task->comm` of the current task.
+    fn comm(task: u64) -> [u8; 16];
+}
+
+struct Btf;
+
+impl Kernel for Btf {
+    const DIRECT: bool = true;
+
+    #[inline(always)]
+    fn u64(base: u64, off: u32) -> u64 {
+        if off == ABSENT || base == 0 {
+            return 0;
+        }
+        // SAFETY: the verifier accepts this load only if `base + off` is an
+        // 8-byte member of `base`'s BTF type; a faulting address reads 0.
+        unsafe { core::ptr::read_volatile((base + off as u64) as *const u64) }
+    }
+
+    #[inline(always)]
+    fn u32(base: u64, off: u32) -> u32 {
+        if off == ABSENT || base == 0 {
+            return 0;
+        }
+        // SAFETY: as in `u64`.
+        unsafe { core::ptr::read_volatile((base + off as u64) as *const u32) }
+    }
+
+    #[inline(always)]
+    fn comm(task: u64) -> [u8; 16] {
+        // `char comm[16]`: two loads within the array (the verifier allows
+        // any load inside an array of scalars).
+        let lo = Self::u64(task, off!(task_comm));
+        let hi = Self::u64(task, off!(task_comm).wrapping_add(8));
+        let mut comm = [0u8; 16];
+        comm[..8].copy_from_slice(&lo.to_le_bytes());
+        comm[8..].copy_from_slice(&hi.to_le_bytes());
+        comm
+    }
+}
+
+struct Probe;
+
+impl Kernel for Probe {
+    const DIRECT: bool = false;
+
+    #[inline(always)]
+    fn u64(base: u64, off: u32) -> u64 {
+        probe_u64(base, off)
+    }
+
+    #[inline(always)]
+    fn u32(base: u64, off: u32) -> u32 {
+        probe_u32(base, off)
+    }
+
+    #[inline(always)]
+    fn comm(_task: u64) -> [u8; 16] {
+        bpf_get_current_comm().unwrap_or([0; 16])
+    }
+}
+
+/// Not inlined: one small function keeps the kprobe program short.
 #[inline(never)]
-fn read_u64(base: u64, off: u32) -> u64 {
+fn probe_u64(base: u64, off: u32) -> u64 {
     if off == ABSENT || base == 0 {
         return 0;
     }
@@ -93,13 +182,12 @@ fn read_u64(base: u64, off: u32) -> u64 {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const u64) }.unwrap_or(0)
 }
 
-/// As [`read_u64`], for 32-bit members.
 #[inline(never)]
-fn read_u32(base: u64, off: u32) -> u32 {
+fn probe_u32(base: u64, off: u32) -> u32 {
     if off == ABSENT || base == 0 {
         return 0;
     }
-    // SAFETY: as in read_u64.
+    // SAFETY: as in probe_u64.
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const u32) }.unwrap_or(0)
 }
 
@@ -134,7 +222,7 @@ fn current_tgid() -> u32 {
 #[inline(always)]
 fn wakeup_flags() -> u64 {
     let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
-    if waiting >= config().wakeup_bytes {
+    if waiting >= cfg!(wakeup_bytes) {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -151,29 +239,26 @@ fn send(rec: &ExitRecord) {
 /// Writes the record for the dying thread group of `task` (the current
 /// task). `before_exit_mm`: the hook runs before `exit_mm()`, so the record
 /// waits for `exit_mmap` when this group tears its address space down.
-#[inline(never)]
-fn emit_exit(task: u64, before_exit_mm: bool) {
-    let off = offsets();
-    let cfg = config();
-    let id = bpf_get_current_pid_tgid();
-    let tgid = (id >> 32) as u32;
+#[inline(always)]
+fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool) {
+    let tgid = K::u32(task, off!(task_tgid));
     if !wanted(tgid) {
         return;
     }
-    if cfg.follow_tracked != 0 {
+    if cfg!(follow_tracked) != 0 {
         // The group is gone: stop following its tgid.
         let _ = TRACKED.remove(&tgid);
     }
 
-    if before_exit_mm && cfg.defer_to_exit_mmap != 0 {
-        let mm = read_u64(task, off.task_mm);
-        if mm != 0 && read_u32(mm, off.mm_users) == 1 {
+    if before_exit_mm && cfg!(defer_to_exit_mmap) != 0 {
+        let mm = K::u64(task, off!(task_mm));
+        if mm != 0 && K::u32(mm, off!(mm_users)) == 1 {
             // Filled in place in its PENDING slot: a record on the stack
             // would not fit older kernels' 512-byte stack with the calls.
-            let tid = id as u32;
+            let tid = K::u32(task, off!(task_pid));
             if PENDING.insert(&tid, &EMPTY, 0).is_ok() {
                 if let Some(slot) = PENDING.get_ptr_mut(&tid) {
-                    fill(slot, task, tgid);
+                    fill::<K>(slot, task, tgid);
                     return;
                 }
             }
@@ -185,21 +270,19 @@ fn emit_exit(task: u64, before_exit_mm: bool) {
         count(counter::RING_FULL);
         return;
     };
-    fill(entry.as_mut_ptr(), task, tgid);
+    fill::<K>(entry.as_mut_ptr(), task, tgid);
     entry.submit(wakeup_flags());
 }
 
 /// The source of a PENDING slot before it is filled.
 static EMPTY: ExitRecord = ExitRecord::zeroed();
 
-/// Every field of the record, read the way `fill_ac()` reads them. Split in
-/// parts so that few values are live across helper calls: each part's
-/// stack frame stays small.
-#[inline(never)]
-fn fill(r: *mut ExitRecord, task: u64, tgid: u32) {
-    fill_identity(r, task, tgid);
-    fill_acct(r, task);
-    fill_extras(r, task);
+/// Every field of the record, read the way `fill_ac()` reads them.
+#[inline(always)]
+fn fill<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32) {
+    fill_identity::<K>(r, task, tgid);
+    fill_acct::<K>(r, task);
+    fill_extras::<K>(r, task);
     // SAFETY: `r` is our exclusively owned slot. `kind` goes last: the
     // loader skips a PENDING slot whose kind is not set yet.
     unsafe {
@@ -208,37 +291,35 @@ fn fill(r: *mut ExitRecord, task: u64, tgid: u32) {
     }
 }
 
-#[inline(never)]
-fn fill_identity(r: *mut ExitRecord, task: u64, tgid: u32) {
-    let off = offsets();
-    let leader = read_u64(task, off.task_group_leader);
+#[inline(always)]
+fn fill_identity<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32) {
+    let leader = K::u64(task, off!(task_group_leader));
+    let cred = K::u64(task, off!(task_cred));
     // SAFETY: `r` is our exclusively owned slot (ring entry or map value).
     unsafe {
         (*r).pid = tgid;
-        (*r).tid = read_u32(task, off.task_pid);
-        (*r).ppid = read_u32(read_u64(task, off.task_real_parent), off.task_tgid);
-        let cred = read_u64(task, off.task_cred);
-        (*r).uid = read_u32(cred, off.cred_uid);
-        (*r).gid = read_u32(cred, off.cred_gid);
-        (*r).exit_signal = read_u32(leader, off.task_exit_signal) as i32;
-        (*r).start_ns = read_u64(leader, off.task_start_time);
+        (*r).tid = K::u32(task, off!(task_pid));
+        (*r).ppid = K::u32(K::u64(task, off!(task_real_parent)), off!(task_tgid));
+        (*r).uid = K::u32(cred, off!(cred_uid));
+        (*r).gid = K::u32(cred, off!(cred_gid));
+        (*r).exit_signal = K::u32(leader, off!(task_exit_signal)) as i32;
+        (*r).start_ns = K::u64(leader, off!(task_start_time));
         (*r).cgroup_id = bpf_get_current_cgroup_id();
-        (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*r).comm = K::comm(task);
         (*r)._pad = 0;
     }
 }
 
 /// `signal->pacct`, as acct_collect() left it, and the controlling tty.
-#[inline(never)]
-fn fill_acct(r: *mut ExitRecord, task: u64) {
-    let off = offsets();
-    let signal = read_u64(task, off.task_signal);
-    let pacct = member(signal, off.signal_pacct);
+#[inline(always)]
+fn fill_acct<K: Kernel>(r: *mut ExitRecord, task: u64) {
+    let signal = K::u64(task, off!(task_signal));
+    let pacct = member(signal, off!(signal_pacct));
     // SAFETY: `r` is our exclusively owned slot.
     unsafe {
-        if config().pacct_std != 0 && pacct != 0 {
+        if !K::DIRECT && cfg!(pacct_std) != 0 && pacct != 0 {
             // ac_flag (int), ac_exitcode (long), ac_mem, ac_utime, ac_stime,
-            // ac_minflt, ac_majflt: one read instead of seven.
+            // ac_minflt, ac_majflt: one helper call instead of seven.
             let p = bpf_probe_read_kernel(pacct as *const [u64; 7]).unwrap_or([0; 7]);
             (*r).ac_flag = p[0] as u32;
             (*r).exit_code = p[1] as u32;
@@ -248,24 +329,24 @@ fn fill_acct(r: *mut ExitRecord, task: u64) {
             (*r).minflt = p[5];
             (*r).majflt = p[6];
         } else {
-            (*r).ac_flag = read_u32(pacct, off.pacct_flag);
+            (*r).ac_flag = K::u32(pacct, off!(pacct_flag));
             // `long ac_exitcode`: the low half on a little-endian machine.
-            (*r).exit_code = read_u32(pacct, off.pacct_exitcode);
-            (*r).mem_kb = read_u64(pacct, off.pacct_mem);
-            (*r).utime_ns = read_u64(pacct, off.pacct_utime);
-            (*r).stime_ns = read_u64(pacct, off.pacct_stime);
-            (*r).minflt = read_u64(pacct, off.pacct_minflt);
-            (*r).majflt = read_u64(pacct, off.pacct_majflt);
+            (*r).exit_code = K::u32(pacct, off!(pacct_exitcode));
+            (*r).mem_kb = K::u64(pacct, off!(pacct_mem));
+            (*r).utime_ns = K::u64(pacct, off!(pacct_utime));
+            (*r).stime_ns = K::u64(pacct, off!(pacct_stime));
+            (*r).minflt = K::u64(pacct, off!(pacct_minflt));
+            (*r).majflt = K::u64(pacct, off!(pacct_majflt));
         }
         // The controlling tty as dev_t, as tty_devnum() computes it.
-        let tty = read_u64(signal, off.signal_tty);
+        let tty = K::u64(signal, off!(signal_tty));
         (*r).tty_dev = if tty == 0 {
             0
         } else {
-            let driver = read_u64(tty, off.tty_driver);
-            let major = read_u32(driver, off.driver_major);
-            let minor_start = read_u32(driver, off.driver_minor_start);
-            ((major << 20) | minor_start).wrapping_add(read_u32(tty, off.tty_index))
+            let driver = K::u64(tty, off!(tty_driver));
+            let major = K::u32(driver, off!(driver_major));
+            let minor_start = K::u32(driver, off!(driver_minor_start));
+            ((major << 20) | minor_start).wrapping_add(K::u32(tty, off!(tty_index)))
         };
     }
 }
@@ -273,58 +354,53 @@ fn fill_acct(r: *mut ExitRecord, task: u64) {
 /// What acct drops: peak RSS, I/O, context switches, exact CPU time. Group
 /// totals so far plus this last thread's own: other threads folded theirs
 /// into signal_struct when they were released.
-#[inline(never)]
-fn fill_extras(r: *mut ExitRecord, task: u64) {
-    let off = offsets();
-    let signal = read_u64(task, off.task_signal);
-    let sig_io = member(signal, off.signal_ioac);
-    let task_io = member(task, off.task_ioac);
+#[inline(always)]
+fn fill_extras<K: Kernel>(r: *mut ExitRecord, task: u64) {
+    let signal = K::u64(task, off!(task_signal));
+    let sig_io = member(signal, off!(signal_ioac));
+    let task_io = member(task, off!(task_ioac));
     // Presence is a property of the kernel's layout, known from the offsets.
     let mut present_bits = 0u32;
-    if off.signal_maxrss != ABSENT {
+    if off!(signal_maxrss) != ABSENT {
         present_bits |= present::MAXRSS;
     }
     let io = sig_io != 0 && task_io != 0;
-    if io && off.ioac_rchar != ABSENT && off.ioac_wchar != ABSENT {
+    if io && off!(ioac_rchar) != ABSENT && off!(ioac_wchar) != ABSENT {
         present_bits |= present::IO_CHARS;
     }
-    if io && off.ioac_read_bytes != ABSENT && off.ioac_write_bytes != ABSENT {
+    if io && off!(ioac_read_bytes) != ABSENT && off!(ioac_write_bytes) != ABSENT {
         present_bits |= present::IO_BYTES;
     }
-    if off.signal_nvcsw != ABSENT && off.task_nvcsw != ABSENT {
+    if off!(signal_nvcsw) != ABSENT && off!(task_nvcsw) != ABSENT {
         present_bits |= present::CSW;
     }
-    if off.signal_runtime != ABSENT && off.task_se_runtime != ABSENT {
+    if off!(signal_runtime) != ABSENT && off!(task_se_runtime) != ABSENT {
         present_bits |= present::RUNTIME;
     }
     // SAFETY: `r` is our exclusively owned slot.
     unsafe {
         (*r).present = present_bits;
-        (*r).maxrss_pages = read_u64(signal, off.signal_maxrss);
-        if config().ioac_std != 0 && io {
+        (*r).maxrss_pages = K::u64(signal, off!(signal_maxrss));
+        if !K::DIRECT && cfg!(ioac_std) != 0 && io {
             // rchar, wchar, syscr, syscw, read_bytes, write_bytes.
             let a = bpf_probe_read_kernel(sig_io as *const [u64; 6]).unwrap_or([0; 6]);
-            (*r).rchar = a[0];
-            (*r).wchar = a[1];
-            (*r).read_bytes = a[4];
-            (*r).write_bytes = a[5];
             let b = bpf_probe_read_kernel(task_io as *const [u64; 6]).unwrap_or([0; 6]);
-            (*r).rchar += b[0];
-            (*r).wchar += b[1];
-            (*r).read_bytes += b[4];
-            (*r).write_bytes += b[5];
+            (*r).rchar = a[0] + b[0];
+            (*r).wchar = a[1] + b[1];
+            (*r).read_bytes = a[4] + b[4];
+            (*r).write_bytes = a[5] + b[5];
         } else {
-            (*r).rchar = read_u64(sig_io, off.ioac_rchar) + read_u64(task_io, off.ioac_rchar);
-            (*r).wchar = read_u64(sig_io, off.ioac_wchar) + read_u64(task_io, off.ioac_wchar);
+            (*r).rchar = K::u64(sig_io, off!(ioac_rchar)) + K::u64(task_io, off!(ioac_rchar));
+            (*r).wchar = K::u64(sig_io, off!(ioac_wchar)) + K::u64(task_io, off!(ioac_wchar));
             (*r).read_bytes =
-                read_u64(sig_io, off.ioac_read_bytes) + read_u64(task_io, off.ioac_read_bytes);
+                K::u64(sig_io, off!(ioac_read_bytes)) + K::u64(task_io, off!(ioac_read_bytes));
             (*r).write_bytes =
-                read_u64(sig_io, off.ioac_write_bytes) + read_u64(task_io, off.ioac_write_bytes);
+                K::u64(sig_io, off!(ioac_write_bytes)) + K::u64(task_io, off!(ioac_write_bytes));
         }
-        (*r).nvcsw = read_u64(signal, off.signal_nvcsw) + read_u64(task, off.task_nvcsw);
-        (*r).nivcsw = read_u64(signal, off.signal_nivcsw) + read_u64(task, off.task_nivcsw);
+        (*r).nvcsw = K::u64(signal, off!(signal_nvcsw)) + K::u64(task, off!(task_nvcsw));
+        (*r).nivcsw = K::u64(signal, off!(signal_nivcsw)) + K::u64(task, off!(task_nivcsw));
         (*r).runtime_ns =
-            read_u64(signal, off.signal_runtime) + read_u64(task, off.task_se_runtime);
+            K::u64(signal, off!(signal_runtime)) + K::u64(task, off!(task_se_runtime));
     }
 }
 
@@ -340,11 +416,11 @@ pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
     // With group_dead in the prototype (>= 6.16) the tracepoint fires
     // before exit_mm(); before that it fires after acct_process(), and two
     // threads exiting together can both see the group dead.
-    let before_exit_mm = config().exit_tp_has_group_dead != 0;
-    if !before_exit_mm && !first_report(task, read_u64(task, offsets().task_signal)) {
+    let before_exit_mm = cfg!(exit_tp_has_group_dead) != 0;
+    if !before_exit_mm && !first_report(task) {
         return 0;
     }
-    emit_exit(task, before_exit_mm);
+    emit_exit::<Btf>(task, before_exit_mm);
     0
 }
 
@@ -362,21 +438,22 @@ pub fn thread_exit_tp(ctx: BtfTracePointContext) -> i32 {
 /// Whether this exit at `sched_process_exit` ends the thread group.
 #[inline(always)]
 fn group_is_dead(ctx: &BtfTracePointContext, task: u64) -> bool {
-    if config().exit_tp_has_group_dead != 0 {
+    if cfg!(exit_tp_has_group_dead) != 0 {
         ctx.arg::<u64>(1) & 0xff != 0
     } else {
         // Before 6.16 the tracepoint has no group_dead; do_exit() has
         // already decremented signal->live, so 0 means the group is dead.
-        let signal = read_u64(task, offsets().task_signal);
-        signal != 0 && read_u32(signal, offsets().signal_live) == 0
+        let signal = Btf::u64(task, off!(task_signal));
+        signal != 0 && Btf::u32(signal, off!(signal_live)) == 0
     }
 }
 
 /// Whether this dead group is reported for the first time (see `REPORTED`).
-#[inline(never)]
-fn first_report(task: u64, signal: u64) -> bool {
-    let off = offsets();
-    let start = read_u64(read_u64(task, off.task_group_leader), off.task_start_time);
+#[inline(always)]
+fn first_report(task: u64) -> bool {
+    let signal = Btf::u64(task, off!(task_signal));
+    let leader = Btf::u64(task, off!(task_group_leader));
+    let start = Btf::u64(leader, off!(task_start_time));
     // SAFETY: a plain u64 value, copied out at once.
     if unsafe { REPORTED.get(&signal) }.is_some_and(|&s| s == start) {
         return false;
@@ -386,14 +463,12 @@ fn first_report(task: u64, signal: u64) -> bool {
 }
 
 /// A thread dying before its group (`--threads`).
-#[inline(never)]
+#[inline(always)]
 fn emit_thread_exit(task: u64) {
-    let id = bpf_get_current_pid_tgid();
-    let pid = (id >> 32) as u32;
+    let pid = Btf::u32(task, off!(task_tgid));
     if !wanted(pid) {
         return;
     }
-    let off = offsets();
     let Some(mut entry) = EVENTS.reserve::<ThreadExitRecord>(0) else {
         count(counter::RING_FULL);
         return;
@@ -403,11 +478,11 @@ fn emit_thread_exit(task: u64) {
     unsafe {
         (*r).kind = RECORD_THREAD_EXIT;
         (*r).pid = pid;
-        (*r).tid = id as u32;
-        (*r).exit_code = read_u32(task, off.task_exit_code);
+        (*r).tid = Btf::u32(task, off!(task_pid));
+        (*r).exit_code = Btf::u32(task, off!(task_exit_code));
         (*r).time_ns = bpf_ktime_get_ns();
-        (*r).runtime_ns = read_u64(task, off.task_se_runtime);
-        (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*r).runtime_ns = Btf::u64(task, off!(task_se_runtime));
+        (*r).comm = Btf::comm(task);
     }
     entry.submit(wakeup_flags());
 }
@@ -416,15 +491,17 @@ fn emit_thread_exit(task: u64) {
 /// dead group, with current as the last thread.
 #[fentry(function = "acct_process")]
 pub fn exit_fentry(_ctx: FEntryContext) -> i32 {
-    // SAFETY: the helper returns current's task_struct address.
-    emit_exit(unsafe { bpf_get_current_task() }, false);
+    // SAFETY: the helper returns current's task_struct, typed for the
+    // verifier.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    emit_exit::<Btf>(task, false);
     0
 }
 
 #[kprobe(function = "acct_process")]
 pub fn exit_kprobe(_ctx: ProbeContext) -> u32 {
-    // SAFETY: as in exit_fentry.
-    emit_exit(unsafe { bpf_get_current_task() }, false);
+    // SAFETY: the helper returns current's task_struct address.
+    emit_exit::<Probe>(unsafe { bpf_get_current_task() }, false);
     0
 }
 
@@ -451,8 +528,8 @@ pub fn exit_mmap_stamp(_ctx: BtfTracePointContext) -> i32 {
 /// only for tracked groups under `tracer run`.
 #[inline(always)]
 fn wanted(tgid: u32) -> bool {
-    // SAFETY: see `emit_exit`.
-    config().follow_tracked == 0 || unsafe { TRACKED.get(&tgid) }.is_some()
+    // SAFETY: a lookup whose value is not used.
+    cfg!(follow_tracked) == 0 || unsafe { TRACKED.get(&tgid) }.is_some()
 }
 
 /// `task_newtask(task, clone_flags)`: in `copy_process()`, current is the
@@ -460,8 +537,7 @@ fn wanted(tgid: u32) -> bool {
 /// vfork, clone, clone3, kernel threads).
 #[btf_tracepoint(function = "task_newtask")]
 pub fn fork_event(ctx: BtfTracePointContext) -> i32 {
-    let cfg = config();
-    if cfg.lineage == 0 {
+    if cfg!(lineage) == 0 {
         return 0;
     }
     let id = bpf_get_current_pid_tgid();
@@ -469,7 +545,6 @@ pub fn fork_event(ctx: BtfTracePointContext) -> i32 {
     if !wanted(parent_pid) {
         return 0;
     }
-    let off = offsets();
     let child = ctx.arg::<u64>(0);
     let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
         count(counter::RING_FULL);
@@ -479,14 +554,15 @@ pub fn fork_event(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: our reserved ring slot; every field is written.
     unsafe {
         (*r).kind = RECORD_FORK;
-        (*r).exit_signal = read_u32(child, off.task_exit_signal) as i32;
+        (*r).exit_signal = Btf::u32(child, off!(task_exit_signal)) as i32;
         (*r).parent_pid = parent_pid;
         (*r).parent_tid = parent_tid;
-        (*r).child_pid = read_u32(child, off.task_tgid);
-        (*r).child_tid = read_u32(child, off.task_pid);
+        (*r).child_pid = Btf::u32(child, off!(task_tgid));
+        (*r).child_tid = Btf::u32(child, off!(task_pid));
         (*r).clone_flags = ctx.arg::<u64>(1);
         (*r).time_ns = bpf_ktime_get_ns();
-        (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        // The child's comm is still the creator's.
+        (*r).comm = Btf::comm(child);
     }
     entry.submit(wakeup_flags());
     0
@@ -496,26 +572,23 @@ pub fn fork_event(ctx: BtfTracePointContext) -> i32 {
 /// the new image's argv in place in the new mm.
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn exec_event(ctx: BtfTracePointContext) -> i32 {
-    let cfg = config();
-    if cfg.lineage == 0 {
+    if cfg!(lineage) == 0 {
         return 0;
     }
-    let id = bpf_get_current_pid_tgid();
-    let pid = (id >> 32) as u32;
+    let task = ctx.arg::<u64>(0);
+    let pid = Btf::u32(task, off!(task_tgid));
     if !wanted(pid) {
         return 0;
     }
-    let off = offsets();
-    let task = ctx.arg::<u64>(0);
     let bprm = ctx.arg::<u64>(2);
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
         count(counter::RING_FULL);
         return 0;
     };
     let r = entry.as_mut_ptr();
-    let mm = read_u64(task, off.task_mm);
-    let start = read_u64(mm, off.mm_arg_start);
-    let end = read_u64(mm, off.mm_arg_end);
+    let mm = Btf::u64(task, off!(task_mm));
+    let start = Btf::u64(mm, off!(mm_arg_start));
+    let end = Btf::u64(mm, off!(mm_arg_end));
     let total = end.saturating_sub(start);
     let take = if total > ARGS_LEN as u64 {
         ARGS_LEN as u64
@@ -526,12 +599,12 @@ pub fn exec_event(ctx: BtfTracePointContext) -> i32 {
     unsafe {
         (*r).kind = RECORD_EXEC;
         (*r).pid = pid;
-        (*r).tid = id as u32;
+        (*r).tid = Btf::u32(task, off!(task_pid));
         (*r)._pad = 0;
         (*r).time_ns = bpf_ktime_get_ns();
-        (*r).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*r).comm = Btf::comm(task);
         (*r).filename = [0; tracer_common::FILENAME_LEN];
-        let name = read_u64(bprm, off.bprm_filename);
+        let name = Btf::u64(bprm, off!(bprm_filename));
         if name != 0 {
             let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*r).filename);
         }
@@ -557,16 +630,16 @@ pub fn exec_event(ctx: BtfTracePointContext) -> i32 {
 /// reparenting and CLONE_PARENT do not lose anyone.
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn follow_fork(ctx: BtfTracePointContext) -> i32 {
-    if config().follow_tracked == 0 {
+    if cfg!(follow_tracked) == 0 {
         return 0;
     }
     let parent_tgid = current_tgid();
-    // SAFETY: see `emit_exit`.
+    // SAFETY: a lookup whose value is not used.
     if unsafe { TRACKED.get(&parent_tgid) }.is_none() {
         return 0;
     }
     let child = ctx.arg::<u64>(1);
-    let child_tgid = read_u32(child, offsets().task_tgid);
+    let child_tgid = Btf::u32(child, off!(task_tgid));
     if child_tgid != 0 && child_tgid != parent_tgid && TRACKED.insert(&child_tgid, &1, 0).is_err() {
         count(counter::TRACK_FULL);
     }
