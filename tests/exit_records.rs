@@ -90,6 +90,15 @@ fn run_mode_matches_kernel_acct() {
         "`tracer run -- workload` must exit with the workload's status (0)\n{}",
         describe_output(&out)
     );
+    // Where records are taken before exit_mm() (tp_btf on 6.16+), each
+    // workload process frees its own address space, so every record must
+    // get its exit time from its exit_mmap stamp: none may fall back to
+    // the earlier time after waiting.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("timed before their address space was freed"),
+        "records went out without their exit_mmap stamp:\n{stderr}"
+    );
     check_workload_records(&kernel_file, &ours_file, &ours_json, &out.stdout, true);
 }
 

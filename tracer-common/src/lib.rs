@@ -144,7 +144,7 @@ pub struct Config {
     /// 1: emit only thread groups in the `TRACKED` map (`tracer run`).
     pub follow_tracked: u32,
     /// 1: `tp_btf/exit_mmap` is attached, so a record taken before
-    /// `exit_mm()` may wait in `PENDING` for its final timestamp.
+    /// `exit_mm()` may await its final timestamp in an [`MmapStamp`].
     pub defer_to_exit_mmap: u32,
     /// 1: send fork and exec events (an output wants lineage).
     pub lineage: u32,
@@ -175,6 +175,30 @@ pub const RECORD_EXIT: u32 = 1;
 pub const RECORD_FORK: u32 = 2;
 pub const RECORD_EXEC: u32 = 3;
 pub const RECORD_THREAD_EXIT: u32 = 4;
+pub const RECORD_MMAP_STAMP: u32 = 5;
+
+/// Bits of [`ExitRecord::flags`].
+pub mod flags {
+    /// Taken before `exit_mm()` from a group that frees its own address
+    /// space: its exit time comes in the [`MmapStamp`](super::MmapStamp)
+    /// with the same tid that follows it in the ring (when `exit_mmap`
+    /// runs in that task, as it almost always does).
+    pub const AWAITS_MMAP_STAMP: u32 = 1 << 0;
+}
+
+/// The end of `exit_mmap()` in a dying task whose group is dead: the exit
+/// time the kernel's accounting uses (it reads the clock after
+/// `exit_mm()`), for the record of the same tid flagged
+/// [`flags::AWAITS_MMAP_STAMP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmapStamp {
+    /// [`RECORD_MMAP_STAMP`].
+    pub kind: u32,
+    pub tid: u32,
+    /// CLOCK_MONOTONIC ns.
+    pub time_ns: u64,
+}
 
 /// A thread that died while its group lives on (`--threads`).
 #[repr(C)]
@@ -239,9 +263,10 @@ pub struct ExecRecord {
     pub comm: [u8; 16],
 }
 
-/// Records older than this in `PENDING` are taken by the loader: their
-/// `exit_mmap` ran elsewhere (another task held the mm) or never will.
-pub const PENDING_TIMEOUT_NS: u64 = 500_000_000;
+/// A record awaiting its [`MmapStamp`] longer than this is written with the
+/// time from before `exit_mm()`: its `exit_mmap` ran in another task (which
+/// held the mm a moment longer) or the stamp was lost to a full ring.
+pub const STAMP_TIMEOUT_NS: u64 = 500_000_000;
 
 /// Per-CPU counters in the `COUNTERS` map, by index.
 pub mod counter {
@@ -250,10 +275,7 @@ pub mod counter {
     /// Groups `tracer run` could not follow because `TRACKED` was full:
     /// their exits are lost.
     pub const TRACK_FULL: u32 = 1;
-    /// Records that could not wait in the full `PENDING` map: sent at once,
-    /// with the timestamp from before `exit_mm()` (not lost).
-    pub const PENDING_FULL: u32 = 2;
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 2;
 }
 
 /// One thread group's death: every input of the kernel's `fill_ac()` (kernel
@@ -285,7 +307,8 @@ pub struct ExitRecord {
     pub exit_signal: i32,
     /// Controlling tty as the kernel's `dev_t` (MKDEV(major, minor)), 0 none.
     pub tty_dev: u32,
-    pub _pad: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
     /// `group_leader->start_time`: CLOCK_MONOTONIC ns.
     pub start_ns: u64,
     /// CLOCK_MONOTONIC ns when the record was taken.
@@ -318,43 +341,6 @@ pub struct ExitRecord {
     pub comm: [u8; 16],
 }
 
-impl ExitRecord {
-    /// All zero: a slot to fill in place.
-    pub const fn zeroed() -> Self {
-        Self {
-            kind: 0,
-            present: 0,
-            pid: 0,
-            tid: 0,
-            ppid: 0,
-            uid: 0,
-            gid: 0,
-            ac_flag: 0,
-            exit_code: 0,
-            exit_signal: 0,
-            tty_dev: 0,
-            _pad: 0,
-            start_ns: 0,
-            exit_ns: 0,
-            utime_ns: 0,
-            stime_ns: 0,
-            mem_kb: 0,
-            minflt: 0,
-            majflt: 0,
-            maxrss_pages: 0,
-            rchar: 0,
-            wchar: 0,
-            read_bytes: 0,
-            write_bytes: 0,
-            nvcsw: 0,
-            nivcsw: 0,
-            cgroup_id: 0,
-            runtime_ns: 0,
-            comm: [0; 16],
-        }
-    }
-}
-
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: both are #[repr(C)] with only integer fields and no padding
@@ -365,6 +351,7 @@ mod user {
     unsafe impl aya::Pod for super::ForkRecord {}
     unsafe impl aya::Pod for super::ExecRecord {}
     unsafe impl aya::Pod for super::ThreadExitRecord {}
+    unsafe impl aya::Pod for super::MmapStamp {}
 }
 
 #[cfg(test)]
@@ -379,6 +366,7 @@ mod tests {
         assert_eq!(size_of::<Config>(), 40);
         assert_eq!(size_of::<ForkRecord>(), 56);
         assert_eq!(size_of::<ThreadExitRecord>(), 48);
+        assert_eq!(size_of::<MmapStamp>(), 16);
         assert_eq!(size_of::<ExecRecord>(), 32 + FILENAME_LEN + ARGS_LEN + 16);
     }
 }

@@ -20,8 +20,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
 use tracer_common::{
-    counter, present, Config, ExecRecord, ExitRecord, ForkRecord, Offsets, ThreadExitRecord,
-    ABSENT, ARGS_LEN, RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_THREAD_EXIT,
+    counter, flags, present, Config, ExecRecord, ExitRecord, ForkRecord, MmapStamp, Offsets,
+    ThreadExitRecord, ABSENT, ARGS_LEN, RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_MMAP_STAMP,
+    RECORD_THREAD_EXIT,
 };
 
 /// Filled in by the loader before load (`EbpfLoader::set_global`).
@@ -47,20 +48,12 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// Records taken at `sched_process_exit` before `exit_mm()`, waiting for
-/// `exit_mmap` in the same task to give them the exit time the kernel's
-/// accounting uses (after the address space is torn down, which can take
-/// many ticks for a large one). Keyed by tid. Whoever deletes an entry
-/// (that program, or the loader for one that waited too long) sends it.
 /// Groups already reported, by `signal_struct` address, valued by the
 /// leader's start time (an address reused by a later group has another):
 /// before 6.16, `group_dead` is derived from `signal->live` at the
 /// tracepoint, which two threads exiting at once can both see as 0.
 #[map]
 static REPORTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1 << 12, 0);
-
-#[map]
-static PENDING: HashMap<u32, ExitRecord> = HashMap::with_max_entries(1 << 13, 0);
 
 /// Thread groups `tracer run` follows: the command, then every group created
 /// by a tracked one (see `follow_fork`). Keyed by tgid.
@@ -229,53 +222,38 @@ fn wakeup_flags() -> u64 {
     }
 }
 
-#[inline(always)]
-fn send(rec: &ExitRecord) {
-    if EVENTS.output::<ExitRecord>(rec, wakeup_flags()).is_err() {
-        count(counter::RING_FULL);
-    }
-}
-
 /// Writes the record for the dying thread group of `task` (the current
-/// task). `before_exit_mm`: the hook runs before `exit_mm()`, so the record
-/// waits for `exit_mmap` when this group tears its address space down.
+/// task). `before_exit_mm`: the hook runs before `exit_mm()`, so a group
+/// that tears its address space down itself gets its exit time from
+/// `exit_mmap` (see [`MmapStamp`]).
 #[inline(always)]
 fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool) {
     let tgid = K::u32(task, off!(task_tgid));
     if !wanted(tgid) {
         return;
     }
-    if cfg!(follow_tracked) != 0 {
-        // The group is gone: stop following its tgid.
-        let _ = TRACKED.remove(&tgid);
-    }
-
+    let mut record_flags = 0;
     if before_exit_mm && cfg!(defer_to_exit_mmap) != 0 {
         let mm = K::u64(task, off!(task_mm));
         if mm != 0 && K::u32(mm, off!(mm_users)) == 1 {
-            // Filled in place in its PENDING slot: a record on the stack
-            // would not fit older kernels' 512-byte stack with the calls.
-            let tid = K::u32(task, off!(task_pid));
-            if PENDING.insert(&tid, &EMPTY, 0).is_ok() {
-                if let Some(slot) = PENDING.get_ptr_mut(&tid) {
-                    fill::<K>(slot, task, tgid);
-                    return;
-                }
-            }
-            count(counter::PENDING_FULL);
+            record_flags |= flags::AWAITS_MMAP_STAMP;
         }
     }
-
+    if cfg!(follow_tracked) != 0 && record_flags & flags::AWAITS_MMAP_STAMP == 0 {
+        // The group is gone: stop following its tgid (after the stamp,
+        // when one is coming).
+        let _ = TRACKED.remove(&tgid);
+    }
     let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
         count(counter::RING_FULL);
         return;
     };
-    fill::<K>(entry.as_mut_ptr(), task, tgid);
+    let r = entry.as_mut_ptr();
+    fill::<K>(r, task, tgid);
+    // SAFETY: our reserved ring slot.
+    unsafe { (*r).flags = record_flags };
     entry.submit(wakeup_flags());
 }
-
-/// The source of a PENDING slot before it is filled.
-static EMPTY: ExitRecord = ExitRecord::zeroed();
 
 /// Every field of the record, read the way `fill_ac()` reads them.
 #[inline(always)]
@@ -283,11 +261,10 @@ fn fill<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32) {
     fill_identity::<K>(r, task, tgid);
     fill_acct::<K>(r, task);
     fill_extras::<K>(r, task);
-    // SAFETY: `r` is our exclusively owned slot. `kind` goes last: the
-    // loader skips a PENDING slot whose kind is not set yet.
+    // SAFETY: `r` is our reserved ring slot.
     unsafe {
         (*r).exit_ns = bpf_ktime_get_ns();
-        core::ptr::write_volatile(&raw mut (*r).kind, RECORD_EXIT);
+        (*r).kind = RECORD_EXIT;
     }
 }
 
@@ -295,7 +272,7 @@ fn fill<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32) {
 fn fill_identity<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32) {
     let leader = K::u64(task, off!(task_group_leader));
     let cred = K::u64(task, off!(task_cred));
-    // SAFETY: `r` is our exclusively owned slot (ring entry or map value).
+    // SAFETY: `r` is our reserved ring slot.
     unsafe {
         (*r).pid = tgid;
         (*r).tid = K::u32(task, off!(task_pid));
@@ -306,7 +283,6 @@ fn fill_identity<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32) {
         (*r).start_ns = K::u64(leader, off!(task_start_time));
         (*r).cgroup_id = bpf_get_current_cgroup_id();
         (*r).comm = K::comm(task);
-        (*r)._pad = 0;
     }
 }
 
@@ -315,7 +291,7 @@ fn fill_identity<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32) {
 fn fill_acct<K: Kernel>(r: *mut ExitRecord, task: u64) {
     let signal = K::u64(task, off!(task_signal));
     let pacct = member(signal, off!(signal_pacct));
-    // SAFETY: `r` is our exclusively owned slot.
+    // SAFETY: `r` is our reserved ring slot.
     unsafe {
         if !K::DIRECT && cfg!(pacct_std) != 0 && pacct != 0 {
             // ac_flag (int), ac_exitcode (long), ac_mem, ac_utime, ac_stime,
@@ -377,7 +353,7 @@ fn fill_extras<K: Kernel>(r: *mut ExitRecord, task: u64) {
     if off!(signal_runtime) != ABSENT && off!(task_se_runtime) != ABSENT {
         present_bits |= present::RUNTIME;
     }
-    // SAFETY: `r` is our exclusively owned slot.
+    // SAFETY: `r` is our reserved ring slot.
     unsafe {
         (*r).present = present_bits;
         (*r).maxrss_pages = K::u64(signal, off!(signal_maxrss));
@@ -505,22 +481,44 @@ pub fn exit_kprobe(_ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `exit_mmap(mm)`, at the end of tearing down an address space: when the
-/// current task has a record waiting, this is its exit time.
+/// `exit_mmap(mm)`, at the end of tearing down an address space: in a
+/// dying task whose group is dead, this is the exit time acct uses for the
+/// record sent at `sched_process_exit` (flagged to await it). The checks
+/// are plain loads, so the address spaces `exec` drops cost next to nothing.
 #[btf_tracepoint(function = "exit_mmap")]
 pub fn exit_mmap_stamp(_ctx: BtfTracePointContext) -> i32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(waiting) = PENDING.get_ptr(&tid) else {
-        return 0;
-    };
-    // SAFETY: a valid map value; copied before the delete frees it.
-    let mut rec = unsafe { *waiting };
-    if PENDING.remove(&tid).is_err() {
-        // The loader took it first (it waited too long) and sends it.
+    // SAFETY: the helper returns current's task_struct, typed for the
+    // verifier.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    // exit_mm() has cleared task->mm before dropping it; exec has not.
+    if Btf::u64(task, off!(task_mm)) != 0 {
         return 0;
     }
-    rec.exit_ns = unsafe { bpf_ktime_get_ns() };
-    send(&rec);
+    let signal = Btf::u64(task, off!(task_signal));
+    if signal == 0 || Btf::u32(signal, off!(signal_live)) != 0 {
+        return 0;
+    }
+    let tgid = Btf::u32(task, off!(task_tgid));
+    if !wanted(tgid) {
+        return 0;
+    }
+    if cfg!(follow_tracked) != 0 {
+        // Its exit record left it tracked for this stamp.
+        let _ = TRACKED.remove(&tgid);
+    }
+    let tid = Btf::u32(task, off!(task_pid));
+    let Some(mut entry) = EVENTS.reserve::<MmapStamp>(0) else {
+        count(counter::RING_FULL);
+        return 0;
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: our reserved ring slot; every field is written.
+    unsafe {
+        (*r).kind = RECORD_MMAP_STAMP;
+        (*r).tid = tid;
+        (*r).time_ns = bpf_ktime_get_ns();
+    }
+    entry.submit(wakeup_flags());
     0
 }
 

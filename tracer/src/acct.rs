@@ -937,7 +937,7 @@ mod tests {
             exit_code: 0x8b,
             exit_signal: 17,
             tty_dev: (136 << 20) | 3,
-            _pad: 0,
+            flags: 0,
             start_ns: 5_000_000_000,
             // 12.345_678_9 s later: 1234 ticks.
             exit_ns: 17_345_678_900,

@@ -174,13 +174,12 @@ fn start(
     out: &OutputArgs,
     args: &ProbeArgs,
     follow_tracked: bool,
-) -> Result<(Outputs, Probes, RingBuf<MapData>, session::Pending)> {
+) -> Result<(Outputs, Probes, RingBuf<MapData>)> {
     let outputs = out.open()?;
     let opts = args.options(follow_tracked, outputs.wants_lineage(), out.threads);
     let mut probes = attach(&opts)?;
     let ring = probes.take_ring()?;
-    let pending = session::Pending(probes.take_pending()?);
-    Ok((outputs, probes, ring, pending))
+    Ok((outputs, probes, ring))
 }
 
 fn attach(opts: &ProbeOptions) -> Result<Probes> {
@@ -206,10 +205,10 @@ fn summary(probes: &Probes, totals: session::Totals) -> Result<()> {
     if untracked > 0 {
         line += &format!(" ({untracked} groups not followed: the tracking map was full)");
     }
-    if totals.swept + counters.pending_full > 0 {
+    if totals.unstamped > 0 {
         line += &format!(
             "; {} timed before their address space was freed",
-            totals.swept + counters.pending_full
+            totals.unstamped
         );
     }
     if totals.unknown > 0 {
@@ -220,7 +219,7 @@ fn summary(probes: &Probes, totals: session::Totals) -> Result<()> {
 }
 
 async fn record(duration: Option<Duration>, out: &OutputArgs, args: &ProbeArgs) -> Result<i32> {
-    let (mut outputs, probes, ring, pending) = start(out, args, false)?;
+    let (mut outputs, probes, ring) = start(out, args, false)?;
     let lineage = outputs.wants_lineage();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -240,13 +239,10 @@ async fn record(duration: Option<Duration>, out: &OutputArgs, args: &ProbeArgs) 
             () = sleep => {}
         }
     };
-    let mut sink = session::Sink {
-        outputs: &mut outputs,
-        // Seeded after the probes are attached: a process created in
-        // between is in both, which the table handles.
-        table: lineage.then(ProcessTable::from_proc),
-    };
-    let totals = match session::pump(ring, pending, &mut sink, stop).await {
+    // Seeded after the probes are attached: a process created in between is
+    // in both, which the table handles.
+    let mut sink = session::Sink::new(&mut outputs, lineage.then(ProcessTable::from_proc));
+    let totals = match session::pump(ring, &mut sink, stop).await {
         Ok(t) => t,
         Err(e) if crate::output::is_broken_pipe(&e) => return Ok(0),
         Err(e) => return Err(e),
@@ -268,7 +264,7 @@ async fn run_command(
     out: &OutputArgs,
     args: &ProbeArgs,
 ) -> Result<i32> {
-    let (mut outputs, mut probes, ring, pending) = start(out, args, true)?;
+    let (mut outputs, mut probes, ring) = start(out, args, true)?;
     let lineage = outputs.wants_lineage();
 
     // Track ourselves while we create the command: the fork tracker then
@@ -314,11 +310,8 @@ async fn run_command(
     if let Some(t) = &mut table {
         t.set_root(pid);
     }
-    let mut sink = session::Sink {
-        outputs: &mut outputs,
-        table,
-    };
-    let result = session::pump(ring, pending, &mut sink, stop)
+    let mut sink = session::Sink::new(&mut outputs, table);
+    let result = session::pump(ring, &mut sink, stop)
         .await
         .and_then(|totals| outputs.finish().map(|()| totals));
     let status = match status {

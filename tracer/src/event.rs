@@ -1,8 +1,8 @@
 //! Decode: ring-buffer bytes into an exit, and the view every output renders.
 
 use tracer_common::{
-    present, ExecRecord, ExitRecord, ForkRecord, ThreadExitRecord, RECORD_EXEC, RECORD_EXIT,
-    RECORD_FORK, RECORD_THREAD_EXIT,
+    present, ExecRecord, ExitRecord, ForkRecord, MmapStamp, ThreadExitRecord, RECORD_EXEC,
+    RECORD_EXIT, RECORD_FORK, RECORD_MMAP_STAMP, RECORD_THREAD_EXIT,
 };
 
 use crate::{
@@ -21,6 +21,8 @@ pub enum Record {
     Fork(ForkRecord),
     Exec(ExecRecord),
     ThreadExit(ThreadExitRecord),
+    /// The exit time for an `Exit` flagged to await it.
+    MmapStamp(MmapStamp),
 }
 
 /// Reads one record out of a ring item without allocating; `None` for an
@@ -32,6 +34,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         RECORD_FORK => read::<ForkRecord>(bytes).map(Record::Fork),
         RECORD_EXEC => read::<ExecRecord>(bytes).map(Record::Exec),
         RECORD_THREAD_EXIT => read::<ThreadExitRecord>(bytes).map(Record::ThreadExit),
+        RECORD_MMAP_STAMP => read::<MmapStamp>(bytes).map(Record::MmapStamp),
         _ => None,
     }
 }

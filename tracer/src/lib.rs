@@ -3,7 +3,8 @@
 //!
 //! The data path, one module a step:
 //! probes (`probes`, the eBPF object, offsets from `btf`) → ring buffer of
-//! `tracer_common::ExitRecord` → `session` drains it → `event` decodes →
+//! `tracer_common::ExitRecord` → `session` drains it → `event` decodes (and
+//! `stamps` gives a record taken before `exit_mm()` its exit time) →
 //! `acct` encodes acct_v3 exactly as the kernel → `output` (table, JSON
 //! lines, acct file). Fork and exec events feed `lineage`, the process
 //! table that places each exit in its ancestry. `dump` reads acct files
@@ -19,4 +20,5 @@ pub mod lineage;
 pub mod output;
 pub mod probes;
 pub mod session;
+pub mod stamps;
 pub mod tree;

@@ -8,7 +8,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, KProbe},
     Btf, Ebpf, EbpfLoader,
 };
-use tracer_common::{counter, Config, ExitRecord};
+use tracer_common::{counter, Config};
 
 use crate::btf::KernelLayout;
 
@@ -175,15 +175,6 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// Records waiting for their `exit_mmap` timestamp; can be taken once.
-    pub fn take_pending(&mut self) -> Result<HashMap<MapData, u32, ExitRecord>> {
-        let map = self
-            .ebpf
-            .take_map("PENDING")
-            .context("PENDING already taken")?;
-        Ok(HashMap::try_from(map)?)
-    }
-
     /// Follows this thread group (and, from now on, every group it creates).
     pub fn track(&mut self, pid: u32) -> Result<()> {
         let mut map: HashMap<_, u32, u8> =
@@ -202,11 +193,17 @@ impl Probes {
         }
     }
 
-    /// Thread groups still tracked: followed, but not dead yet.
+    /// Thread groups still tracked and running. A dead group stays in the
+    /// map when the `exit_mmap` stamp its record awaited came from another
+    /// task; /proc tells those apart.
     pub fn tracked_alive(&self) -> Result<usize> {
         let map: HashMap<_, u32, u8> =
             HashMap::try_from(self.ebpf.map("TRACKED").context("no TRACKED map")?)?;
-        Ok(map.keys().filter(|k| k.is_ok()).count())
+        Ok(map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .count())
     }
 
     /// The programs' counters, summed over CPUs.
@@ -217,7 +214,6 @@ impl Probes {
         Ok(Counters {
             ring_full: sum(counter::RING_FULL)?,
             track_full: sum(counter::TRACK_FULL)?,
-            pending_full: sum(counter::PENDING_FULL)?,
         })
     }
 }
@@ -227,7 +223,6 @@ impl Probes {
 pub struct Counters {
     pub ring_full: u64,
     pub track_full: u64,
-    pub pending_full: u64,
 }
 
 fn attach_flag(mode: AttachMode) -> &'static str {

@@ -3,14 +3,15 @@
 use std::{future::Future, time::Duration};
 
 use anyhow::Result;
-use aya::maps::{HashMap, MapData, RingBuf};
+use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
-use tracer_common::{ExitRecord, PENDING_TIMEOUT_NS};
+use tracer_common::{ExitRecord, STAMP_TIMEOUT_NS};
 
 use crate::{
     event::{decode, Clock, ExitView, Record},
     lineage::ProcessTable,
     output::Outputs,
+    stamps::AwaitingStamps,
 };
 
 /// How often the ring is drained when no wakeup came: the programs wake us
@@ -22,15 +23,15 @@ pub struct Totals {
     pub written: u64,
     /// Ring items this loader does not understand (a newer eBPF object).
     pub unknown: u64,
-    /// Records the loader took from `PENDING` after they waited too long.
-    pub swept: u64,
+    /// Records written with the time from before `exit_mm()`: their
+    /// `exit_mmap` stamp did not come.
+    pub unstamped: u64,
 }
 
 /// Drains the ring into the outputs until `stop` resolves, then drains what
 /// is left. Errors from the outputs end the loop.
 pub async fn pump(
     ring: RingBuf<MapData>,
-    mut pending: Pending,
     sink: &mut Sink<'_>,
     stop: impl Future<Output = ()>,
 ) -> Result<Totals> {
@@ -51,12 +52,12 @@ pub async fn pump(
             }
             _ = tick.tick() => {
                 drain(ring.get_mut(), sink, &mut totals)?;
-                pending.sweep(PENDING_TIMEOUT_NS, sink, &mut totals)?;
+                sink.expire(STAMP_TIMEOUT_NS, &mut totals)?;
             }
         }
     }
     drain(ring.get_mut(), sink, &mut totals)?;
-    pending.sweep(0, sink, &mut totals)?;
+    sink.expire(0, &mut totals)?;
     Ok(totals)
 }
 
@@ -65,19 +66,33 @@ pub async fn pump(
 pub struct Sink<'a> {
     pub outputs: &'a mut Outputs,
     pub table: Option<ProcessTable>,
+    awaiting: AwaitingStamps,
+    expired: Vec<ExitRecord>,
 }
 
-impl Sink<'_> {
+impl<'a> Sink<'a> {
+    pub fn new(outputs: &'a mut Outputs, table: Option<ProcessTable>) -> Self {
+        Self {
+            outputs,
+            table,
+            awaiting: AwaitingStamps::default(),
+            expired: Vec::new(),
+        }
+    }
+
     fn record(&mut self, rec: &Record, clock: &Clock, totals: &mut Totals) -> Result<()> {
         match rec {
-            Record::Exit(exit) => {
-                let mut view = ExitView::from_record(exit, clock);
-                view.lineage = self.table.as_ref();
-                self.outputs.exit(&view)?;
-                if let Some(t) = &mut self.table {
-                    t.exit(exit.pid);
+            Record::Exit(exit) if AwaitingStamps::awaits(exit) => {
+                if let Some(unstamped) = self.awaiting.hold(*exit) {
+                    totals.unstamped += 1;
+                    self.exit(&unstamped, clock, totals)?;
                 }
-                totals.written += 1;
+            }
+            Record::Exit(exit) => self.exit(exit, clock, totals)?,
+            Record::MmapStamp(stamp) => {
+                if let Some(exit) = self.awaiting.stamp(stamp) {
+                    self.exit(&exit, clock, totals)?;
+                }
             }
             Record::Fork(fork) => {
                 if let Some(t) = &mut self.table {
@@ -94,6 +109,36 @@ impl Sink<'_> {
             }
         }
         Ok(())
+    }
+
+    fn exit(&mut self, exit: &ExitRecord, clock: &Clock, totals: &mut Totals) -> Result<()> {
+        let mut view = ExitView::from_record(exit, clock);
+        view.lineage = self.table.as_ref();
+        self.outputs.exit(&view)?;
+        if let Some(t) = &mut self.table {
+            t.exit(exit.pid);
+        }
+        totals.written += 1;
+        Ok(())
+    }
+
+    /// Writes the records that awaited their stamp `timeout_ns` or more
+    /// (all of them with 0, at the end).
+    fn expire(&mut self, timeout_ns: u64, totals: &mut Totals) -> Result<()> {
+        if self.awaiting.is_empty() {
+            return Ok(());
+        }
+        let mut expired = std::mem::take(&mut self.expired);
+        self.awaiting
+            .expire(monotonic_ns(), timeout_ns, &mut expired);
+        let clock = Clock::now();
+        for exit in &expired {
+            totals.unstamped += 1;
+            self.exit(exit, &clock, totals)?;
+        }
+        expired.clear();
+        self.expired = expired;
+        self.outputs.flush()
     }
 }
 
@@ -116,44 +161,6 @@ pub fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>, totals: &mut Tota
         sink.outputs.flush()?;
     }
     Ok(())
-}
-
-/// Records waiting in the kernel for their `exit_mmap` timestamp. One that
-/// waited too long had its address space freed by another task (or is
-/// still tearing it down at stop): take it as it is, with the time from
-/// `sched_process_exit`, rather than lose it.
-pub struct Pending(pub HashMap<MapData, u32, ExitRecord>);
-
-impl Pending {
-    fn sweep(
-        &mut self,
-        older_than_ns: u64,
-        sink: &mut Sink<'_>,
-        totals: &mut Totals,
-    ) -> Result<()> {
-        let map = &mut self.0;
-        let now = monotonic_ns();
-        let stale: Vec<(u32, ExitRecord)> = map
-            .iter()
-            .filter_map(Result::ok)
-            // A slot the program is still filling has no kind yet.
-            .filter(|(_, rec)| rec.kind == tracer_common::RECORD_EXIT)
-            .filter(|(_, rec)| now.saturating_sub(rec.exit_ns) >= older_than_ns)
-            .collect();
-        if stale.is_empty() {
-            return Ok(());
-        }
-        let clock = Clock::now();
-        for (tid, rec) in stale {
-            // Whoever deletes the entry sends it: the program may have
-            // just taken it.
-            if map.remove(&tid).is_ok() {
-                sink.record(&Record::Exit(rec), &clock, totals)?;
-                totals.swept += 1;
-            }
-        }
-        sink.outputs.flush()
-    }
 }
 
 fn monotonic_ns() -> u64 {

@@ -1,0 +1,128 @@
+//! Exit records awaiting their `exit_mmap` stamp.
+//!
+//! On kernels whose `sched_process_exit` fires before `exit_mm()` (6.16+),
+//! a group that frees its own address space is recorded there but timed
+//! by the `MmapStamp` its dying task sends at the end of `exit_mmap()`,
+//! where the kernel's accounting reads the clock. The stamp follows its
+//! record in the ring (the same task sends both, in order), so a record
+//! waits here for a moment: usually until the next item of the same drain.
+
+use std::collections::HashMap;
+
+use tracer_common::{flags, ExitRecord, MmapStamp};
+
+#[derive(Debug, Default)]
+pub struct AwaitingStamps {
+    /// By tid: the dying task sends the stamp.
+    held: HashMap<u32, ExitRecord>,
+}
+
+impl AwaitingStamps {
+    /// Whether `rec` waits for a stamp rather than going out now.
+    pub fn awaits(rec: &ExitRecord) -> bool {
+        rec.flags & flags::AWAITS_MMAP_STAMP != 0
+    }
+
+    /// Holds `rec` until its stamp comes. Returns a record of the same tid
+    /// that was still waiting: its stamp is lost (the tid was reused), so it
+    /// goes out as it is.
+    pub fn hold(&mut self, rec: ExitRecord) -> Option<ExitRecord> {
+        self.held.insert(rec.tid, rec)
+    }
+
+    /// The record `stamp` completes, with its exit time; `None` for a stamp
+    /// nobody awaits (its record was lost to a full ring, or the group did
+    /// not look like freeing its own address space when it was recorded).
+    pub fn stamp(&mut self, stamp: &MmapStamp) -> Option<ExitRecord> {
+        let mut rec = self.held.remove(&stamp.tid)?;
+        rec.exit_ns = stamp.time_ns;
+        Some(rec)
+    }
+
+    /// Takes the records that have waited `timeout_ns` or more by `now_ns`
+    /// (`timeout_ns` 0: all of them), oldest first, keeping the time from
+    /// before `exit_mm()`: another task freed their address space, or
+    /// their stamp was lost.
+    pub fn expire(&mut self, now_ns: u64, timeout_ns: u64, out: &mut Vec<ExitRecord>) {
+        let start = out.len();
+        self.held.retain(|_, rec| {
+            let expired = now_ns.saturating_sub(rec.exit_ns) >= timeout_ns;
+            if expired {
+                out.push(*rec);
+            }
+            !expired
+        });
+        out[start..].sort_by_key(|rec| rec.exit_ns);
+    }
+
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::{RECORD_EXIT, RECORD_MMAP_STAMP};
+
+    fn exit(tid: u32, exit_ns: u64) -> ExitRecord {
+        // SAFETY: plain old data; all zeroes is a valid record.
+        let mut rec: ExitRecord = unsafe { std::mem::zeroed() };
+        rec.kind = RECORD_EXIT;
+        rec.pid = tid;
+        rec.tid = tid;
+        rec.exit_ns = exit_ns;
+        rec.flags = flags::AWAITS_MMAP_STAMP;
+        rec
+    }
+
+    fn stamp(tid: u32, time_ns: u64) -> MmapStamp {
+        MmapStamp {
+            kind: RECORD_MMAP_STAMP,
+            tid,
+            time_ns,
+        }
+    }
+
+    #[test]
+    fn a_stamp_gives_its_record_the_exit_time() {
+        let mut a = AwaitingStamps::default();
+        assert!(AwaitingStamps::awaits(&exit(7, 100)));
+        assert_eq!(a.hold(exit(7, 100)), None);
+        assert_eq!(a.hold(exit(8, 110)), None);
+        assert_eq!(a.stamp(&stamp(9, 130)), None, "nobody awaits tid 9");
+        let rec = a.stamp(&stamp(7, 150)).expect("tid 7 awaits");
+        assert_eq!((rec.tid, rec.exit_ns), (7, 150));
+        assert_eq!(a.stamp(&stamp(7, 160)), None, "taken once");
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn a_reused_tid_passes_the_old_record_on() {
+        let mut a = AwaitingStamps::default();
+        a.hold(exit(7, 100));
+        let old = a.hold(exit(7, 200)).expect("the first record comes back");
+        assert_eq!(old.exit_ns, 100);
+        assert_eq!(a.stamp(&stamp(7, 250)).map(|r| r.exit_ns), Some(250));
+    }
+
+    #[test]
+    fn records_that_waited_too_long_go_out_oldest_first() {
+        let mut a = AwaitingStamps::default();
+        for (tid, t) in [(1, 300), (2, 100), (3, 900), (4, 200)] {
+            a.hold(exit(tid, t));
+        }
+        let mut out = Vec::new();
+        a.expire(1000, 700, &mut out);
+        assert_eq!(out.iter().map(|r| r.tid).collect::<Vec<_>>(), [2, 4, 1]);
+        assert_eq!(out[0].exit_ns, 100, "the time from before exit_mm");
+        out.clear();
+        a.expire(1000, 0, &mut out);
+        assert_eq!(out.iter().map(|r| r.tid).collect::<Vec<_>>(), [3]);
+        assert!(a.is_empty());
+    }
+}
