@@ -79,6 +79,10 @@ pub struct Offsets {
     pub tty_index: u32,
     pub driver_major: u32,
     pub driver_minor_start: u32,
+    // struct kernel_clone_args, for `--check-clone-args` only (ABSENT
+    // without that struct)
+    pub clone_args_flags: u32,
+    pub clone_args_exit_signal: u32,
 }
 
 impl Offsets {
@@ -130,6 +134,8 @@ impl Offsets {
             tty_index: ABSENT,
             driver_major: ABSENT,
             driver_minor_start: ABSENT,
+            clone_args_flags: ABSENT,
+            clone_args_exit_signal: ABSENT,
         }
     }
 }
@@ -154,7 +160,10 @@ pub struct Config {
     /// 1: `task_io_accounting` starts with rchar, wchar, syscr, syscw,
     /// read_bytes, write_bytes (8 bytes each): read in one call.
     pub ioac_std: u32,
-    pub _pad: [u32; 2],
+    /// 1: `kernel_clone` is hooked too, and every fork event is compared
+    /// with the arguments it got (`--check-clone-args`, a cross-check).
+    pub check_clone_args: u32,
+    pub _pad: u32,
     /// Wake the reader only once this many bytes wait in the ring; below
     /// it, records are submitted without a wakeup and the loader's timer
     /// collects them.
@@ -275,7 +284,14 @@ pub mod counter {
     /// Groups `tracer run` could not follow because `TRACKED` was full:
     /// their exits are lost.
     pub const TRACK_FULL: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// `--check-clone-args`: fork events whose clone flags and exit signal
+    /// agree with `kernel_clone`'s arguments, those that differ, and those
+    /// with no `kernel_clone` call before them (io_uring workers and idle
+    /// tasks are created without one).
+    pub const CLONE_AGREE: u32 = 2;
+    pub const CLONE_DIFFER: u32 = 3;
+    pub const CLONE_UNSEEN: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// One thread group's death: every input of the kernel's `fill_ac()` (kernel
@@ -362,7 +378,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16);
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
-        assert_eq!(size_of::<Offsets>(), 44 * 4);
+        assert_eq!(size_of::<Offsets>(), 46 * 4);
         assert_eq!(size_of::<Config>(), 40);
         assert_eq!(size_of::<ForkRecord>(), 56);
         assert_eq!(size_of::<ThreadExitRecord>(), 48);

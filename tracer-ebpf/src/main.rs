@@ -36,7 +36,8 @@ static CONFIG: Config = Config {
     lineage: 0,
     pacct_std: 0,
     ioac_std: 0,
-    _pad: [0; 2],
+    check_clone_args: 0,
+    _pad: 0,
     wakeup_bytes: 0,
 };
 
@@ -193,6 +194,11 @@ fn member(base: u64, off: u32) -> u64 {
         base + off as u64
     }
 }
+
+/// `--check-clone-args`: the arguments of the `kernel_clone` call each task
+/// is in (flags, exit signal), by tid, for `fork_event` to compare.
+#[map]
+static CLONE_ARGS: HashMap<u32, [u64; 2]> = HashMap::with_max_entries(1 << 12, 0);
 
 #[inline(always)]
 fn count(index: u32) {
@@ -544,6 +550,9 @@ pub fn fork_event(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let child = ctx.arg::<u64>(0);
+    if cfg!(check_clone_args) != 0 {
+        check_clone_args(parent_tid, child, ctx.arg::<u64>(1));
+    }
     let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
         count(counter::RING_FULL);
         return 0;
@@ -564,6 +573,56 @@ pub fn fork_event(ctx: BtfTracePointContext) -> i32 {
     }
     entry.submit(wakeup_flags());
     0
+}
+
+/// Compares what `task_newtask` reports with the arguments of the
+/// `kernel_clone` call the creator is in (`--check-clone-args`).
+#[inline(always)]
+fn check_clone_args(tid: u32, child: u64, clone_flags: u64) {
+    // SAFETY: the value is copied out at once.
+    let Some(&[flags, exit_signal]) = (unsafe { CLONE_ARGS.get(&tid) }) else {
+        count(counter::CLONE_UNSEEN);
+        return;
+    };
+    let _ = CLONE_ARGS.remove(&tid);
+    // copy_process() gives a thread no exit signal and a CLONE_PARENT child
+    // its creator's leader's; otherwise the one asked for.
+    let child_signal = Btf::u32(child, off!(task_exit_signal)) as i32;
+    let signal_ok = if clone_flags & CLONE_THREAD != 0 {
+        child_signal == -1
+    } else {
+        clone_flags & CLONE_PARENT != 0 || child_signal == exit_signal as i32
+    };
+    if flags == clone_flags && signal_ok {
+        count(counter::CLONE_AGREE);
+    } else {
+        count(counter::CLONE_DIFFER);
+    }
+}
+
+const CLONE_PARENT: u64 = 0x8000;
+const CLONE_THREAD: u64 = 0x1_0000;
+
+/// `kernel_clone(struct kernel_clone_args *args)`, for `--check-clone-args`:
+/// fork, vfork, clone, clone3 and kernel threads all pass through it.
+#[fentry(function = "kernel_clone")]
+pub fn clone_args_fentry(ctx: FEntryContext) -> i32 {
+    save_clone_args::<Btf>(ctx.arg::<u64>(0));
+    0
+}
+
+#[kprobe(function = "kernel_clone")]
+pub fn clone_args_kprobe(ctx: ProbeContext) -> u32 {
+    save_clone_args::<Probe>(ctx.arg::<u64>(0).unwrap_or(0));
+    0
+}
+
+#[inline(always)]
+fn save_clone_args<K: Kernel>(args: u64) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let flags = K::u64(args, off!(clone_args_flags));
+    let exit_signal = K::u32(args, off!(clone_args_exit_signal)) as i32 as i64 as u64;
+    let _ = CLONE_ARGS.insert(&tid, &[flags, exit_signal], 0);
 }
 
 /// `sched_process_exec(p, old_pid, bprm)`: after a successful exec, with

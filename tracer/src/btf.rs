@@ -49,6 +49,7 @@ impl KernelLayout {
         let driver = Struct::named(btf, "tty_driver")?;
         let mm = Struct::named(btf, "mm_struct")?;
         let se = Struct::named(btf, "sched_entity")?;
+        let clone_args = Struct::named(btf, "kernel_clone_args").ok();
 
         let offsets = Offsets {
             task_pid: task.required("pid")?,
@@ -102,6 +103,10 @@ impl KernelLayout {
             tty_index: tty.required("index")?,
             driver_major: driver.required("major")?,
             driver_minor_start: driver.required("minor_start")?,
+            clone_args_flags: clone_args.as_ref().map_or(ABSENT, |c| c.optional("flags")),
+            clone_args_exit_signal: clone_args
+                .as_ref()
+                .map_or(ABSENT, |c| c.optional("exit_signal")),
         };
         let exit_args = tracepoint_arg_count(btf, "sched_process_exit")?;
         let has_exit_mmap = tracepoint_arg_count(btf, "exit_mmap").is_ok();

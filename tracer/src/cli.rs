@@ -101,6 +101,11 @@ struct ProbeArgs {
     /// Ring buffer size (power of two: 256K, 8M, 64M...).
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "8M")]
     ring_size: u32,
+    /// Cross-check: hook kernel_clone (fentry, else kprobe) and compare
+    /// every fork event's clone flags and exit signal with its arguments;
+    /// the summary line gives the counts. Needs --json.
+    #[arg(long, hide = true)]
+    check_clone_args: bool,
 }
 
 impl OutputArgs {
@@ -137,6 +142,7 @@ impl ProbeArgs {
             follow_tracked,
             lineage,
             threads,
+            check_clone_args: self.check_clone_args,
         }
     }
 }
@@ -177,6 +183,9 @@ fn start(
 ) -> Result<(Outputs, Probes, RingBuf<MapData>)> {
     let outputs = out.open()?;
     let opts = args.options(follow_tracked, outputs.wants_lineage(), out.threads);
+    if opts.check_clone_args && !opts.lineage {
+        bail!("--check-clone-args compares fork events: give --json too");
+    }
     let mut probes = attach(&opts)?;
     let ring = probes.take_ring()?;
     Ok((outputs, probes, ring))
@@ -215,6 +224,13 @@ fn summary(probes: &Probes, totals: session::Totals) -> Result<()> {
         line += &format!(", {} unknown ring items skipped", totals.unknown);
     }
     eprintln!("{line}");
+    if probes.check_clone_args {
+        eprintln!(
+            "tracer: clone args check: {} fork events agree with kernel_clone's arguments, \
+             {} differ, {} had no kernel_clone call",
+            counters.clone_agree, counters.clone_differ, counters.clone_unseen
+        );
+    }
     Ok(())
 }
 

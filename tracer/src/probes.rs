@@ -8,7 +8,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, KProbe},
     Btf, Ebpf, EbpfLoader,
 };
-use tracer_common::{counter, Config};
+use tracer_common::{counter, Config, ABSENT};
 
 use crate::btf::KernelLayout;
 
@@ -51,6 +51,9 @@ pub struct ProbeOptions {
     pub lineage: bool,
     /// A record for each thread that dies before its group.
     pub threads: bool,
+    /// Hook `kernel_clone` too and compare every fork event with its
+    /// arguments (a cross-check for the tests; needs `lineage`).
+    pub check_clone_args: bool,
 }
 
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
@@ -62,6 +65,8 @@ pub struct Probes {
     pub exit_hook: AttachMode,
     /// Why the modes tried before `exit_hook` did not load (auto mode).
     pub fallbacks: Vec<(AttachMode, String)>,
+    /// `kernel_clone` is hooked for `--check-clone-args`.
+    pub check_clone_args: bool,
 }
 
 impl Probes {
@@ -79,7 +84,8 @@ impl Probes {
             lineage: opts.lineage.into(),
             pacct_std: layout.pacct_std.into(),
             ioac_std: layout.ioac_std.into(),
-            _pad: [0; 2],
+            check_clone_args: opts.check_clone_args.into(),
+            _pad: 0,
             // A quarter full wakes the reader; below that its timer drains.
             wakeup_bytes: u64::from(opts.ring_bytes / 4),
         };
@@ -138,6 +144,10 @@ impl Probes {
             prog.attach()
                 .context("cannot attach tp_btf/sched_process_exit for --threads")?;
         }
+        if opts.check_clone_args {
+            // Before the fork events, so that none comes without it.
+            attach_clone_check(&mut ebpf, &btf, &layout)?;
+        }
         if opts.lineage {
             for (name, tracepoint) in [
                 ("fork_event", "task_newtask"),
@@ -163,6 +173,7 @@ impl Probes {
             ebpf,
             exit_hook,
             fallbacks,
+            check_clone_args: opts.check_clone_args,
         })
     }
 
@@ -214,6 +225,9 @@ impl Probes {
         Ok(Counters {
             ring_full: sum(counter::RING_FULL)?,
             track_full: sum(counter::TRACK_FULL)?,
+            clone_agree: sum(counter::CLONE_AGREE)?,
+            clone_differ: sum(counter::CLONE_DIFFER)?,
+            clone_unseen: sum(counter::CLONE_UNSEEN)?,
         })
     }
 }
@@ -223,6 +237,9 @@ impl Probes {
 pub struct Counters {
     pub ring_full: u64,
     pub track_full: u64,
+    pub clone_agree: u64,
+    pub clone_differ: u64,
+    pub clone_unseen: u64,
 }
 
 fn attach_flag(mode: AttachMode) -> &'static str {
@@ -270,6 +287,39 @@ fn attach_exit(ebpf: &mut Ebpf, btf: &Btf, mode: AttachMode) -> Result<()> {
         AttachMode::Auto => unreachable!("auto is resolved by the caller"),
     }
     Ok(())
+}
+
+/// `kernel_clone` by fentry, else by kprobe, for `--check-clone-args`.
+fn attach_clone_check(ebpf: &mut Ebpf, btf: &Btf, layout: &KernelLayout) -> Result<()> {
+    if layout.offsets.clone_args_flags == ABSENT || layout.offsets.clone_args_exit_signal == ABSENT
+    {
+        bail!("--check-clone-args: this kernel's BTF has no struct kernel_clone_args");
+    }
+    let fentry = (|| -> Result<()> {
+        let prog: &mut FEntry = program(ebpf, "clone_args_fentry")?;
+        prog.load("kernel_clone", btf)
+            .map_err(|e| explain_bpf_error(anyhow!(e)))?;
+        prog.attach()?;
+        Ok(())
+    })();
+    let Err(fentry_error) = fentry else {
+        return Ok(());
+    };
+    let kprobe = (|| -> Result<()> {
+        if !kprobes_configured() {
+            bail!("the kernel is built without kprobes (CONFIG_KPROBES)");
+        }
+        let prog: &mut KProbe = program(ebpf, "clone_args_kprobe")?;
+        prog.load().map_err(|e| explain_bpf_error(anyhow!(e)))?;
+        prog.attach("kernel_clone", 0)?;
+        Ok(())
+    })();
+    kprobe.map_err(|kprobe_error| {
+        anyhow!(
+            "--check-clone-args: kernel_clone cannot be traced here \
+             (fentry: {fentry_error:#}; kprobe: {kprobe_error:#})"
+        )
+    })
 }
 
 /// Whether the kernel config says kprobes exist; unknown counts as yes, and
