@@ -567,7 +567,9 @@ pub fn fork_event(ctx: BtfTracePointContext) -> i32 {
         (*r).child_pid = Btf::u32(child, off!(task_tgid));
         (*r).child_tid = Btf::u32(child, off!(task_pid));
         (*r).clone_flags = ctx.arg::<u64>(1);
-        (*r).time_ns = bpf_ktime_get_ns();
+        // copy_process() stamps the child's start before this tracepoint:
+        // the creation time, without another clock read.
+        (*r).time_ns = Btf::u64(child, off!(task_start_time));
         // The child's comm is still the creator's.
         (*r).comm = Btf::comm(child);
     }
