@@ -10,10 +10,11 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    cty::c_void,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user_buf,
+        bpf_probe_read_kernel_str_bytes, generated,
     },
     macros::{btf_tracepoint, fentry, kprobe, map},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -647,15 +648,12 @@ pub fn exec_event(ctx: BtfTracePointContext) -> i32 {
     let r = entry.as_mut_ptr();
     let mm = Btf::u64(task, off!(task_mm));
     let start = Btf::u64(mm, off!(mm_arg_start));
-    let end = Btf::u64(mm, off!(mm_arg_end));
-    let total = end.saturating_sub(start);
-    let take = if total > ARGS_LEN as u64 {
-        ARGS_LEN as u64
-    } else {
-        total
-    };
+    let total = Btf::u64(mm, off!(mm_arg_end)).saturating_sub(start);
     // SAFETY: our reserved ring slot; every field is written.
     unsafe {
+        (*r).args = [0; ARGS_LEN];
+        (*r).args_len = read_args(&raw mut (*r).args, start, total);
+        (*r).args_total = total as u32;
         (*r).kind = RECORD_EXEC;
         (*r).pid = pid;
         (*r).tid = Btf::u32(task, off!(task_pid));
@@ -667,20 +665,33 @@ pub fn exec_event(ctx: BtfTracePointContext) -> i32 {
         if name != 0 {
             let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*r).filename);
         }
-        (*r).args = [0; ARGS_LEN];
-        let mut got = 0u32;
-        let n = take as usize;
-        if start != 0 && n > 0 && n <= ARGS_LEN {
-            let args = &mut (*r).args;
-            if bpf_probe_read_user_buf(start as *const u8, &mut args[..n]).is_ok() {
-                got = n as u32;
-            }
-        }
-        (*r).args_len = got;
-        (*r).args_total = total as u32;
     }
     entry.submit(wakeup_flags());
     0
+}
+
+/// Copies the first `len` bytes of argv (at most `ARGS_LEN`) from user
+/// memory at `src`; returns how many it got. A function of its own so the
+/// bound is checked on the register the helper gets: older verifiers lose
+/// a length's bounds when the compiler parks it on the stack.
+#[inline(never)]
+fn read_args(dst: *mut [u8; ARGS_LEN], src: u64, len: u64) -> u32 {
+    let n = if len < ARGS_LEN as u64 {
+        len as u32
+    } else {
+        ARGS_LEN as u32
+    };
+    if src == 0 || n == 0 || n > ARGS_LEN as u32 {
+        return 0;
+    }
+    // SAFETY: `dst` holds ARGS_LEN bytes and n <= ARGS_LEN; the helper
+    // checks the user address.
+    let ret = unsafe { generated::bpf_probe_read_user(dst.cast(), n, src as *const c_void) };
+    if ret == 0 {
+        n
+    } else {
+        0
+    }
 }
 
 /// `sched_process_fork(parent, child)`: for `tracer run`, a group created by
