@@ -53,7 +53,25 @@ pub struct ProbeOptions {
     pub threads: bool,
 }
 
-pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+/// 2 MiB: room for about 10,000 exit records (192 bytes, 200 with the
+/// ring's header). A ring costs twice its size in resident memory from
+/// the start, as the kernel maps its data pages twice, all at mmap time:
+/// the former default of 8 MiB was 16 MiB of the loader's RSS.
+///
+/// What it must absorb is the records that arrive while the reader does
+/// not run: up to a quarter of the ring before the wakeup, plus the
+/// stall. Measured here (2 cores, kernel 6.18), `tracer run --acct-file F
+/// -- fork_churn 30000` (about 5,200 exits a second) with the tracer
+/// stopped for 0.5 s a third of the way in:
+///   256K: 928 lost (1 run);  512K: 0 lost in 3 runs of 4, 726 in one;
+///   1M: 0 lost in 4 of 4 runs;  2M: 0 lost in 8 of 8 runs;
+///   with `--json` too (fork events as well): 1M and 2M, 0 lost (2 runs each).
+/// 1M would pass with a quarter to spare; 2M leaves about 1 MiB, room for
+/// a second of such a stall, for about 4 MiB of RSS. vfork_churn (about
+/// 18,000 exits a second) stopped the same way lost 1,393 of 90,001 in one
+/// run of two at 2M and none at 4M: a faster-dying workload with a
+/// stalled reader needs `--ring-size`.
+pub const DEFAULT_RING_BYTES: u32 = 2 << 20;
 
 /// The kernel functions (fentry) and tracepoints (tp_btf) the programs
 /// attach to: the BTF types the loader looks up by name.
