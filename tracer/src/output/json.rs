@@ -2,6 +2,8 @@
 
 use std::io::{self, Write};
 
+#[cfg(test)]
+use tracer_common::ExitRecord;
 use tracer_common::{ExecRecord, ForkRecord, ThreadExitRecord};
 
 use super::{flag_names, Secs, Sink, Target};
@@ -281,6 +283,81 @@ pub fn write_str(w: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::fixtures::*;
+
+    #[test]
+    fn golden_lines() {
+        let clock = clock();
+        let table = lineage();
+        let full = exit_full();
+        let bare = exit_bare();
+        let rt_signal = ExitRecord {
+            exit_code: 40,
+            exit_signal: 40,
+            ..bare
+        };
+        let buf = Shared::default();
+        let mut json = JsonLines::new(Target::Stdout, Box::new(buf.clone()));
+        let with_lineage = |rec| {
+            let mut view = ExitView::from_record(rec, &clock);
+            view.lineage = Some(&table);
+            view
+        };
+        json.exit(&with_lineage(&full)).unwrap();
+        // Not in the table: no creator, no ancestry.
+        json.exit(&with_lineage(&bare)).unwrap();
+        json.exit(&ExitView::from_record(&rt_signal, &clock))
+            .unwrap();
+        // From an acct file (`dump`): acct's resolution, no extras.
+        json.exit(&ExitView::from_acct(
+            ExitView::from_record(&full, &clock).acct,
+        ))
+        .unwrap();
+        json.fork(&fork(4200, 4242, 0x100 | 0x4000 | 0x11, b"bash"), &clock)
+            .unwrap();
+        let thread = ForkRecord {
+            exit_signal: -1,
+            ..fork(4242, 4242, 0x1_0000 | 0x100 | 0x800 | 0x3d_0f00, b"sh")
+        };
+        json.fork(&thread, &clock).unwrap();
+        let odd = ForkRecord {
+            exit_signal: 40,
+            ..fork(
+                1,
+                99,
+                0x2_0000_0000 | 0x7c02_0080 | 0x1_0000_0000,
+                b"unshare",
+            )
+        };
+        json.fork(&odd, &clock).unwrap();
+        json.exec(
+            &exec(b"/usr/bin/l\"s\xc3\xa9", b"ls\0-l\0\0/tmp\0", 13),
+            &clock,
+        )
+        .unwrap();
+        json.exec(&exec(b"/bin/echo", b"echo\0hel", 300), &clock)
+            .unwrap();
+        json.exec(&exec(b"", b"", 0), &clock).unwrap();
+        json.thread_exit(&thread_exit(), &clock).unwrap();
+        json.flush().unwrap();
+        let got = buf.text();
+        assert_eq!(got, GOLDEN);
+    }
+
+    /// What the outputs wrote when this test was added: any change is a
+    /// format change.
+    const GOLDEN: &str = r#"{"event":"exit","pid":4242,"ppid":4200,"tid":4243,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"elapsed_s":1.234567890,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12,"exit_signal":"SIGCHLD","start_ns":998765432110,"cgroup_id":18446744073709551615,"maxrss_kb":4000,"rchar":1099511627776,"wchar":65536,"read_bytes":4096,"write_bytes":0,"cpu_runtime_s":1.029999999,"nvcsw":5,"nivcsw":6,"created_by":4200,"kind":"vfork","clone_flags":["CLONE_VM","CLONE_VFORK"],"ancestry":[{"pid":4200,"comm":"bash"},{"pid":1,"comm":"swapper/0"}]}
+{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":139,"exit_status":null,"signal":"SIGSEGV","core_dumped":true,"flags":["CORE","XSIG"],"btime":1795000999,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615,"created_by":null,"kind":null,"clone_flags":null,"ancestry":[]}
+{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":40,"exit_status":null,"signal":"SIG40","core_dumped":false,"flags":["CORE","XSIG"],"btime":1795000999,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615}
+{"event":"exit","pid":4242,"ppid":4200,"tid":null,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"elapsed_s":1.230000000,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12}
+{"event":"fork","time":1795000000.000000001,"parent_pid":4200,"parent_tid":4201,"child_pid":4242,"child_tid":4242,"clone_flags":["CLONE_VM","CLONE_VFORK"],"clone_flags_raw":16657,"exit_signal":"SIGCHLD","kind":"vfork","comm":"bash"}
+{"event":"fork","time":1795000000.000000001,"parent_pid":4242,"parent_tid":4243,"child_pid":4242,"child_tid":4242,"clone_flags":["CLONE_VM","CLONE_FS","CLONE_FILES","CLONE_SIGHAND","CLONE_THREAD","CLONE_SYSVSEM","CLONE_SETTLS","CLONE_PARENT_SETTID","CLONE_CHILD_CLEARTID"],"clone_flags_raw":4001536,"exit_signal":null,"kind":"thread","comm":"sh"}
+{"event":"fork","time":1795000000.000000001,"parent_pid":1,"parent_tid":2,"child_pid":99,"child_tid":99,"clone_flags":["CLONE_NEWTIME","CLONE_NEWNS","CLONE_NEWUTS","CLONE_NEWIPC","CLONE_NEWUSER","CLONE_NEWPID","CLONE_NEWNET","CLONE_CLEAR_SIGHAND","CLONE_INTO_CGROUP"],"clone_flags_raw":14965407872,"exit_signal":"SIG40","kind":"process","comm":"unshare"}
+{"event":"exec","time":1794999999.999999999,"pid":4242,"tid":4244,"filename":"/usr/bin/l\"sé","argv":["ls","-l","","/tmp"],"argv_truncated":true,"comm":"ls"}
+{"event":"exec","time":1794999999.999999999,"pid":4242,"tid":4244,"filename":"/bin/echo","argv":["echo","hel"],"argv_truncated":true,"comm":"ls"}
+{"event":"exec","time":1794999999.999999999,"pid":4242,"tid":4244,"filename":"","argv":[],"argv_truncated":false,"comm":"ls"}
+{"event":"thread_exit","time":1795000000.000000000,"pid":4242,"tid":4245,"comm":"worker","exit_code":256,"cpu_runtime_s":0.000012345}
+"#;
 
     #[test]
     fn strings_are_escaped() {

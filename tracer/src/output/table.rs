@@ -108,3 +108,69 @@ fn local_hms(epoch_s: i64) -> String {
     };
     format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
 }
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::ExitRecord;
+
+    use super::*;
+    use crate::output::fixtures::*;
+
+    #[test]
+    fn golden_lines() {
+        let clock = clock();
+        let full = exit_full();
+        let bare = exit_bare();
+        let long = ExitRecord {
+            pid: u32::MAX,
+            ppid: 1_234_567_890,
+            uid: 100,
+            exit_code: 0x80 | 35,
+            runtime_ns: 123_456_789_999_999,
+            start_ns: 0,
+            exit_ns: 999_999_999_999_999,
+            comm: comm(b"fifteen-chars-x"),
+            ..full
+        };
+        let exited_255 = ExitRecord {
+            exit_code: 0xff00,
+            present: 0,
+            ac_flag: 0,
+            uid: 1000,
+            ..full
+        };
+        let buf = Shared::default();
+        let mut table = Table::new(Target::Stdout, Box::new(buf.clone()));
+        table.users = [(0, "root"), (100, "averyverylongname"), (1000, "ünï")]
+            .into_iter()
+            .map(|(uid, name)| (uid, name.to_owned()))
+            .collect();
+        for rec in [&full, &bare, &long, &exited_255] {
+            table.exit(&ExitView::from_record(rec, &clock)).unwrap();
+        }
+        table
+            .exit(&ExitView::from_acct(
+                ExitView::from_record(&full, &clock).acct,
+            ))
+            .unwrap();
+        table.flush().unwrap();
+        let got = buf.text();
+        // The start column is local time: fill it in as the test's time zone has it.
+        let expected = GOLDEN
+            .replace("T1794999999", &local_hms(1_794_999_999))
+            .replace("T1795000999", &local_hms(1_795_000_999))
+            .replace("T1794999000", &local_hms(1_794_999_000));
+        assert_eq!(got, expected);
+    }
+
+    /// What the table looked like when this test was added, with `T<unix
+    /// time>` for the local-time start column.
+    const GOLDEN: &str = concat!(
+        "START    COMMAND              PID    PPID USER     STATUS                 FLAGS             CPU   ELAPSED\n",
+        "T1794999999 sh                  4242    4200 root     exit 3                 FORK,SU          1.02      1.23\n",
+        "T1795000999 a\\\"\t\u{7f}�é \u{1}zzzzz         7       0 65534    SIGSEGV (core dumped)  CORE,XSIG        0.00      0.00\n",
+        "T1794999000 fifteen-chars-x  4294967295 1234567890 averyverylongname SIGRTMIN+3 (core dumped) FORK,SU      123456.78 999999.99\n",
+        "T1794999999 sh                  4242    4200 ünï      exit 255               -                1.03      1.23\n",
+        "T1794999999 sh                  4242    4200 root     exit 3                 FORK,SU          1.03      1.23\n",
+    );
+}
