@@ -4,6 +4,7 @@
 mod acct_file;
 mod json;
 mod table;
+mod text;
 
 use std::{
     io::{self, Write},
@@ -79,6 +80,46 @@ impl Target {
             Self::Stdout => "standard output".into(),
             Self::File(p) => p.display().to_string(),
         }
+    }
+}
+
+/// An output's lines, appended straight into the batch that is written
+/// out once 64 KiB have gathered (or at `flush`): no copy and no system
+/// call per line.
+pub(crate) struct Batched {
+    out: Box<dyn Write>,
+    buf: Vec<u8>,
+}
+
+impl Batched {
+    const SIZE: usize = 1 << 16;
+
+    /// `out` may be buffered too: a full batch goes past its buffer.
+    pub fn new(out: Box<dyn Write>) -> Self {
+        Self {
+            out,
+            buf: Vec::with_capacity(Self::SIZE + 4096),
+        }
+    }
+
+    /// Appends one line with `f`; writes the batch out when it is full.
+    pub fn line(&mut self, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        f(&mut self.buf);
+        if self.buf.len() >= Self::SIZE {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        let res = self.out.write_all(&self.buf);
+        self.buf.clear();
+        res
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.write_out()?;
+        self.out.flush()
     }
 }
 
