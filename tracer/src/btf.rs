@@ -1,11 +1,14 @@
 //! Kernel struct offsets and tracepoint shapes, read from the running
 //! kernel's BTF. Rust eBPF gets no CO-RE relocations, so this is where the
 //! eBPF programs learn the layout of the kernel they run on.
-
-use std::path::Path;
+//!
+//! The BTF is read here, by a small reader over the raw bytes, and nowhere
+//! else: a general BTF library builds an object per type (the kernel has
+//! about 127,000), which cost 51 MiB (btf-rs) or 18 MiB (aya) of peak RSS
+//! for the few dozen members we read. aya is handed a stand-in with only
+//! the types it looks up ([`AttachTargets::to_aya_btf`]).
 
 use anyhow::{bail, Context as _, Result};
-use btf_rs::{Btf, Type};
 use tracer_common::{Offsets, ABSENT};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -27,19 +30,10 @@ pub struct KernelLayout {
 
 impl KernelLayout {
     pub fn from_running_kernel() -> Result<Self> {
-        let path = Path::new(VMLINUX_BTF);
-        if !path.exists() {
-            bail!(
-                "{VMLINUX_BTF} not found: this kernel was built without BTF \
-                 (CONFIG_DEBUG_INFO_BTF), which tracer needs to read kernel structures; \
-                 use a kernel with BTF (every major distribution ships one)"
-            );
-        }
-        let btf = Btf::from_file(path).with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
-        Self::from_btf(&btf)
+        Self::from_btf(&KernelBtf::from_running_kernel()?)
     }
 
-    pub fn from_btf(btf: &Btf) -> Result<Self> {
+    pub fn from_btf(btf: &KernelBtf) -> Result<Self> {
         let task = Struct::named(btf, "task_struct")?;
         let signal = Struct::named(btf, "signal_struct")?;
         let pacct = Struct::named(btf, "pacct_struct")?;
@@ -120,14 +114,14 @@ impl KernelLayout {
             o.pacct_minflt,
             o.pacct_majflt,
         ] == [0, 8, 16, 24, 32, 40, 48]
-            && pacct.ty.size() >= 56;
+            && pacct.size >= 56;
         let ioac_std = [
             o.ioac_rchar,
             o.ioac_wchar,
             o.ioac_read_bytes,
             o.ioac_write_bytes,
         ] == [0, 8, 32, 40]
-            && ioac.ty.size() >= 48;
+            && ioac.size >= 48;
         Ok(Self {
             offsets,
             pacct_std,
@@ -144,54 +138,358 @@ impl KernelLayout {
 /// Number of arguments of a BTF tracepoint, from its `btf_trace_<name>`
 /// typedef (a pointer to a prototype whose first parameter is the probe's
 /// private `void *` data, not a tracepoint argument).
-pub fn tracepoint_arg_count(btf: &Btf, name: &str) -> Result<usize> {
+pub fn tracepoint_arg_count(btf: &KernelBtf, name: &str) -> Result<usize> {
     let typedef = format!("btf_trace_{name}");
-    let ty = btf
-        .resolve_types_by_name(&typedef)
-        .ok()
-        .and_then(|tys| tys.into_iter().next())
+    let mut id = btf
+        .find(&typedef, |_| true)
         .with_context(|| format!("kernel BTF has no tracepoint {name} ({typedef})"))?;
-    let mut ty = ty;
     for _ in 0..8 {
-        ty = match ty {
-            Type::FuncProto(proto) => return Ok(proto.parameters.len().saturating_sub(1)),
-            Type::Typedef(ref t) => btf.resolve_chained_type(t)?,
-            Type::Ptr(ref p) => btf.resolve_chained_type(p)?,
+        let ty = btf.ty(id)?;
+        id = match ty.kind {
+            kind::FUNC_PROTO => return Ok(usize::from(ty.vlen).saturating_sub(1)),
+            kind::TYPEDEF | kind::PTR => ty.size_or_type,
             other => bail!(
                 "{typedef} is a {}, not a tracepoint prototype",
-                other.name()
+                kind::name(other)
             ),
         };
     }
     bail!("{typedef}: type chain too long")
 }
 
+/// The BTF kinds (include/uapi/linux/btf.h) and what follows each one's
+/// 12-byte header.
+mod kind {
+    pub const INT: u32 = 1;
+    pub const PTR: u32 = 2;
+    pub const ARRAY: u32 = 3;
+    pub const STRUCT: u32 = 4;
+    pub const UNION: u32 = 5;
+    pub const ENUM: u32 = 6;
+    pub const FWD: u32 = 7;
+    pub const TYPEDEF: u32 = 8;
+    pub const VOLATILE: u32 = 9;
+    pub const CONST: u32 = 10;
+    pub const RESTRICT: u32 = 11;
+    pub const FUNC: u32 = 12;
+    pub const FUNC_PROTO: u32 = 13;
+    pub const VAR: u32 = 14;
+    pub const DATASEC: u32 = 15;
+    pub const FLOAT: u32 = 16;
+    pub const DECL_TAG: u32 = 17;
+    pub const TYPE_TAG: u32 = 18;
+    pub const ENUM64: u32 = 19;
+
+    /// Bytes after the header, or `None` for a kind this reader does not know.
+    pub fn extra_len(kind: u32, vlen: usize) -> Option<usize> {
+        Some(match kind {
+            INT | VAR | DECL_TAG => 4,
+            ARRAY => 12,
+            STRUCT | UNION | DATASEC | ENUM64 => 12 * vlen,
+            ENUM | FUNC_PROTO => 8 * vlen,
+            PTR | FWD | TYPEDEF | VOLATILE | CONST | RESTRICT | FUNC | FLOAT | TYPE_TAG => 0,
+            _ => return None,
+        })
+    }
+
+    pub fn name(kind: u32) -> &'static str {
+        match kind {
+            INT => "int",
+            PTR => "pointer",
+            ARRAY => "array",
+            STRUCT => "struct",
+            UNION => "union",
+            ENUM | ENUM64 => "enum",
+            FWD => "forward declaration",
+            TYPEDEF => "typedef",
+            VOLATILE => "volatile",
+            CONST => "const",
+            RESTRICT => "restrict",
+            FUNC => "function",
+            FUNC_PROTO => "function prototype",
+            VAR => "variable",
+            DATASEC => "data section",
+            FLOAT => "float",
+            DECL_TAG => "declaration tag",
+            TYPE_TAG => "type tag",
+            _ => "type of an unknown kind",
+        }
+    }
+}
+
+const BTF_MAGIC: u16 = 0xeb9f;
+const HEADER_LEN: usize = 24;
+const TYPE_HEADER_LEN: usize = 12;
+
+/// The kernel's BTF as read from sysfs: the raw bytes and where each type
+/// starts; a type is decoded when it is looked at.
+pub struct KernelBtf {
+    data: Vec<u8>,
+    /// Where type `id` starts in `data`, at index `id - 1` (id 0 is void).
+    starts: Vec<u32>,
+    strings: std::ops::Range<usize>,
+}
+
+impl KernelBtf {
+    pub fn from_running_kernel() -> Result<Self> {
+        let data = match std::fs::read(VMLINUX_BTF) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "{VMLINUX_BTF} not found: this kernel was built without BTF \
+                 (CONFIG_DEBUG_INFO_BTF), which tracer needs to read kernel structures; \
+                 use a kernel with BTF (every major distribution ships one)"
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {VMLINUX_BTF}")),
+        };
+        Self::parse(data).with_context(|| format!("cannot parse {VMLINUX_BTF}"))
+    }
+
+    /// Checks the header and indexes the types of a native-endian BTF blob.
+    pub fn parse(data: Vec<u8>) -> Result<Self> {
+        if data.len() < HEADER_LEN {
+            bail!("{} bytes: shorter than a BTF header", data.len());
+        }
+        let magic = u16::from_ne_bytes([data[0], data[1]]);
+        if magic != BTF_MAGIC {
+            if magic.swap_bytes() == BTF_MAGIC {
+                bail!("the BTF is not in this machine's byte order");
+            }
+            bail!("not BTF (magic {magic:#06x})");
+        }
+        let field = |i: usize| read_u32(&data, 4 * i).map(|v| v as usize);
+        let (hdr_len, type_off, type_len, str_off, str_len) = (
+            field(1).unwrap_or(0),
+            field(2).unwrap_or(0),
+            field(3).unwrap_or(0),
+            field(4).unwrap_or(0),
+            field(5).unwrap_or(0),
+        );
+        let section = |off: usize, len: usize| {
+            let start = hdr_len.checked_add(off)?;
+            let end = start.checked_add(len)?;
+            (end <= data.len()).then_some(start..end)
+        };
+        let types = section(type_off, type_len).context("type section out of bounds")?;
+        let strings = section(str_off, str_len).context("string section out of bounds")?;
+
+        // About 25 bytes a type in vmlinux: reserve once rather than double.
+        let mut starts = Vec::with_capacity(type_len / 24);
+        let mut pos = types.start;
+        while pos < types.end {
+            let info = read_u32(&data[..types.end], pos + 4)
+                .with_context(|| format!("type {} is cut short", starts.len() + 1))?;
+            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+            let extra = kind::extra_len(kind, vlen)
+                .with_context(|| format!("type {} has unknown kind {kind}", starts.len() + 1))?;
+            starts.push(u32::try_from(pos).context("BTF larger than 4 GiB")?);
+            pos += TYPE_HEADER_LEN + extra;
+        }
+        if pos != types.end {
+            bail!("the last type runs past the type section");
+        }
+        Ok(Self {
+            data,
+            starts,
+            strings,
+        })
+    }
+
+    /// Type `id`; an error for void (0) or an id past the last type.
+    fn ty(&self, id: u32) -> Result<Type<'_>> {
+        let start = (id as usize)
+            .checked_sub(1)
+            .and_then(|i| self.starts.get(i))
+            .with_context(|| format!("kernel BTF has no type id {id}"))?;
+        let start = *start as usize;
+        let word = |i: usize| read_u32(&self.data, start + 4 * i).unwrap_or(0);
+        let info = word(1);
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as u16);
+        let rest_start = start + TYPE_HEADER_LEN;
+        let rest_len = kind::extra_len(kind, usize::from(vlen)).unwrap_or(0);
+        Ok(Type {
+            name_off: word(0),
+            info,
+            kind,
+            vlen,
+            kind_flag: info & (1 << 31) != 0,
+            size_or_type: word(2),
+            rest: &self.data[rest_start..rest_start + rest_len],
+        })
+    }
+
+    /// The name at `offset` in the string section; empty when out of bounds.
+    fn name(&self, offset: u32) -> &[u8] {
+        let strings = &self.data[self.strings.clone()];
+        let Some(tail) = strings.get(offset as usize..) else {
+            return &[];
+        };
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        &tail[..end]
+    }
+
+    /// The first type (lowest id) named `name` that `filter` accepts.
+    fn find(&self, name: &str, filter: impl Fn(&Type<'_>) -> bool) -> Option<u32> {
+        (1..=self.starts.len() as u32).find(|&id| {
+            self.ty(id)
+                .is_ok_and(|t| self.name(t.name_off) == name.as_bytes() && filter(&t))
+        })
+    }
+
+    /// The types aya looks up when it loads the programs: `funcs` for
+    /// fentry, `btf_trace_<name>` typedefs for each of `tracepoints`. A
+    /// missing one is left out, and aya says so if that program is loaded.
+    pub fn attach_targets(&self, funcs: &[&str], tracepoints: &[&str]) -> AttachTargets {
+        let funcs = funcs.iter().map(|&f| (f.to_owned(), kind::FUNC));
+        let typedefs = tracepoints
+            .iter()
+            .map(|tp| (format!("btf_trace_{tp}"), kind::TYPEDEF));
+        AttachTargets(
+            funcs
+                .chain(typedefs)
+                .filter_map(|(name, want)| {
+                    let id = self.find(&name, |t| t.kind == want)?;
+                    let info = self.ty(id).ok()?.info;
+                    Some(AttachTarget { id, info, name })
+                })
+                .collect(),
+        )
+    }
+}
+
+fn read_u32(data: &[u8], at: usize) -> Option<u32> {
+    let bytes = data.get(at..at.checked_add(4)?)?;
+    Some(u32::from_ne_bytes(bytes.try_into().ok()?))
+}
+
+/// One BTF type: its header, decoded, and the bytes that follow it.
+#[derive(Clone, Copy)]
+struct Type<'a> {
+    name_off: u32,
+    info: u32,
+    kind: u32,
+    vlen: u16,
+    kind_flag: bool,
+    /// The size for structs, unions, ints...; the referred type for
+    /// pointers, typedefs, qualifiers and functions.
+    size_or_type: u32,
+    rest: &'a [u8],
+}
+
+/// A struct or union member.
+struct Member {
+    name_off: u32,
+    type_id: u32,
+    bit_offset: u32,
+    /// 0 when the member is not a bitfield.
+    bitfield_bits: u32,
+}
+
+impl Type<'_> {
+    /// Members of a struct or union; none for other kinds.
+    fn members(&self) -> impl Iterator<Item = Member> + '_ {
+        let is_aggregate = matches!(self.kind, kind::STRUCT | kind::UNION);
+        let kind_flag = self.kind_flag;
+        self.rest
+            .chunks_exact(12)
+            .filter(move |_| is_aggregate)
+            .map(move |m| {
+                let word = |i: usize| read_u32(m, 4 * i).unwrap_or(0);
+                let offset = word(2);
+                // With kind_flag, the offset word packs the bitfield size.
+                let (bit_offset, bitfield_bits) = if kind_flag {
+                    (offset & 0xff_ffff, offset >> 24)
+                } else {
+                    (offset, 0)
+                };
+                Member {
+                    name_off: word(0),
+                    type_id: word(1),
+                    bit_offset,
+                    bitfield_bits,
+                }
+            })
+    }
+}
+
+/// A type aya looks up by name and kind to load a tracing program, with
+/// its id and header word in the kernel's BTF.
+struct AttachTarget {
+    id: u32,
+    info: u32,
+    name: String,
+}
+
+/// See [`KernelBtf::attach_targets`].
+pub struct AttachTargets(Vec<AttachTarget>);
+
+impl AttachTargets {
+    /// A stand-in for the kernel's BTF for aya's program loading, which
+    /// only finds a type's id by name and kind and hands the id to the
+    /// kernel: the targets at their kernel ids, and a nameless pointer to
+    /// void at every id before them. About 4 MiB while the programs load,
+    /// where a full parse by aya cost 18 MiB.
+    pub fn to_aya_btf(&self) -> Result<aya::Btf> {
+        let last = self.0.iter().map(|t| t.id).max().unwrap_or(0) as usize;
+        let type_len = last * TYPE_HEADER_LEN;
+        let mut strings = vec![0u8];
+        let mut types = vec![0u8; type_len];
+        for chunk in types.chunks_exact_mut(TYPE_HEADER_LEN) {
+            chunk[4..8].copy_from_slice(&(kind::PTR << 24).to_ne_bytes());
+        }
+        for t in &self.0 {
+            let at = (t.id as usize - 1) * TYPE_HEADER_LEN;
+            let name_off = strings.len() as u32;
+            strings.extend_from_slice(t.name.as_bytes());
+            strings.push(0);
+            let words = [name_off, t.info, 0];
+            for (i, w) in words.iter().enumerate() {
+                types[at + 4 * i..at + 4 * i + 4].copy_from_slice(&w.to_ne_bytes());
+            }
+        }
+        let mut blob = Vec::with_capacity(HEADER_LEN + types.len() + strings.len());
+        blob.extend_from_slice(&BTF_MAGIC.to_ne_bytes());
+        blob.extend_from_slice(&[1, 0]); // version 1, no flags
+        for w in [HEADER_LEN, 0, type_len, type_len, strings.len()] {
+            blob.extend_from_slice(&(w as u32).to_ne_bytes());
+        }
+        blob.extend_from_slice(&types);
+        drop(types);
+        blob.extend_from_slice(&strings);
+        aya::Btf::parse(&blob, aya::Endianness::default())
+            .context("cannot build the BTF stand-in for the loader")
+    }
+}
+
 /// A struct type, with member lookup that looks through anonymous unions
 /// and structs (as C does) and reports byte offsets.
 struct Struct<'a> {
-    btf: &'a Btf,
+    btf: &'a KernelBtf,
     name: &'static str,
-    ty: btf_rs::Struct,
+    id: u32,
+    /// In bytes.
+    size: u32,
 }
 
 impl<'a> Struct<'a> {
-    fn named(btf: &'a Btf, name: &'static str) -> Result<Self> {
-        let types = btf
-            .resolve_types_by_name(name)
-            .with_context(|| format!("kernel BTF has no type {name}"))?;
+    fn named(btf: &'a KernelBtf, name: &'static str) -> Result<Self> {
         // A name can also be a forward declaration; take the full definition.
-        let ty = types
-            .into_iter()
-            .find_map(|t| match t {
-                Type::Struct(s) if !s.members.is_empty() => Some(s),
-                _ => None,
-            })
-            .with_context(|| format!("kernel BTF has no struct {name}"))?;
-        Ok(Self { btf, name, ty })
+        let Some(id) = btf.find(name, |t| t.kind == kind::STRUCT && t.vlen > 0) else {
+            if btf.find(name, |_| true).is_none() {
+                bail!("kernel BTF has no type {name}");
+            }
+            bail!("kernel BTF has no struct {name}");
+        };
+        let size = btf.ty(id)?.size_or_type;
+        Ok(Self {
+            btf,
+            name,
+            id,
+            size,
+        })
     }
 
     fn required(&self, member: &str) -> Result<u32> {
-        match find_member(self.btf, &self.ty, member, 0)? {
+        match find_member(self.btf, self.id, member, 0)? {
             Some(off) => Ok(off),
             None => bail!(
                 "kernel BTF: struct {} has no member {member}; this kernel's layout is not \
@@ -202,36 +500,36 @@ impl<'a> Struct<'a> {
     }
 
     fn optional(&self, member: &str) -> u32 {
-        find_member(self.btf, &self.ty, member, 0)
+        find_member(self.btf, self.id, member, 0)
             .ok()
             .flatten()
             .unwrap_or(ABSENT)
     }
 }
 
-fn find_member(btf: &Btf, st: &btf_rs::Struct, want: &str, base_bits: u32) -> Result<Option<u32>> {
-    for m in &st.members {
-        let name = btf.resolve_name(m).unwrap_or_default();
-        let bits = base_bits + m.bit_offset();
-        if name == want {
-            if m.bitfield_size().is_some_and(|b| b != 0) || !bits.is_multiple_of(8) {
+fn find_member(btf: &KernelBtf, id: u32, want: &str, base_bits: u32) -> Result<Option<u32>> {
+    for m in btf.ty(id)?.members() {
+        let name = btf.name(m.name_off);
+        let bits = base_bits + m.bit_offset;
+        if name == want.as_bytes() {
+            if m.bitfield_bits != 0 || !bits.is_multiple_of(8) {
                 bail!("member {want} is a bitfield; cannot read it");
             }
             return Ok(Some(bits / 8));
         }
         if name.is_empty() {
-            let mut ty = btf.resolve_chained_type(m)?;
             // Anonymous members can be wrapped in qualifiers.
-            while let Type::Const(_) | Type::Volatile(_) | Type::Typedef(_) = ty {
-                ty = match &ty {
-                    Type::Const(t) => btf.resolve_chained_type(t)?,
-                    Type::Volatile(t) => btf.resolve_chained_type(t)?,
-                    Type::Typedef(t) => btf.resolve_chained_type(t)?,
-                    _ => unreachable!(),
-                };
+            let mut inner_id = m.type_id;
+            let mut inner = btf.ty(inner_id)?;
+            for _ in 0..8 {
+                if !matches!(inner.kind, kind::CONST | kind::VOLATILE | kind::TYPEDEF) {
+                    break;
+                }
+                inner_id = inner.size_or_type;
+                inner = btf.ty(inner_id)?;
             }
-            if let Type::Struct(inner) | Type::Union(inner) = ty {
-                if let Some(off) = find_member(btf, &inner, want, bits)? {
+            if matches!(inner.kind, kind::STRUCT | kind::UNION) {
+                if let Some(off) = find_member(btf, inner_id, want, bits)? {
                     return Ok(Some(off));
                 }
             }
@@ -242,6 +540,8 @@ fn find_member(btf: &Btf, st: &btf_rs::Struct, want: &str, base_bits: u32) -> Re
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     /// Resolves against the machine's own BTF when it has one: the offsets

@@ -74,6 +74,14 @@ impl Clock {
         }
     }
 
+    /// A clock with a fixed offset, for tests that need known times.
+    #[cfg(test)]
+    pub(crate) fn with_offset(realtime_minus_monotonic_ns: i128) -> Self {
+        Self {
+            realtime_minus_monotonic_ns,
+        }
+    }
+
     /// Wall-clock ns since the epoch for a CLOCK_MONOTONIC ns stamp.
     pub fn realtime_ns(&self, monotonic_ns: u64) -> i128 {
         i128::from(monotonic_ns) + self.realtime_minus_monotonic_ns

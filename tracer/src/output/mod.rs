@@ -4,6 +4,7 @@
 mod acct_file;
 mod json;
 mod table;
+mod text;
 
 use std::{
     io::{self, Write},
@@ -79,6 +80,46 @@ impl Target {
             Self::Stdout => "standard output".into(),
             Self::File(p) => p.display().to_string(),
         }
+    }
+}
+
+/// An output's lines, appended straight into the batch that is written
+/// out once 64 KiB have gathered (or at `flush`): no copy and no system
+/// call per line.
+pub(crate) struct Batched {
+    out: Box<dyn Write>,
+    buf: Vec<u8>,
+}
+
+impl Batched {
+    const SIZE: usize = 1 << 16;
+
+    /// `out` may be buffered too: a full batch goes past its buffer.
+    pub fn new(out: Box<dyn Write>) -> Self {
+        Self {
+            out,
+            buf: Vec::with_capacity(Self::SIZE + 4096),
+        }
+    }
+
+    /// Appends one line with `f`; writes the batch out when it is full.
+    pub fn line(&mut self, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        f(&mut self.buf);
+        if self.buf.len() >= Self::SIZE {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        let res = self.out.write_all(&self.buf);
+        self.buf.clear();
+        res
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.write_out()?;
+        self.out.flush()
     }
 }
 
@@ -195,6 +236,172 @@ pub(crate) fn flag_names(flag: u8) -> impl Iterator<Item = &'static str> {
     .into_iter()
     .filter(move |(bit, _)| flag & bit != 0)
     .map(|(_, name)| name)
+}
+
+/// Records that exercise every branch of the outputs, for their golden
+/// tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::{cell::RefCell, io, rc::Rc};
+
+    use tracer_common::{
+        present, ExecRecord, ExitRecord, ForkRecord, ThreadExitRecord, ARGS_LEN, FILENAME_LEN,
+        RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_THREAD_EXIT,
+    };
+
+    use crate::{event::Clock, lineage::ProcessTable};
+
+    /// A writer the test keeps a handle on.
+    #[derive(Clone, Default)]
+    pub struct Shared(pub Rc<RefCell<Vec<u8>>>);
+
+    impl io::Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        pub fn text(&self) -> String {
+            String::from_utf8(self.0.borrow().clone()).unwrap()
+        }
+    }
+
+    /// Unix time 1,795,000,000 s is monotonic 1,000 s.
+    pub fn clock() -> Clock {
+        Clock::with_offset(1_794_999_000 * 1_000_000_000)
+    }
+
+    pub fn comm(bytes: &[u8]) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        c[..bytes.len()].copy_from_slice(bytes);
+        c
+    }
+
+    /// An exit with every extra present: forked, never exec'd, su, exit 3.
+    pub fn exit_full() -> ExitRecord {
+        ExitRecord {
+            kind: RECORD_EXIT,
+            present: present::MAXRSS
+                | present::IO_CHARS
+                | present::IO_BYTES
+                | present::CSW
+                | present::RUNTIME,
+            pid: 4242,
+            tid: 4243,
+            ppid: 4200,
+            uid: 0,
+            gid: 100,
+            ac_flag: 0x03,
+            exit_code: 3 << 8,
+            exit_signal: 17,
+            tty_dev: (136 << 20) | 3,
+            _pad: 0,
+            start_ns: 1_000_000_000_000 - 1_234_567_890,
+            exit_ns: 1_000_000_000_000,
+            utime_ns: 20_000_000,
+            stime_ns: 1_010_000_000,
+            mem_kb: 123_456,
+            minflt: 7_890,
+            majflt: 12,
+            maxrss_pages: 1_000,
+            rchar: 1 << 40,
+            wchar: 65_536,
+            read_bytes: 4_096,
+            write_bytes: 0,
+            nvcsw: 5,
+            nivcsw: 6,
+            cgroup_id: u64::MAX,
+            runtime_ns: 1_029_999_999,
+            comm: comm(b"sh"),
+        }
+    }
+
+    /// Killed by SIGSEGV with a core, no extras, an odd comm, no exit
+    /// signal, and a start after its exit (clock readings out of order).
+    pub fn exit_bare() -> ExitRecord {
+        ExitRecord {
+            present: 0,
+            pid: 7,
+            tid: 7,
+            ppid: 0,
+            uid: 65_534,
+            gid: 65_534,
+            ac_flag: 0x18,
+            exit_code: 0x80 | 11,
+            exit_signal: -1,
+            tty_dev: 0,
+            start_ns: 2_000_000_000_000,
+            exit_ns: 1_999_000_000_000,
+            utime_ns: 0,
+            stime_ns: 0,
+            mem_kb: 0,
+            minflt: 0,
+            majflt: 0,
+            comm: comm(b"a\\\"\t\x7f\xff\xc3\xa9 \x01zzzzzz"),
+            ..exit_full()
+        }
+    }
+
+    /// A process table where 4242 (sh) was vforked by 4200 (bash), itself
+    /// created by 1 (init), so exits have an ancestry.
+    pub fn lineage() -> ProcessTable {
+        let mut t = ProcessTable::default();
+        t.fork(&fork(0, 1, 0, b"swapper/0"));
+        t.fork(&fork(1, 4200, 0x11, b"bash"));
+        t.fork(&fork(4200, 4242, 0x100 | 0x4000 | 0x11, b"sh\"q"));
+        t
+    }
+
+    pub fn fork(parent: u32, child: u32, flags: u64, name: &[u8]) -> ForkRecord {
+        ForkRecord {
+            kind: RECORD_FORK,
+            exit_signal: 17,
+            parent_pid: parent,
+            parent_tid: parent + 1,
+            child_pid: child,
+            child_tid: child,
+            clone_flags: flags,
+            time_ns: 1_000_000_000_001,
+            comm: comm(name),
+        }
+    }
+
+    /// `argv` is NUL separated as in the process; `total` its whole length.
+    pub fn exec(filename: &[u8], argv: &[u8], total: u32) -> ExecRecord {
+        let mut f = [0u8; FILENAME_LEN];
+        f[..filename.len()].copy_from_slice(filename);
+        let mut args = [0u8; ARGS_LEN];
+        args[..argv.len()].copy_from_slice(argv);
+        ExecRecord {
+            kind: RECORD_EXEC,
+            pid: 4242,
+            tid: 4244,
+            args_len: argv.len() as u32,
+            args_total: total,
+            _pad: 0,
+            time_ns: 999_999_999_999,
+            filename: f,
+            args,
+            comm: comm(b"ls"),
+        }
+    }
+
+    pub fn thread_exit() -> ThreadExitRecord {
+        ThreadExitRecord {
+            kind: RECORD_THREAD_EXIT,
+            pid: 4242,
+            tid: 4245,
+            exit_code: 0x100,
+            time_ns: 1_000_000_000_000,
+            runtime_ns: 12_345,
+            comm: comm(b"worker"),
+        }
+    }
 }
 
 #[cfg(test)]
