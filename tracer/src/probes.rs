@@ -78,7 +78,7 @@ pub const DEFAULT_RING_BYTES: u32 = 2 << 20;
 
 /// The kernel functions (fentry) and tracepoints (tp_btf) the programs
 /// attach to: the BTF types the loader looks up by name.
-const ATTACH_FUNCS: [&str; 1] = ["acct_process"];
+const ATTACH_FUNCS: [&str; 2] = ["acct_process", "kernel_clone"];
 const ATTACH_TRACEPOINTS: [&str; 5] = [
     "sched_process_exit",
     "exit_mmap",

@@ -1022,7 +1022,7 @@ fn stop_run(ctx: &Ctx, ring: &'static str, n: u64) -> Result<StopRun> {
     let _ = fs::remove_file(&file);
     Ok(StopRun {
         ring: if ring.is_empty() {
-            "8M (default)"
+            "2M (default)"
         } else {
             ring
         },
@@ -1705,7 +1705,7 @@ impl Report {
         let default_ring: Vec<&StopRun> = self
             .stops
             .iter()
-            .filter(|s| s.ring.starts_with("8M"))
+            .filter(|s| s.ring.starts_with("2M"))
             .collect();
         let stop_ok = default_ring
             .iter()

@@ -300,7 +300,7 @@ pub(crate) mod fixtures {
             exit_code: 3 << 8,
             exit_signal: 17,
             tty_dev: (136 << 20) | 3,
-            _pad: 0,
+            flags: 0,
             start_ns: 1_000_000_000_000 - 1_234_567_890,
             exit_ns: 1_000_000_000_000,
             utime_ns: 20_000_000,
