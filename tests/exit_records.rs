@@ -100,6 +100,48 @@ fn run_mode_matches_kernel_acct() {
         "records went out without their exit_mmap stamp:\n{stderr}"
     );
     check_workload_records(&kernel_file, &ours_file, &ours_json, &out.stdout, true);
+    check_cgroup_ids(&ours_json);
+}
+
+/// Every process of the workload ran in this test's cgroup: each exit's
+/// `cgroup_id` must be that cgroup's id (its directory's inode number in
+/// the cgroup v2 hierarchy), the value `bpf_get_current_cgroup_id()` gives.
+fn check_cgroup_ids(json: &Path) {
+    let Some(want) = own_cgroup_id() else {
+        eprintln!("no cgroup v2 hierarchy mounted: cgroup ids not checked");
+        return;
+    };
+    let text = std::fs::read_to_string(json).unwrap();
+    let exits: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(r#""event":"exit""#))
+        .collect();
+    assert!(!exits.is_empty(), "no exit events in {}", json.display());
+    for line in exits {
+        let at = line.find(r#""cgroup_id":"#).expect("cgroup_id") + r#""cgroup_id":"#.len();
+        let got: u64 = line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap();
+        assert_eq!(got, want, "cgroup_id of\n{line}");
+    }
+}
+
+/// This process's cgroup v2 id, when a cgroup2 hierarchy is mounted.
+fn own_cgroup_id() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount_point = mounts.lines().find_map(|l| {
+        let (fields, rest) = l.split_once(" - ")?;
+        (rest.split_whitespace().next() == Some("cgroup2"))
+            .then(|| fields.split_whitespace().nth(4).map(str::to_owned))?
+    })?;
+    let dir = format!("{mount_point}{path}");
+    Some(std::fs::metadata(dir).ok()?.ino())
 }
 
 #[test]

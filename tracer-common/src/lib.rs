@@ -79,6 +79,13 @@ pub struct Offsets {
     pub tty_index: u32,
     pub driver_major: u32,
     pub driver_minor_start: u32,
+    /// `task->cgroups->dfl_cgrp->kn->id`: the cgroup v2 id, as
+    /// `bpf_get_current_cgroup_id()` computes it, in four loads (ABSENT:
+    /// the programs call that helper instead).
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
     // struct kernel_clone_args, for `--check-clone-args` only (ABSENT
     // without that struct)
     pub clone_args_flags: u32,
@@ -134,6 +141,10 @@ impl Offsets {
             tty_index: ABSENT,
             driver_major: ABSENT,
             driver_minor_start: ABSENT,
+            task_cgroups: ABSENT,
+            css_set_dfl_cgrp: ABSENT,
+            cgroup_kn: ABSENT,
+            kernfs_node_id: ABSENT,
             clone_args_flags: ABSENT,
             clone_args_exit_signal: ABSENT,
         }
@@ -378,7 +389,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16);
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
-        assert_eq!(size_of::<Offsets>(), 46 * 4);
+        assert_eq!(size_of::<Offsets>(), 50 * 4);
         assert_eq!(size_of::<Config>(), 40);
         assert_eq!(size_of::<ForkRecord>(), 56);
         assert_eq!(size_of::<ThreadExitRecord>(), 48);

@@ -106,6 +106,8 @@ trait Kernel {
     fn u32(base: u64, off: u32) -> u32;
     /// `task->comm` of the current task.
     fn comm(task: u64) -> [u8; 16];
+    /// The cgroup v2 id of the current task.
+    fn cgroup_id(task: u64) -> u64;
 }
 
 struct Btf;
@@ -143,6 +145,23 @@ impl Kernel for Btf {
         comm[8..].copy_from_slice(&hi.to_le_bytes());
         comm
     }
+
+    #[inline(always)]
+    fn cgroup_id(task: u64) -> u64 {
+        if off!(task_cgroups) == ABSENT
+            || off!(css_set_dfl_cgrp) == ABSENT
+            || off!(cgroup_kn) == ABSENT
+            || off!(kernfs_node_id) == ABSENT
+        {
+            // SAFETY: a helper without arguments.
+            return unsafe { bpf_get_current_cgroup_id() };
+        }
+        // What the helper reads, without the call: the task's css_set
+        // cannot change while it exits.
+        let css_set = Self::u64(task, off!(task_cgroups));
+        let cgroup = Self::u64(css_set, off!(css_set_dfl_cgrp));
+        Self::u64(Self::u64(cgroup, off!(cgroup_kn)), off!(kernfs_node_id))
+    }
 }
 
 struct Probe;
@@ -163,6 +182,12 @@ impl Kernel for Probe {
     #[inline(always)]
     fn comm(_task: u64) -> [u8; 16] {
         bpf_get_current_comm().unwrap_or([0; 16])
+    }
+
+    #[inline(always)]
+    fn cgroup_id(_task: u64) -> u64 {
+        // SAFETY: a helper without arguments.
+        unsafe { bpf_get_current_cgroup_id() }
     }
 }
 
@@ -288,7 +313,7 @@ fn fill_identity<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32) {
         (*r).gid = K::u32(cred, off!(cred_gid));
         (*r).exit_signal = K::u32(leader, off!(task_exit_signal)) as i32;
         (*r).start_ns = K::u64(leader, off!(task_start_time));
-        (*r).cgroup_id = bpf_get_current_cgroup_id();
+        (*r).cgroup_id = K::cgroup_id(task);
         (*r).comm = K::comm(task);
     }
 }

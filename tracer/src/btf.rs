@@ -44,6 +44,9 @@ impl KernelLayout {
         let mm = Struct::named(btf, "mm_struct")?;
         let se = Struct::named(btf, "sched_entity")?;
         let clone_args = Struct::named(btf, "kernel_clone_args").ok();
+        let optional = |ty: &'static str, member: &str| {
+            Struct::named(btf, ty).map_or(ABSENT, |s| s.optional(member))
+        };
 
         let offsets = Offsets {
             task_pid: task.required("pid")?,
@@ -97,6 +100,10 @@ impl KernelLayout {
             tty_index: tty.required("index")?,
             driver_major: driver.required("major")?,
             driver_minor_start: driver.required("minor_start")?,
+            task_cgroups: task.optional("cgroups"),
+            css_set_dfl_cgrp: optional("css_set", "dfl_cgrp"),
+            cgroup_kn: optional("cgroup", "kn"),
+            kernfs_node_id: optional("kernfs_node", "id"),
             clone_args_flags: clone_args.as_ref().map_or(ABSENT, |c| c.optional("flags")),
             clone_args_exit_signal: clone_args
                 .as_ref()
