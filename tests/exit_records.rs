@@ -457,3 +457,59 @@ fn attach_modes_work_or_say_why() {
         }
     }
 }
+
+/// A ring far too small for what dies while the tracer is stopped: every
+/// exit record must be either written or counted as lost, exactly, and the
+/// file must hold exactly what the summary says was written. The command
+/// stops its own parent, the tracer, while it runs its processes.
+#[test]
+fn losses_are_counted_exactly() {
+    const NAME: &str = "losses_are_counted_exactly";
+    let needs = Needs {
+        bpf: true,
+        accton: false,
+        cc: false,
+    };
+    if !require_privileges(NAME, needs) {
+        return;
+    }
+    const N: u64 = 300;
+    let dir = TempDir::new("losses");
+    let file = dir.join("ours.acct");
+    let script = format!(
+        "kill -STOP $PPID; i=0; while [ $i -lt {N} ]; do /bin/true; i=$((i + 1)); done; \
+         kill -CONT $PPID"
+    );
+    let out = run_with_timeout(
+        tracer()
+            .args(["run", "--ring-size", "4K", "--acct-file"])
+            .arg(&file)
+            .args(["--", "/bin/sh", "-c", &script]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" records written, "))
+        .unwrap_or_else(|| panic!("no summary line:\n{stderr}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (written, lost) = (numbers[0], numbers[1]);
+    assert_eq!(
+        read_records(&file).len() as u64,
+        written,
+        "the file holds what the summary says was written:\n{stderr}"
+    );
+    assert!(
+        lost > 0,
+        "a 4K ring cannot hold {N} exits; this test needs losses:\n{stderr}"
+    );
+    assert_eq!(
+        written + lost,
+        N + 1,
+        "{N} processes and the shell: each written or counted lost:\n{stderr}"
+    );
+}

@@ -290,7 +290,7 @@ pub const STAMP_TIMEOUT_NS: u64 = 500_000_000;
 
 /// Per-CPU counters in the `COUNTERS` map, by index.
 pub mod counter {
-    /// Records lost: the ring was full.
+    /// Exit records lost: the ring was full.
     pub const RING_FULL: u32 = 0;
     /// Groups `tracer run` could not follow because `TRACKED` was full:
     /// their exits are lost.
@@ -302,7 +302,12 @@ pub mod counter {
     pub const CLONE_AGREE: u32 = 2;
     pub const CLONE_DIFFER: u32 = 3;
     pub const CLONE_UNSEEN: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Fork, exec and thread exit events lost: the ring was full.
+    pub const EVENTS_LOST: u32 = 5;
+    /// `MmapStamp`s lost to a full ring: their records are not lost, they
+    /// go out with the time from before `exit_mm()`.
+    pub const STAMPS_LOST: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// One thread group's death: every input of the kernel's `fill_ac()` (kernel

@@ -478,7 +478,7 @@ fn emit_thread_exit(task: u64) {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<ThreadExitRecord>(0) else {
-        count(counter::RING_FULL);
+        count(counter::EVENTS_LOST);
         return;
     };
     let r = entry.as_mut_ptr();
@@ -540,7 +540,7 @@ pub fn exit_mmap_stamp(_ctx: BtfTracePointContext) -> i32 {
     }
     let tid = Btf::u32(task, off!(task_pid));
     let Some(mut entry) = EVENTS.reserve::<MmapStamp>(0) else {
-        count(counter::RING_FULL);
+        count(counter::STAMPS_LOST);
         return 0;
     };
     let r = entry.as_mut_ptr();
@@ -580,7 +580,7 @@ pub fn fork_event(ctx: BtfTracePointContext) -> i32 {
         check_clone_args(parent_tid, child, ctx.arg::<u64>(1));
     }
     let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
-        count(counter::RING_FULL);
+        count(counter::EVENTS_LOST);
         return 0;
     };
     let r = entry.as_mut_ptr();
@@ -667,7 +667,7 @@ pub fn exec_event(ctx: BtfTracePointContext) -> i32 {
     }
     let bprm = ctx.arg::<u64>(2);
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
-        count(counter::RING_FULL);
+        count(counter::EVENTS_LOST);
         return 0;
     };
     let r = entry.as_mut_ptr();

@@ -217,6 +217,12 @@ fn summary(probes: &Probes, totals: session::Totals) -> Result<()> {
     if untracked > 0 {
         line += &format!(" ({untracked} groups not followed: the tracking map was full)");
     }
+    if counters.events_lost > 0 {
+        line += &format!(
+            "; {} fork, exec or thread events lost with the ring full",
+            counters.events_lost
+        );
+    }
     if totals.unstamped > 0 {
         line += &format!(
             "; {} timed before their address space was freed",

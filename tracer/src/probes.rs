@@ -269,6 +269,7 @@ impl Probes {
             clone_agree: sum(counter::CLONE_AGREE)?,
             clone_differ: sum(counter::CLONE_DIFFER)?,
             clone_unseen: sum(counter::CLONE_UNSEEN)?,
+            events_lost: sum(counter::EVENTS_LOST)?,
         })
     }
 }
@@ -281,6 +282,7 @@ pub struct Counters {
     pub clone_agree: u64,
     pub clone_differ: u64,
     pub clone_unseen: u64,
+    pub events_lost: u64,
 }
 
 fn attach_flag(mode: AttachMode) -> &'static str {
