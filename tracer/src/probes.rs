@@ -316,29 +316,36 @@ where
 
 fn attach_exit(ebpf: &mut Ebpf, btf: &Btf, mode: AttachMode) -> Result<()> {
     match mode {
-        AttachMode::Fentry => {
-            let prog: &mut FEntry = program(ebpf, "exit_fentry")?;
-            prog.load("acct_process", btf)
-                .map_err(|e| explain_bpf_error(anyhow!(e)))?;
-            prog.attach()?;
-        }
-        AttachMode::Kprobe => {
-            if !std::path::Path::new("/sys/kernel/debug/kprobes").exists() && !kprobes_configured()
-            {
-                bail!("the kernel is built without kprobes (CONFIG_KPROBES)");
-            }
-            let prog: &mut KProbe = program(ebpf, "exit_kprobe")?;
-            prog.load().map_err(|e| explain_bpf_error(anyhow!(e)))?;
-            prog.attach("acct_process", 0)?;
-        }
+        AttachMode::Fentry => attach_fentry(ebpf, btf, "exit_fentry", "acct_process"),
+        AttachMode::Kprobe => attach_kprobe(ebpf, "exit_kprobe", "acct_process"),
         AttachMode::Tracepoint => {
             let prog: &mut BtfTracePoint = program(ebpf, "exit_tp_btf")?;
             prog.load("sched_process_exit", btf)
                 .map_err(|e| explain_bpf_error(anyhow!(e)))?;
             prog.attach()?;
+            Ok(())
         }
         AttachMode::Auto => unreachable!("auto is resolved by the caller"),
     }
+}
+
+/// Loads program `name` and attaches it at the entry of `function`.
+fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, name: &str, function: &str) -> Result<()> {
+    let prog: &mut FEntry = program(ebpf, name)?;
+    prog.load(function, btf)
+        .map_err(|e| explain_bpf_error(anyhow!(e)))?;
+    prog.attach()?;
+    Ok(())
+}
+
+/// Loads program `name` and attaches it as a kprobe on `function`.
+fn attach_kprobe(ebpf: &mut Ebpf, name: &str, function: &str) -> Result<()> {
+    if !std::path::Path::new("/sys/kernel/debug/kprobes").exists() && !kprobes_configured() {
+        bail!("the kernel is built without kprobes (CONFIG_KPROBES)");
+    }
+    let prog: &mut KProbe = program(ebpf, name)?;
+    prog.load().map_err(|e| explain_bpf_error(anyhow!(e)))?;
+    prog.attach(function, 0)?;
     Ok(())
 }
 
@@ -348,26 +355,10 @@ fn attach_clone_check(ebpf: &mut Ebpf, btf: &Btf, layout: &KernelLayout) -> Resu
     {
         bail!("--check-clone-args: this kernel's BTF has no struct kernel_clone_args");
     }
-    let fentry = (|| -> Result<()> {
-        let prog: &mut FEntry = program(ebpf, "clone_args_fentry")?;
-        prog.load("kernel_clone", btf)
-            .map_err(|e| explain_bpf_error(anyhow!(e)))?;
-        prog.attach()?;
-        Ok(())
-    })();
-    let Err(fentry_error) = fentry else {
+    let Err(fentry_error) = attach_fentry(ebpf, btf, "clone_args_fentry", "kernel_clone") else {
         return Ok(());
     };
-    let kprobe = (|| -> Result<()> {
-        if !kprobes_configured() {
-            bail!("the kernel is built without kprobes (CONFIG_KPROBES)");
-        }
-        let prog: &mut KProbe = program(ebpf, "clone_args_kprobe")?;
-        prog.load().map_err(|e| explain_bpf_error(anyhow!(e)))?;
-        prog.attach("kernel_clone", 0)?;
-        Ok(())
-    })();
-    kprobe.map_err(|kprobe_error| {
+    attach_kprobe(ebpf, "clone_args_kprobe", "kernel_clone").map_err(|kprobe_error| {
         anyhow!(
             "--check-clone-args: kernel_clone cannot be traced here \
              (fentry: {fentry_error:#}; kprobe: {kprobe_error:#})"
