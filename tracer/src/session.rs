@@ -67,7 +67,6 @@ pub struct Sink<'a> {
     pub outputs: &'a mut Outputs,
     pub table: Option<ProcessTable>,
     awaiting: AwaitingStamps,
-    expired: Vec<ExitRecord>,
 }
 
 impl<'a> Sink<'a> {
@@ -76,7 +75,6 @@ impl<'a> Sink<'a> {
             outputs,
             table,
             awaiting: AwaitingStamps::default(),
-            expired: Vec::new(),
         }
     }
 
@@ -128,16 +126,11 @@ impl<'a> Sink<'a> {
         if self.awaiting.is_empty() {
             return Ok(());
         }
-        let mut expired = std::mem::take(&mut self.expired);
-        self.awaiting
-            .expire(monotonic_ns(), timeout_ns, &mut expired);
         let clock = Clock::now();
-        for exit in &expired {
+        for exit in self.awaiting.expire(monotonic_ns(), timeout_ns) {
             totals.unstamped += 1;
-            self.exit(exit, &clock, totals)?;
+            self.exit(&exit, &clock, totals)?;
         }
-        expired.clear();
-        self.expired = expired;
         self.outputs.flush()
     }
 }

@@ -43,8 +43,8 @@ impl AwaitingStamps {
     /// (`timeout_ns` 0: all of them), oldest first, keeping the time from
     /// before `exit_mm()`: another task freed their address space, or
     /// their stamp was lost.
-    pub fn expire(&mut self, now_ns: u64, timeout_ns: u64, out: &mut Vec<ExitRecord>) {
-        let start = out.len();
+    pub fn expire(&mut self, now_ns: u64, timeout_ns: u64) -> Vec<ExitRecord> {
+        let mut out = Vec::new();
         self.held.retain(|_, rec| {
             let expired = now_ns.saturating_sub(rec.exit_ns) >= timeout_ns;
             if expired {
@@ -52,7 +52,8 @@ impl AwaitingStamps {
             }
             !expired
         });
-        out[start..].sort_by_key(|rec| rec.exit_ns);
+        out.sort_by_key(|rec| rec.exit_ns);
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -116,12 +117,10 @@ mod tests {
         for (tid, t) in [(1, 300), (2, 100), (3, 900), (4, 200)] {
             a.hold(exit(tid, t));
         }
-        let mut out = Vec::new();
-        a.expire(1000, 700, &mut out);
+        let out = a.expire(1000, 700);
         assert_eq!(out.iter().map(|r| r.tid).collect::<Vec<_>>(), [2, 4, 1]);
         assert_eq!(out[0].exit_ns, 100, "the time from before exit_mm");
-        out.clear();
-        a.expire(1000, 0, &mut out);
+        let out = a.expire(1000, 0);
         assert_eq!(out.iter().map(|r| r.tid).collect::<Vec<_>>(), [3]);
         assert!(a.is_empty());
     }
