@@ -20,6 +20,14 @@ const ALL: Needs = Needs {
     cc: true,
 };
 
+/// For the tests that run `tracer` on a shell command: no accounting, no
+/// compiler.
+const BPF_ONLY: Needs = Needs {
+    bpf: true,
+    accton: false,
+    cc: false,
+};
+
 fn tracer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tracer"))
 }
@@ -225,13 +233,7 @@ fn record_mode_matches_kernel_acct() {
 #[test]
 fn run_exit_status_propagates() {
     const NAME: &str = "run_exit_status_propagates";
-    if !require_privileges(
-        NAME,
-        Needs {
-            bpf: true,
-            ..Needs::default()
-        },
-    ) {
+    if !require_privileges(NAME, BPF_ONLY) {
         return;
     }
     let dir = TempDir::new("status");
@@ -413,12 +415,7 @@ fn dump_reads_kernel_file() {
 #[test]
 fn attach_modes_work_or_say_why() {
     const NAME: &str = "attach_modes_work_or_say_why";
-    let needs = Needs {
-        bpf: true,
-        accton: false,
-        cc: false,
-    };
-    if !require_privileges(NAME, needs) {
+    if !require_privileges(NAME, BPF_ONLY) {
         return;
     }
     let dir = TempDir::new("attach");
@@ -465,12 +462,7 @@ fn attach_modes_work_or_say_why() {
 #[test]
 fn losses_are_counted_exactly() {
     const NAME: &str = "losses_are_counted_exactly";
-    let needs = Needs {
-        bpf: true,
-        accton: false,
-        cc: false,
-    };
-    if !require_privileges(NAME, needs) {
+    if !require_privileges(NAME, BPF_ONLY) {
         return;
     }
     const N: u64 = 300;

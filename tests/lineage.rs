@@ -55,18 +55,22 @@ fn signal_name(n: u64) -> Option<&'static str> {
 const CLONE_THREAD: u64 = 0x1_0000;
 const CLONE_VFORK: u64 = 0x4000;
 
-#[test]
-fn fork_events_match_what_was_asked() {
-    const NAME: &str = "fork_events_match_what_was_asked";
+/// Compiles `clone_workload.c` and runs it under `tracer run --json FILE
+/// <option>`; `None` (after saying why) when the test cannot run here. The
+/// directory holding the JSON lines lives as long as the returned guard.
+fn run_clone_workload(
+    name: &str,
+    option: &str,
+) -> Option<(TempDir, std::path::PathBuf, std::process::Output)> {
     let needs = Needs {
         bpf: true,
         accton: false,
         cc: true,
     };
-    if !require_privileges(NAME, needs) {
-        return;
+    if !require_privileges(name, needs) {
+        return None;
     }
-    let dir = TempDir::new("lineage");
+    let dir = TempDir::new(name);
     let workload = compile_c(&dir, "clone_workload");
     let json = dir.join("events.json");
     let out = run_with_timeout(
@@ -74,11 +78,21 @@ fn fork_events_match_what_was_asked() {
             .arg("run")
             .arg("--json")
             .arg(&json)
-            .arg("--threads")
+            .arg(option)
             .arg("--")
             .arg(&workload),
         Duration::from_secs(60),
     );
+    Some((dir, json, out))
+}
+
+#[test]
+fn fork_events_match_what_was_asked() {
+    let Some((_dir, json, out)) =
+        run_clone_workload("fork_events_match_what_was_asked", "--threads")
+    else {
+        return;
+    };
     assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
 
     let log = String::from_utf8_lossy(&out.stdout);
@@ -238,27 +252,9 @@ fn fork_events_match_what_was_asked() {
 #[test]
 fn fork_events_agree_with_kernel_clone() {
     const NAME: &str = "fork_events_agree_with_kernel_clone";
-    let needs = Needs {
-        bpf: true,
-        accton: false,
-        cc: true,
-    };
-    if !require_privileges(NAME, needs) {
+    let Some((_dir, json, out)) = run_clone_workload(NAME, "--check-clone-args") else {
         return;
-    }
-    let dir = TempDir::new("clone-check");
-    let workload = compile_c(&dir, "clone_workload");
-    let json = dir.join("events.json");
-    let out = run_with_timeout(
-        std::process::Command::new(env!("CARGO_BIN_EXE_tracer"))
-            .arg("run")
-            .arg("--json")
-            .arg(&json)
-            .arg("--check-clone-args")
-            .arg("--")
-            .arg(&workload),
-        Duration::from_secs(60),
-    );
+    };
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("kernel_clone cannot be traced here") {
         let forced = std::env::var("TRACER_ATTACH").unwrap_or_default();
