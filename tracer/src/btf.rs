@@ -65,9 +65,7 @@ impl KernelLayout {
             mm_users: mm.optional("mm_users"),
             mm_arg_start: mm.optional("arg_start"),
             mm_arg_end: mm.optional("arg_end"),
-            bprm_filename: Struct::named(btf, "linux_binprm")
-                .map(|b| b.optional("filename"))
-                .unwrap_or(ABSENT),
+            bprm_filename: optional("linux_binprm", "filename"),
             task_exit_code: task.optional("exit_code"),
             task_se_runtime: match (task.optional("se"), se.optional("sum_exec_runtime")) {
                 (ABSENT, _) | (_, ABSENT) => ABSENT,
