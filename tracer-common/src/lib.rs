@@ -174,7 +174,10 @@ pub struct Config {
     /// 1: `kernel_clone` is hooked too, and every fork event is compared
     /// with the arguments it got (`--check-clone-args`, a cross-check).
     pub check_clone_args: u32,
-    pub _pad: u32,
+    /// Only a record whose nanosecond time has these bits clear asks how
+    /// full the ring is, to decide on a wakeup (the low bits are as good
+    /// as random); 0: every record asks (small rings).
+    pub wakeup_check_mask: u32,
     /// Wake the reader only once this many bytes wait in the ring; below
     /// it, records are submitted without a wakeup and the loader's timer
     /// collects them.

@@ -38,7 +38,7 @@ static CONFIG: Config = Config {
     pacct_std: 0,
     ioac_std: 0,
     check_clone_args: 0,
-    _pad: 0,
+    wakeup_check_mask: 0,
     wakeup_bytes: 0,
 };
 
@@ -243,15 +243,47 @@ fn current_tgid() -> u32 {
 
 /// Ring submit flags: wake the reader only when enough has piled up; below
 /// that the loader's timer collects records, so a wakeup is not paid per
-/// record.
+/// record. Only a sample of the records look (`Config::wakeup_check_mask`,
+/// by the low bits of their nanosecond time): the query is a helper call,
+/// about a tenth of a record's cost.
 #[inline(always)]
-fn wakeup_flags() -> u64 {
+fn wakeup_flags(time_ns: u64) -> u64 {
+    if time_ns & u64::from(cfg!(wakeup_check_mask)) != 0 {
+        return BPF_RB_NO_WAKEUP as u64;
+    }
     let waiting = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
     if waiting >= cfg!(wakeup_bytes) {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// What a record counts as when the ring has no room for it.
+#[derive(Clone, Copy)]
+enum Loss {
+    /// An exit record (`counter::RING_FULL`).
+    Exit,
+    /// An `MmapStamp` (`counter::STAMPS_LOST`).
+    Stamp,
+    /// A fork, exec or thread exit event (`counter::EVENTS_LOST`).
+    Event,
+}
+
+/// Writes one record of type `T` into the ring: `fill` writes every field
+/// and returns the record's time (for [`wakeup_flags`]).
+#[inline(always)]
+fn emit<T: 'static>(loss: Loss, fill: impl FnOnce(*mut T) -> u64) {
+    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
+        count(match loss {
+            Loss::Exit => counter::RING_FULL,
+            Loss::Stamp => counter::STAMPS_LOST,
+            Loss::Event => counter::EVENTS_LOST,
+        });
+        return;
+    };
+    let time_ns = fill(entry.as_mut_ptr());
+    entry.submit(wakeup_flags(time_ns));
 }
 
 /// Writes the record for the dying thread group of `task` (the current
@@ -276,15 +308,14 @@ fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool) {
         // when one is coming).
         let _ = TRACKED.remove(&tgid);
     }
-    let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
-        count(counter::RING_FULL);
-        return;
-    };
-    let r = entry.as_mut_ptr();
-    fill::<K>(r, task, tgid);
-    // SAFETY: our reserved ring slot.
-    unsafe { (*r).flags = record_flags };
-    entry.submit(wakeup_flags());
+    emit(Loss::Exit, |r: *mut ExitRecord| {
+        fill::<K>(r, task, tgid);
+        // SAFETY: our reserved ring slot.
+        unsafe {
+            (*r).flags = record_flags;
+            (*r).exit_ns
+        }
+    });
 }
 
 /// Every field of the record, read the way `fill_ac()` reads them.
@@ -477,22 +508,19 @@ fn emit_thread_exit(task: u64) {
     if !wanted(pid) {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<ThreadExitRecord>(0) else {
-        count(counter::EVENTS_LOST);
-        return;
-    };
-    let r = entry.as_mut_ptr();
-    // SAFETY: our reserved ring slot; every field is written.
-    unsafe {
-        (*r).kind = RECORD_THREAD_EXIT;
-        (*r).pid = pid;
-        (*r).tid = Btf::u32(task, off!(task_pid));
-        (*r).exit_code = Btf::u32(task, off!(task_exit_code));
-        (*r).time_ns = bpf_ktime_get_ns();
-        (*r).runtime_ns = Btf::u64(task, off!(task_se_runtime));
-        (*r).comm = Btf::comm(task);
-    }
-    entry.submit(wakeup_flags());
+    emit(Loss::Event, |r: *mut ThreadExitRecord| {
+        // SAFETY: our reserved ring slot; every field is written.
+        unsafe {
+            (*r).kind = RECORD_THREAD_EXIT;
+            (*r).pid = pid;
+            (*r).tid = Btf::u32(task, off!(task_pid));
+            (*r).exit_code = Btf::u32(task, off!(task_exit_code));
+            (*r).time_ns = bpf_ktime_get_ns();
+            (*r).runtime_ns = Btf::u64(task, off!(task_se_runtime));
+            (*r).comm = Btf::comm(task);
+            (*r).time_ns
+        }
+    });
 }
 
 /// `acct_process()`: the kernel's own accounting hook, called exactly once per
@@ -539,18 +567,15 @@ pub fn exit_mmap_stamp(_ctx: BtfTracePointContext) -> i32 {
         let _ = TRACKED.remove(&tgid);
     }
     let tid = Btf::u32(task, off!(task_pid));
-    let Some(mut entry) = EVENTS.reserve::<MmapStamp>(0) else {
-        count(counter::STAMPS_LOST);
-        return 0;
-    };
-    let r = entry.as_mut_ptr();
-    // SAFETY: our reserved ring slot; every field is written.
-    unsafe {
-        (*r).kind = RECORD_MMAP_STAMP;
-        (*r).tid = tid;
-        (*r).time_ns = bpf_ktime_get_ns();
-    }
-    entry.submit(wakeup_flags());
+    emit(Loss::Stamp, |r: *mut MmapStamp| {
+        // SAFETY: our reserved ring slot; every field is written.
+        unsafe {
+            (*r).kind = RECORD_MMAP_STAMP;
+            (*r).tid = tid;
+            (*r).time_ns = bpf_ktime_get_ns();
+            (*r).time_ns
+        }
+    });
     0
 }
 
@@ -579,27 +604,24 @@ pub fn fork_event(ctx: BtfTracePointContext) -> i32 {
     if cfg!(check_clone_args) != 0 {
         check_clone_args(parent_tid, child, ctx.arg::<u64>(1));
     }
-    let Some(mut entry) = EVENTS.reserve::<ForkRecord>(0) else {
-        count(counter::EVENTS_LOST);
-        return 0;
-    };
-    let r = entry.as_mut_ptr();
-    // SAFETY: our reserved ring slot; every field is written.
-    unsafe {
-        (*r).kind = RECORD_FORK;
-        (*r).exit_signal = Btf::u32(child, off!(task_exit_signal)) as i32;
-        (*r).parent_pid = parent_pid;
-        (*r).parent_tid = parent_tid;
-        (*r).child_pid = Btf::u32(child, off!(task_tgid));
-        (*r).child_tid = Btf::u32(child, off!(task_pid));
-        (*r).clone_flags = ctx.arg::<u64>(1);
-        // copy_process() stamps the child's start before this tracepoint:
-        // the creation time, without another clock read.
-        (*r).time_ns = Btf::u64(child, off!(task_start_time));
-        // The child's comm is still the creator's.
-        (*r).comm = Btf::comm(child);
-    }
-    entry.submit(wakeup_flags());
+    emit(Loss::Event, |r: *mut ForkRecord| {
+        // SAFETY: our reserved ring slot; every field is written.
+        unsafe {
+            (*r).kind = RECORD_FORK;
+            (*r).exit_signal = Btf::u32(child, off!(task_exit_signal)) as i32;
+            (*r).parent_pid = parent_pid;
+            (*r).parent_tid = parent_tid;
+            (*r).child_pid = Btf::u32(child, off!(task_tgid));
+            (*r).child_tid = Btf::u32(child, off!(task_pid));
+            (*r).clone_flags = ctx.arg::<u64>(1);
+            // copy_process() stamps the child's start before this tracepoint:
+            // the creation time, without another clock read.
+            (*r).time_ns = Btf::u64(child, off!(task_start_time));
+            // The child's comm is still the creator's.
+            (*r).comm = Btf::comm(child);
+            (*r).time_ns
+        }
+    });
     0
 }
 
@@ -666,32 +688,29 @@ pub fn exec_event(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let bprm = ctx.arg::<u64>(2);
-    let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
-        count(counter::EVENTS_LOST);
-        return 0;
-    };
-    let r = entry.as_mut_ptr();
     let mm = Btf::u64(task, off!(task_mm));
     let start = Btf::u64(mm, off!(mm_arg_start));
     let total = Btf::u64(mm, off!(mm_arg_end)).saturating_sub(start);
-    // SAFETY: our reserved ring slot; every field is written.
-    unsafe {
-        (*r).args = [0; ARGS_LEN];
-        (*r).args_len = read_args(&raw mut (*r).args, start, total);
-        (*r).args_total = total as u32;
-        (*r).kind = RECORD_EXEC;
-        (*r).pid = pid;
-        (*r).tid = Btf::u32(task, off!(task_pid));
-        (*r)._pad = 0;
-        (*r).time_ns = bpf_ktime_get_ns();
-        (*r).comm = Btf::comm(task);
-        (*r).filename = [0; tracer_common::FILENAME_LEN];
-        let name = Btf::u64(bprm, off!(bprm_filename));
-        if name != 0 {
-            let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*r).filename);
+    emit(Loss::Event, |r: *mut ExecRecord| {
+        // SAFETY: our reserved ring slot; every field is written.
+        unsafe {
+            (*r).args = [0; ARGS_LEN];
+            (*r).args_len = read_args(&raw mut (*r).args, start, total);
+            (*r).args_total = total as u32;
+            (*r).kind = RECORD_EXEC;
+            (*r).pid = pid;
+            (*r).tid = Btf::u32(task, off!(task_pid));
+            (*r)._pad = 0;
+            (*r).time_ns = bpf_ktime_get_ns();
+            (*r).comm = Btf::comm(task);
+            (*r).filename = [0; tracer_common::FILENAME_LEN];
+            let name = Btf::u64(bprm, off!(bprm_filename));
+            if name != 0 {
+                let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*r).filename);
+            }
+            (*r).time_ns
         }
-    }
-    entry.submit(wakeup_flags());
+    });
     0
 }
 

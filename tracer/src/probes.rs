@@ -76,6 +76,10 @@ pub struct ProbeOptions {
 /// stalled reader needs `--ring-size`.
 pub const DEFAULT_RING_BYTES: u32 = 2 << 20;
 
+/// Rings from this size on let records sample the fill level
+/// (`Config::wakeup_check_mask`).
+const SAMPLED_WAKEUP_MIN_RING: u32 = 256 << 10;
+
 /// The kernel functions (fentry) and tracepoints (tp_btf) the programs
 /// attach to: the BTF types the loader looks up by name. kernel_clone only
 /// for `--check-clone-args`: the stand-in BTF grows with the highest id
@@ -132,7 +136,14 @@ impl Probes {
             pacct_std: layout.pacct_std.into(),
             ioac_std: layout.ioac_std.into(),
             check_clone_args: opts.check_clone_args.into(),
-            _pad: 0,
+            // One record in 32 looks at the fill level. With a quarter of
+            // the ring as the mark, the others overshoot it by about 32
+            // records (20 KiB at most), which only a small ring minds.
+            wakeup_check_mask: if opts.ring_bytes >= SAMPLED_WAKEUP_MIN_RING {
+                31
+            } else {
+                0
+            },
             // A quarter full wakes the reader; below that its timer drains.
             wakeup_bytes: u64::from(opts.ring_bytes / 4),
         };
