@@ -171,11 +171,8 @@ impl Probes {
         for mode in order {
             if mode == AttachMode::Tracepoint && defer {
                 // Before the exit hook, so no record waits without it.
-                let prog: &mut BtfTracePoint = program(&mut ebpf, "exit_mmap_stamp")?;
-                prog.load("exit_mmap", &btf)
-                    .map_err(|e| explain_bpf_error(anyhow!(e)))
-                    .context("cannot load tp_btf/exit_mmap")?;
-                prog.attach().context("cannot attach tp_btf/exit_mmap")?;
+                attach_tp_btf(&mut ebpf, &btf, "exit_mmap_stamp", "exit_mmap")
+                    .context("cannot hook tp_btf/exit_mmap")?;
             }
             match attach_exit(&mut ebpf, &btf, mode) {
                 Ok(()) => {
@@ -197,12 +194,8 @@ impl Probes {
             );
         };
         if opts.threads {
-            let prog: &mut BtfTracePoint = program(&mut ebpf, "thread_exit_tp")?;
-            prog.load("sched_process_exit", &btf)
-                .map_err(|e| explain_bpf_error(anyhow!(e)))
-                .context("cannot load the thread exit program (tp_btf/sched_process_exit)")?;
-            prog.attach()
-                .context("cannot attach tp_btf/sched_process_exit for --threads")?;
+            attach_tp_btf(&mut ebpf, &btf, "thread_exit_tp", "sched_process_exit")
+                .context("--threads: cannot hook tp_btf/sched_process_exit")?;
         }
         if opts.check_clone_args {
             // Before the fork events, so that none comes without it.
@@ -213,21 +206,13 @@ impl Probes {
                 ("fork_event", "task_newtask"),
                 ("exec_event", "sched_process_exec"),
             ] {
-                let prog: &mut BtfTracePoint = program(&mut ebpf, name)?;
-                prog.load(tracepoint, &btf)
-                    .map_err(|e| explain_bpf_error(anyhow!(e)))
-                    .with_context(|| format!("cannot load tp_btf/{tracepoint}"))?;
-                prog.attach()
-                    .with_context(|| format!("cannot attach tp_btf/{tracepoint}"))?;
+                attach_tp_btf(&mut ebpf, &btf, name, tracepoint)
+                    .with_context(|| format!("cannot hook tp_btf/{tracepoint}"))?;
             }
         }
         if opts.follow_tracked {
-            let prog: &mut BtfTracePoint = program(&mut ebpf, "follow_fork")?;
-            prog.load("sched_process_fork", &btf)
-                .map_err(|e| explain_bpf_error(anyhow!(e)))
-                .context("cannot load the fork tracker (tp_btf/sched_process_fork)")?;
-            prog.attach()
-                .context("cannot attach tp_btf/sched_process_fork")?;
+            attach_tp_btf(&mut ebpf, &btf, "follow_fork", "sched_process_fork")
+                .context("cannot hook the fork tracker (tp_btf/sched_process_fork)")?;
         }
         drop(btf);
         release_freed_heap();
@@ -329,15 +314,18 @@ fn attach_exit(ebpf: &mut Ebpf, btf: &Btf, mode: AttachMode) -> Result<()> {
     match mode {
         AttachMode::Fentry => attach_fentry(ebpf, btf, "exit_fentry", "acct_process"),
         AttachMode::Kprobe => attach_kprobe(ebpf, "exit_kprobe", "acct_process"),
-        AttachMode::Tracepoint => {
-            let prog: &mut BtfTracePoint = program(ebpf, "exit_tp_btf")?;
-            prog.load("sched_process_exit", btf)
-                .map_err(|e| explain_bpf_error(anyhow!(e)))?;
-            prog.attach()?;
-            Ok(())
-        }
+        AttachMode::Tracepoint => attach_tp_btf(ebpf, btf, "exit_tp_btf", "sched_process_exit"),
         AttachMode::Auto => unreachable!("auto is resolved by the caller"),
     }
+}
+
+/// Loads program `name` and attaches it to the BTF tracepoint `tracepoint`.
+fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, name: &str, tracepoint: &str) -> Result<()> {
+    let prog: &mut BtfTracePoint = program(ebpf, name)?;
+    prog.load(tracepoint, btf)
+        .map_err(|e| explain_bpf_error(anyhow!(e)))?;
+    prog.attach()?;
+    Ok(())
 }
 
 /// Loads program `name` and attaches it at the entry of `function`.
