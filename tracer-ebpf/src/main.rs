@@ -480,11 +480,18 @@ fn group_is_dead(ctx: &BtfTracePointContext, task: u64) -> bool {
     if cfg!(exit_tp_has_group_dead) != 0 {
         ctx.arg::<u64>(1) & 0xff != 0
     } else {
-        // Before 6.16 the tracepoint has no group_dead; do_exit() has
-        // already decremented signal->live, so 0 means the group is dead.
-        let signal = Btf::u64(task, off!(task_signal));
-        signal != 0 && Btf::u32(signal, off!(signal_live)) == 0
+        // Before 6.16 the tracepoint has no group_dead.
+        live_threads_gone(task)
     }
+}
+
+/// Whether the task's group has no live thread left: do_exit() decrements
+/// `signal->live` before both `sched_process_exit` and `exit_mm()`, so 0
+/// means this is the group's last thread on its way out.
+#[inline(always)]
+fn live_threads_gone(task: u64) -> bool {
+    let signal = Btf::u64(task, off!(task_signal));
+    signal != 0 && Btf::u32(signal, off!(signal_live)) == 0
 }
 
 /// Whether this dead group is reported for the first time (see `REPORTED`).
@@ -554,8 +561,7 @@ pub fn exit_mmap_stamp(_ctx: BtfTracePointContext) -> i32 {
     if Btf::u64(task, off!(task_mm)) != 0 {
         return 0;
     }
-    let signal = Btf::u64(task, off!(task_signal));
-    if signal == 0 || Btf::u32(signal, off!(signal_live)) != 0 {
+    if !live_threads_gone(task) {
         return 0;
     }
     let tgid = Btf::u32(task, off!(task_tgid));
