@@ -682,7 +682,15 @@ fn run_one(
         for line in &boot_tail {
             println!("  | {line}");
         }
-        Some(format!("the VM did not reach its script (vng: {status})"))
+        // The summary, at the end of CI's output, keeps the last word.
+        let last = boot_tail
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map_or_else(|| "none".to_owned(), |l| l.trim().to_owned());
+        Some(format!(
+            "the VM did not reach its script (vng: {status}; last console line: {last})"
+        ))
     } else if results_seen < TEST_BINARIES.len() || done_line.is_none() {
         Some(format!("a test binary did not finish (vng: {status})"))
     } else if any_failed_result && failed == 0 {
