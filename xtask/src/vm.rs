@@ -216,7 +216,7 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
                 result.first_boot = first_boot.take();
                 if result.boot_failed && attempt < BOOT_ATTEMPTS && left.is_none_or(|l| l >= 60) {
                     // qemu without KVM occasionally ends a boot early (seen
-                    // once in CI, never in 30 boots here); a second boot
+                    // once in CI, never in 40 boots here); a second boot
                     // tells a flaky VM from a kernel that cannot run us.
                     println!(
                         "vm-test: kernel {} --attach {mode}: the VM ended before its script; booting it again",
