@@ -13,7 +13,7 @@
 //! `target/vm-kernels/` with their modules linked under `/lib/modules`.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     fmt::Write as _,
     fs,
     io::{BufRead as _, BufReader, Read, Write as _},
@@ -135,6 +135,8 @@ struct RunResult {
 
 /// Boots of one (kernel, mode) run before its failure to boot counts.
 const BOOT_ATTEMPTS: u32 = 2;
+/// A run is not started (or booted again) with less --budget left.
+const MIN_RUN_SECS: u64 = 60;
 /// Lines of the console kept from before the script starts, printed when a
 /// boot fails so that CI's output says why.
 const BOOT_TAIL: usize = 25;
@@ -178,15 +180,19 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         test_bins: &test_bins,
         unmount_tracefs: args.unmount_tracefs,
     };
+    // Seconds of --budget left, if one was given.
+    let left = || {
+        args.budget
+            .map(|b| b.saturating_sub(started.elapsed().as_secs()))
+    };
+    let has_time = || left().is_none_or(|l| l >= MIN_RUN_SECS);
+    let timeout = || left().map_or(args.timeout, |l| l.min(args.timeout));
     let mut results = Vec::new();
     // Mode by mode across kernels, in the order given (fentry, kprobe, then
     // tracepoint for `all`): a --budget cut drops the last mode first.
     for &mode in &modes {
         for k in &kernels {
-            let left = args
-                .budget
-                .map(|b| b.saturating_sub(started.elapsed().as_secs()));
-            if left.is_some_and(|l| l < 60) {
+            if !has_time() {
                 println!(
                     "vm-test: kernel {} --attach {mode}: not run, the --budget of {} s is used up",
                     k.series,
@@ -206,32 +212,26 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
                 });
                 continue;
             }
-            let mut first_boot = None;
-            for attempt in 1..=BOOT_ATTEMPTS {
-                let left = args
-                    .budget
-                    .map(|b| b.saturating_sub(started.elapsed().as_secs()));
-                let timeout = left.map_or(args.timeout, |l| l.min(args.timeout));
-                let mut result = run_one(&setup, k, mode, timeout, attempt)?;
-                result.first_boot = first_boot.take();
-                if result.boot_failed && attempt < BOOT_ATTEMPTS && left.is_none_or(|l| l >= 60) {
-                    // qemu without KVM occasionally ends a boot early (seen
-                    // once in CI, never in 40 boots here); a second boot
-                    // tells a flaky VM from a kernel that cannot run us.
-                    println!(
-                        "vm-test: kernel {} --attach {mode}: the VM ended before its script; booting it again",
-                        k.series
-                    );
-                    first_boot = Some(format!(
-                        "{} (log {})",
-                        result.failures.join(", "),
-                        result.log.display()
-                    ));
-                    continue;
-                }
-                results.push(result);
-                break;
+            let mut attempt = 1;
+            let mut result = run_one(&setup, k, mode, timeout(), attempt)?;
+            // qemu without KVM occasionally ends a boot early (seen once in
+            // CI, never in 40 boots here); a second boot tells a flaky VM
+            // from a kernel that cannot run us.
+            while result.boot_failed && attempt < BOOT_ATTEMPTS && has_time() {
+                println!(
+                    "vm-test: kernel {} --attach {mode}: the VM ended before its script; booting it again",
+                    k.series
+                );
+                let first_boot = format!(
+                    "{} (log {})",
+                    result.failures.join(", "),
+                    result.log.display()
+                );
+                attempt += 1;
+                result = run_one(&setup, k, mode, timeout(), attempt)?;
+                result.first_boot = Some(first_boot);
             }
+            results.push(result);
         }
     }
 
@@ -583,7 +583,7 @@ fn run_one(
     let mut results_seen = 0usize;
     let mut any_failed_result = false;
     let mut done_line = None;
-    let mut boot_tail = std::collections::VecDeque::with_capacity(BOOT_TAIL);
+    let mut boot_tail = VecDeque::with_capacity(BOOT_TAIL);
     while ended < 2 {
         let now = Instant::now();
         if now >= deadline {
