@@ -45,18 +45,18 @@ const MAXFRACT: u64 = (1 << MANTSIZE) - 1;
 /// The exponent field is three bits wide.
 const MAXEXP: u32 = 7;
 
-/// Encodes `value` as a `comp_t`: a 13-bit mantissa and a base-8 exponent
-/// in the top three bits, as the kernel's `encode_comp_t()`.
-///
-/// The kernel shifts three bits at a time and rounds on the highest of the
-/// last three bits shifted out, ignoring the lower ones (no sticky bit);
-/// this computes the same thing from the bit length instead of looping.
 /// A kernel `comm` (NUL padded, not always NUL terminated) as text.
 pub fn comm_str(comm: &[u8]) -> String {
     let len = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..len]).into_owned()
 }
 
+/// Encodes `value` as a `comp_t`: a 13-bit mantissa and a base-8 exponent
+/// in the top three bits, as the kernel's `encode_comp_t()`.
+///
+/// The kernel shifts three bits at a time and rounds on the highest of the
+/// last three bits shifted out, ignoring the lower ones (no sticky bit);
+/// this computes the same thing from the bit length instead of looping.
 pub fn encode_comp_t(value: u64) -> u16 {
     if value <= MAXFRACT {
         return value as u16;
