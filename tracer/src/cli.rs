@@ -5,20 +5,27 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{MapData, RingBuf};
 use clap::{Args, Parser, Subcommand};
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     dump,
     event::ExitView,
     lineage::ProcessTable,
-    output::{AcctFile, JsonLines, Outputs, Table, Target},
+    output::{AcctFile, JsonLines, Outputs, Summary, Table, Target},
     probes::{AttachMode, ProbeOptions, Probes},
-    session,
+    session, shutdown,
     tree::{Tree, TreeOutput},
 };
 
-/// Exit status for an error of the tool itself (clap uses 2 for usage).
+/// Exit status when the tool cannot do its job: it cannot start (no root,
+/// no BTF, no attach point, an output it cannot open) or a file cannot be
+/// read. Usage errors exit with 2 (clap).
 pub const EXIT_ERROR: i32 = 1;
+/// `record`: the session ran, but an output failed (a full disk, a reader
+/// that stopped reading): what it could not write is counted on stderr.
+pub const EXIT_OUTPUT_FAILED: i32 = 3;
+/// `run`: the tracer failed (it could not start, or an output failed); used
+/// instead of the command's status, as timeout(1) and docker run use 125.
+pub const EXIT_RUN_FAILED: i32 = 125;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -112,14 +119,28 @@ struct ProbeArgs {
 }
 
 impl OutputArgs {
-    fn open(&self) -> Result<Outputs> {
-        let mut outputs = Outputs::default();
+    /// Whether an output shows lineage (needs fork and exec events): known
+    /// from the arguments alone, so the probes attach before any output is
+    /// opened.
+    fn wants_lineage(&self) -> bool {
+        self.json.is_some() || self.tree
+    }
+
+    /// Checks what can be checked without touching a file.
+    fn check(&self) -> Result<()> {
         if self.threads && self.json.is_none() {
             bail!("--threads adds events to the JSON lines: give --json too");
         }
         if self.table && self.json == Some(Target::Stdout) {
             bail!("--table and --json - would both write to standard output; pick one");
         }
+        Ok(())
+    }
+
+    /// Opens the outputs: only once the programs are attached, so that a
+    /// session that cannot start creates, truncates and writes nothing.
+    fn open(&self) -> Result<Outputs> {
+        let mut outputs = Outputs::default();
         if let Some(path) = &self.acct_file {
             outputs.push(Box::new(AcctFile::open(path)?));
         }
@@ -128,7 +149,8 @@ impl OutputArgs {
         }
         if self.tree {
             let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            outputs.push(Box::new(TreeOutput::new(Target::Stdout.open()?, color)));
+            let out = std::io::BufWriter::new(Target::Stdout.open()?);
+            outputs.push(Box::new(TreeOutput::new(Box::new(out), color)));
         }
         if self.table || outputs.is_empty() {
             outputs.push(Box::new(Table::new(Target::Stdout, Target::Stdout.open()?)));
@@ -159,12 +181,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             duration,
             outputs,
             probes,
-        } => runtime()?.block_on(record(duration, &outputs, &probes)),
+        } => {
+            shutdown::block_signals(false)?;
+            runtime()?.block_on(record(duration, &outputs, &probes))
+        }
         Command::Run {
             outputs,
             probes,
             command,
-        } => runtime()?.block_on(run_command(&command, &outputs, &probes)),
+        } => {
+            shutdown::block_signals(true)?;
+            runtime()?.block_on(run_command(&command, &outputs, &probes))
+        }
     }
 }
 
@@ -176,21 +204,21 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Opens the outputs, then attaches the probes they need (fork and exec
-/// events only when an output shows lineage) and takes the maps the
-/// session reads.
+/// Attaches the probes the outputs need (fork and exec events only when an
+/// output shows lineage), then opens the outputs, and takes the ring.
 fn start(
     out: &OutputArgs,
     args: &ProbeArgs,
     follow_tracked: bool,
 ) -> Result<(Outputs, Probes, RingBuf<MapData>)> {
-    let outputs = out.open()?;
-    let opts = args.options(follow_tracked, outputs.wants_lineage(), out.threads);
+    out.check()?;
+    let opts = args.options(follow_tracked, out.wants_lineage(), out.threads);
     if opts.check_clone_args && !opts.lineage {
         bail!("--check-clone-args compares fork events: give --json too");
     }
     let mut probes = attach(&opts)?;
     let ring = probes.take_ring()?;
+    let outputs = out.open()?;
     Ok((outputs, probes, ring))
 }
 
@@ -203,52 +231,140 @@ fn attach(opts: &ProbeOptions) -> Result<Probes> {
     Ok(probes)
 }
 
-fn summary(probes: &Probes, totals: session::Totals) -> Result<()> {
+/// The counts of the whole session, the programs' and the loader's.
+fn summarize(probes: &Probes, totals: session::Totals, outputs: &Outputs) -> Result<Summary> {
     let counters = probes.counters()?;
-    let (ring_full, untracked) = (counters.ring_full, counters.track_full);
-    let mut line = format!(
-        "tracer: {} records written, {} lost",
-        totals.written,
-        ring_full + untracked
-    );
-    if ring_full > 0 {
-        line += &format!(" ({ring_full} with the ring full: raise --ring-size)");
+    Ok(Summary {
+        written: totals.written,
+        ring_full: counters.ring_full,
+        track_full: counters.track_full,
+        events_lost: counters.events_lost,
+        stamps_lost: counters.stamps_lost,
+        unstamped: totals.unstamped,
+        unknown: totals.unknown,
+        output_lost: outputs
+            .failures()
+            .into_iter()
+            .filter(|f| !f.closed)
+            .map(|f| (f.name, f.lost))
+            .collect(),
+    })
+}
+
+/// Prints the summary line, and a line for every output that failed.
+/// Returns whether every output took everything it was given.
+fn report(probes: &Probes, s: &Summary, outputs: &Outputs) -> bool {
+    let mut line = format!("tracer: {} records written, {} lost", s.written, s.lost());
+    if s.ring_full > 0 {
+        line += &format!(" ({} with the ring full: raise --ring-size)", s.ring_full);
     }
-    if untracked > 0 {
-        line += &format!(" ({untracked} groups not followed: the tracking map was full)");
+    if s.track_full > 0 {
+        line += &format!(
+            " ({} groups not followed: the tracking map was full)",
+            s.track_full
+        );
     }
-    if counters.events_lost > 0 {
+    if s.events_lost > 0 {
         line += &format!(
             "; {} fork, exec or thread events lost with the ring full",
-            counters.events_lost
+            s.events_lost
         );
     }
-    if totals.unstamped > 0 {
+    if s.unstamped > 0 {
         line += &format!(
             "; {} timed before their address space was freed",
-            totals.unstamped
+            s.unstamped
         );
+        if s.stamps_lost > 0 {
+            line += &format!(
+                " ({} of their stamps lost with the ring full)",
+                s.stamps_lost
+            );
+        }
     }
-    if totals.unknown > 0 {
-        line += &format!(", {} unknown ring items skipped", totals.unknown);
+    if s.unknown > 0 {
+        line += &format!(", {} unknown ring items skipped", s.unknown);
     }
     eprintln!("{line}");
-    if probes.check_clone_args {
+    let mut ok = true;
+    for f in outputs.failures() {
+        if f.closed {
+            continue;
+        }
+        ok = false;
         eprintln!(
-            "tracer: clone args check: {} fork events agree with kernel_clone's arguments, \
-             {} differ, {} had no kernel_clone call",
-            counters.clone_agree, counters.clone_differ, counters.clone_unseen
+            "tracer: output {} failed, {} lines or records not written: {}",
+            f.name, f.lost, f.error
         );
     }
-    Ok(())
+    if probes.check_clone_args {
+        if let Ok(c) = probes.counters() {
+            eprintln!(
+                "tracer: clone args check: {} fork events agree with kernel_clone's arguments, \
+                 {} differ, {} had no kernel_clone call",
+                c.clone_agree, c.clone_differ, c.clone_unseen
+            );
+        }
+    }
+    ok
+}
+
+/// Ends a session: final counts to the outputs and to standard error.
+/// Returns whether every output took everything.
+fn finish(probes: &Probes, totals: session::Totals, outputs: &mut Outputs) -> Result<bool> {
+    let summary = summarize(probes, totals, outputs)?;
+    outputs.finish(&summary)?;
+    // The summary line written to an output that then failed is counted in
+    // the failure; the line on standard error says so.
+    let summary = Summary {
+        output_lost: summarize(probes, totals, outputs)?.output_lost,
+        ..summary
+    };
+    Ok(report(probes, &summary, outputs))
+}
+
+/// `tracer run` and `record` are for the initial pid namespace: the
+/// programs see the kernel's pids, which a process in a child namespace
+/// (`docker run --privileged` without `--pid=host`) can neither name nor
+/// follow. Checked before anything is loaded.
+fn pid_namespace_check(mode: &str) -> Result<()> {
+    // PROC_PID_INIT_INO in include/linux/proc_ns.h: the initial pid
+    // namespace's inode number, the same on every kernel.
+    const INIT_PID_NS: u64 = 0xEFFF_FFFC;
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::metadata("/proc/self/ns/pid") else {
+        return Ok(());
+    };
+    if meta.ino() == INIT_PID_NS {
+        return Ok(());
+    }
+    match mode {
+        "run" => bail!(
+            "tracer run is inside a pid namespace of its own (pid namespace {}): the programs \
+             see the host's pids and cannot follow the command from here, so nothing would be \
+             recorded. Run it in the host's pid namespace (docker run --pid=host, or outside \
+             unshare --pid)",
+            meta.ino()
+        ),
+        _ => {
+            eprintln!(
+                "tracer: warning: inside a pid namespace of its own (pid namespace {}): \
+                 every process of the host is recorded, with the host's pids",
+                meta.ino()
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn record(duration: Option<Duration>, out: &OutputArgs, args: &ProbeArgs) -> Result<i32> {
+    pid_namespace_check("record")?;
     let (mut outputs, probes, ring) = start(out, args, false)?;
     let lineage = outputs.wants_lineage();
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+    let mut signals = shutdown::watch_record();
+    if let Some(d) = duration {
+        shutdown::deadline_in(d.saturating_add(shutdown::DRAIN));
+    }
     eprintln!("tracer: recording");
     let stop = async move {
         let sleep = async {
@@ -258,22 +374,14 @@ async fn record(duration: Option<Duration>, out: &OutputArgs, args: &ProbeArgs) 
             }
         };
         tokio::select! {
-            _ = sigint.recv() => {}
-            _ = sigterm.recv() => {}
-            _ = sighup.recv() => {}
+            _ = signals.recv() => {}
             () = sleep => {}
         }
     };
     // Seeded after the probes are attached: a process created in between is
     // in both, which the table handles.
     let mut sink = session::Sink::new(&mut outputs, lineage.then(ProcessTable::from_proc));
-    let totals = match session::pump(ring, &mut sink, stop).await {
-        Ok(t) => t,
-        Err(e) if crate::output::is_broken_pipe(&e) => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    sink.outputs.finish()?;
-    summary(&probes, totals)?;
+    let totals = session::pump(ring, &mut sink, stop, true).await?;
     if let Some(t) = &sink.table {
         eprintln!(
             "tracer: lineage table: {} processes at the end, {} at most",
@@ -281,14 +389,33 @@ async fn record(duration: Option<Duration>, out: &OutputArgs, args: &ProbeArgs) 
             t.peak()
         );
     }
-    Ok(0)
+    let ok = finish(&probes, totals, &mut outputs)?;
+    Ok(if ok { 0 } else { EXIT_OUTPUT_FAILED })
 }
 
+/// `tracer run`: a failure of the tracer's own is reported as 125, as
+/// timeout(1), env(1) and docker run do, so that it cannot be taken for the
+/// command's status.
 async fn run_command(
     command: &[std::ffi::OsString],
     out: &OutputArgs,
     args: &ProbeArgs,
 ) -> Result<i32> {
+    match run_session(command, out, args).await {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("tracer: {e:#}");
+            Ok(EXIT_RUN_FAILED)
+        }
+    }
+}
+
+async fn run_session(
+    command: &[std::ffi::OsString],
+    out: &OutputArgs,
+    args: &ProbeArgs,
+) -> Result<i32> {
+    pid_namespace_check("run")?;
     let (mut outputs, mut probes, ring) = start(out, args, true)?;
     let lineage = outputs.wants_lineage();
 
@@ -297,11 +424,18 @@ async fn run_command(
     // can slip by. Then stop tracking ourselves.
     let me = std::process::id();
     probes.track(me)?;
-    let spawned = tokio::process::Command::new(&command[0])
-        .args(&command[1..])
-        .spawn();
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    // SAFETY: the closure only calls sigprocmask, which is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            shutdown::unblock_signals_in_child();
+            Ok(())
+        });
+    }
+    let spawned = cmd.spawn();
     probes.untrack(me)?;
-    let mut child = match spawned {
+    let child = match spawned {
         Ok(child) => child,
         Err(e) => {
             eprintln!("tracer: cannot start {}: {e}", command[0].to_string_lossy());
@@ -313,68 +447,46 @@ async fn run_command(
             });
         }
     };
-    let pid = child.id().context("the command exited before it started")?;
+    let pid = child.id() as i32;
 
-    // Ctrl-C reaches the command through the terminal; we keep reading until
-    // it is gone. SIGTERM and SIGHUP sent to us are passed on to it.
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let mut status = None;
+    // Signals sent to us are passed on to the command; we keep reading
+    // until it has exited (the signal thread reaps it), then drain.
+    let mut events = shutdown::watch_run(pid);
+    let mut wait_status = None;
     let stop = async {
-        loop {
-            tokio::select! {
-                s = child.wait() => { status = Some(s); break; }
-                _ = sigint.recv() => {}
-                _ = sigterm.recv() => forward(pid, libc::SIGTERM),
-                _ = sighup.recv() => forward(pid, libc::SIGHUP),
+        while let Some(ev) = events.recv().await {
+            if let shutdown::Event::CommandExited(status) = ev {
+                wait_status = Some(status);
+                break;
             }
         }
     };
     let mut table = lineage.then(ProcessTable::from_proc);
     if let Some(t) = &mut table {
-        t.set_root(pid);
+        t.set_root(pid as u32);
     }
     let mut sink = session::Sink::new(&mut outputs, table);
-    let result = session::pump(ring, &mut sink, stop)
-        .await
-        .and_then(|totals| outputs.finish().map(|()| totals));
-    let status = match status {
-        Some(s) => s.context("cannot wait for the command")?,
-        None => {
-            // The outputs failed first: still reap the command.
-            let _ = result.as_ref().map_err(|e| eprintln!("tracer: {e:#}"));
-            child.wait().await?
-        }
-    };
-    let code = shell_status(status);
-    match result {
-        Ok(totals) => {
-            summary(&probes, totals)?;
-            let alive = probes.tracked_alive().unwrap_or(0);
-            if alive > 0 {
-                eprintln!(
-                    "tracer: {alive} descendant processes still running; their exits are not recorded"
-                );
-            }
-        }
-        Err(e) if crate::output::is_broken_pipe(&e) => {}
-        Err(e) => eprintln!("tracer: {e:#}"),
+    let totals = session::pump(ring, &mut sink, stop, false).await?;
+    let code = wait_status.map_or(EXIT_RUN_FAILED, shell_status);
+    let ok = finish(&probes, totals, &mut outputs)?;
+    let alive = probes.tracked_alive().unwrap_or(0);
+    if alive > 0 {
+        eprintln!(
+            "tracer: {alive} descendant processes still running; their exits are not recorded"
+        );
     }
-    Ok(code)
+    Ok(if ok { code } else { EXIT_RUN_FAILED })
 }
 
-fn forward(pid: u32, sig: i32) {
-    // SAFETY: kill has no memory preconditions; the pid is our child's.
-    unsafe { libc::kill(pid as i32, sig) };
-}
-
-fn shell_status(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt as _;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code,
-        (None, Some(sig)) => 128 + sig,
-        (None, None) => EXIT_ERROR,
+/// A wait status as a shell reports it: the exit status, or 128+N when
+/// killed by signal N.
+fn shell_status(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        EXIT_RUN_FAILED
     }
 }
 
@@ -424,15 +536,28 @@ fn tree_file(file: Option<&std::path::Path>) -> Result<i32> {
     }
 }
 
+/// The longest `--duration`: ten years is "until stopped" for any session,
+/// and keeps every deadline computed from it far from overflowing.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+    let d = match s.parse::<f64>() {
+        Ok(secs) if secs.is_nan() || secs < 0.0 => {
+            return Err(format!("{s:?} is not a duration: it must be 0 or more"))
         }
+        Ok(secs) => Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX),
+        Err(_) => {
+            humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 5m, 1h30m)"))?
+        }
+    };
+    if d > MAX_DURATION {
+        return Err(format!("{s:?} is too long (at most 10 years)"));
     }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 5m, 1h30m)"))
+    Ok(d)
 }
 
+/// A ring size: a power of two from one page (4K) to 2G, as the kernel's
+/// BPF ring buffer takes.
 fn parse_size(s: &str) -> Result<u32, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -451,6 +576,11 @@ fn parse_size(s: &str) -> Result<u32, String> {
         .checked_mul(mult)
         .filter(|&b| b <= 1 << 31)
         .ok_or_else(|| format!("{s:?} is too large (at most 2G)"))?;
+    if bytes < 4096 || !bytes.is_power_of_two() {
+        return Err(format!(
+            "{s:?} is not a power of two of at least 4K (examples: 256K, 2M, 64M)"
+        ));
+    }
     Ok(bytes as u32)
 }
 
@@ -465,6 +595,10 @@ mod tests {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert!(parse_size("8X").is_err());
         assert!(parse_size("4G").is_err());
+        assert!(parse_size("3M").is_err());
+        assert!(parse_size("2048").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_size("2G"), Ok(1 << 31));
         assert_eq!(crate::probes::DEFAULT_RING_BYTES, parse_size("2M").unwrap());
     }
 
@@ -473,6 +607,33 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("2e19").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("NaN").is_err());
+        assert!(parse_duration("inf").is_err());
+        assert!(parse_duration("20000000000000000000s").is_err());
+        assert!(parse_duration("11years").is_err());
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Any text given to a numeric option is a value or a usage error,
+        /// never a panic, and a value is within its bounds.
+        #[test]
+        fn numeric_options_never_panic(text in "\\PC{0,24}", digits in "[0-9.eE+-]{1,24}[a-zA-Z]{0,4}") {
+            for s in [&text, &digits] {
+                if let Ok(d) = parse_duration(s) {
+                    proptest::prop_assert!(d <= MAX_DURATION);
+                }
+                if let Ok(b) = parse_size(s) {
+                    proptest::prop_assert!(b.is_power_of_two() && b >= 4096);
+                }
+                for opt in ["--duration", "--ring-size"] {
+                    let _ = Cli::try_parse_from(["tracer", "record", opt, s.as_str()]);
+                }
+            }
+        }
     }
 
     #[test]

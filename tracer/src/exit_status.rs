@@ -64,19 +64,42 @@ impl fmt::Display for ExitStatus {
     }
 }
 
-/// Formats a signal number as its name, `SIGRTMIN+n`, or `signal n`.
+/// Formats a signal number as its one name ([`signal_label`]), or
+/// `signal n` for a number no signal has.
 struct SignalDisplay(u8);
 
 impl fmt::Display for SignalDisplay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0;
-        if let Some(name) = signal_name(n) {
-            f.write_str(name)
-        } else if (SIGRTMIN..=SIGRTMAX).contains(&n) {
-            write!(f, "SIGRTMIN+{}", n - SIGRTMIN)
-        } else {
-            write!(f, "signal {n}")
+        match signal_label(self.0) {
+            Some(label) => write!(f, "{label}"),
+            None => write!(f, "signal {}", self.0),
         }
+    }
+}
+
+/// A signal's name, the same in every output: `SIGKILL`..., and the
+/// real-time ones as `SIGRTMIN+n` counted from the kernel's SIGRTMIN (32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalLabel {
+    Standard(&'static str),
+    RealTime(u8),
+}
+
+impl fmt::Display for SignalLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Standard(name) => f.write_str(name),
+            Self::RealTime(n) => write!(f, "SIGRTMIN+{n}"),
+        }
+    }
+}
+
+/// The name of signal `n`, or `None` for a number no signal has (0, >64).
+pub fn signal_label(n: u8) -> Option<SignalLabel> {
+    match signal_name(n) {
+        Some(name) => Some(SignalLabel::Standard(name)),
+        None if (SIGRTMIN..=SIGRTMAX).contains(&n) => Some(SignalLabel::RealTime(n - SIGRTMIN)),
+        None => None,
     }
 }
 
@@ -123,6 +146,35 @@ pub fn signal_name(n: u8) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_signal_number_has_one_name() {
+        use crate::output::push_signal;
+        for n in 0..=u8::MAX {
+            let table = ExitStatus::Signaled {
+                signal: n,
+                core_dumped: false,
+            }
+            .to_string();
+            let mut json = Vec::new();
+            push_signal(&mut json, n);
+            let json = String::from_utf8(json).unwrap();
+            match signal_label(n) {
+                Some(label) => {
+                    assert!((1..=64).contains(&n), "{n}");
+                    assert_eq!(table, label.to_string(), "{n}");
+                    assert_eq!(json, format!("\"{label}\""), "{n}");
+                }
+                None => {
+                    assert!(n == 0 || n > 64, "{n}");
+                    assert_eq!(table, format!("signal {n}"));
+                    assert_eq!(json, "null", "{n}");
+                }
+            }
+        }
+        assert_eq!(signal_label(40).unwrap().to_string(), "SIGRTMIN+8");
+        assert_eq!(signal_label(9).unwrap().to_string(), "SIGKILL");
+    }
 
     #[test]
     fn decode_vectors() {

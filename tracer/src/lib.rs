@@ -20,5 +20,6 @@ pub mod lineage;
 pub mod output;
 pub mod probes;
 pub mod session;
+pub mod shutdown;
 pub mod stamps;
 pub mod tree;

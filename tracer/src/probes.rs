@@ -276,6 +276,7 @@ impl Probes {
             clone_differ: sum(counter::CLONE_DIFFER)?,
             clone_unseen: sum(counter::CLONE_UNSEEN)?,
             events_lost: sum(counter::EVENTS_LOST)?,
+            stamps_lost: sum(counter::STAMPS_LOST)?,
         })
     }
 }
@@ -289,6 +290,7 @@ pub struct Counters {
     pub clone_differ: u64,
     pub clone_unseen: u64,
     pub events_lost: u64,
+    pub stamps_lost: u64,
 }
 
 fn attach_flag(mode: AttachMode) -> &'static str {

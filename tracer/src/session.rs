@@ -28,12 +28,14 @@ pub struct Totals {
     pub unstamped: u64,
 }
 
-/// Drains the ring into the outputs until `stop` resolves, then drains what
-/// is left. Errors from the outputs end the loop.
+/// Drains the ring into the outputs until `stop` resolves (or, with
+/// `until_outputs_gone`, until no output takes records any more), then
+/// drains what is left within the drain deadline.
 pub async fn pump(
     ring: RingBuf<MapData>,
     sink: &mut Sink<'_>,
     stop: impl Future<Output = ()>,
+    until_outputs_gone: bool,
 ) -> Result<Totals> {
     // SAFETY: the ring owns its fd for as long as the AsyncFd owns the ring.
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
@@ -42,6 +44,9 @@ pub async fn pump(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
+        if until_outputs_gone && sink.outputs.live() == 0 {
+            break;
+        }
         tokio::select! {
             biased;
             () = &mut stop => break,
@@ -56,6 +61,9 @@ pub async fn pump(
             }
         }
     }
+    // Whatever ended the session, what is left must be written within the
+    // drain deadline; an output that blocks past it is given up.
+    crate::shutdown::deadline_in(crate::shutdown::DRAIN);
     drain(ring.get_mut(), sink, &mut totals)?;
     sink.expire(0, &mut totals)?;
     Ok(totals)
@@ -127,7 +135,10 @@ impl<'a> Sink<'a> {
             return Ok(());
         }
         let clock = Clock::now();
-        for exit in self.awaiting.expire(monotonic_ns(), timeout_ns) {
+        for exit in self
+            .awaiting
+            .expire(crate::shutdown::monotonic_ns(), timeout_ns)
+        {
             totals.unstamped += 1;
             self.exit(&exit, &clock, totals)?;
         }
@@ -154,14 +165,4 @@ pub fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>, totals: &mut Tota
         sink.outputs.flush()?;
     }
     Ok(())
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

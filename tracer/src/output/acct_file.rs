@@ -2,15 +2,17 @@
 //! `lastcomm -f`, `sa` and `dump-acct` read them.
 
 use std::{
-    fs::{File, OpenOptions},
     io::{self, Write},
-    os::unix::fs::OpenOptionsExt,
+    os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context as _, Result};
 
-use super::Sink;
+use super::{
+    file::{OutFile, Units},
+    Sink,
+};
 use crate::{
     acct::{ACCT_VERSION, RECORD_SIZE},
     event::ExitView,
@@ -18,32 +20,20 @@ use crate::{
 
 pub struct AcctFile {
     path: PathBuf,
-    file: File,
+    file: OutFile,
     buf: Vec<u8>,
+    failed: bool,
+    lost: u64,
 }
 
 impl AcctFile {
-    /// Opens for append; a new file is created 0600 (accounting records
-    /// say who ran what), and a symlink is never followed, so a planted
-    /// link cannot redirect root's writes.
+    /// Opens for append with the rules of every file output (see
+    /// [`super::file`]), and only a regular file that is empty or already
+    /// holds whole acct v3 records: its version is read from the very
+    /// descriptor the records are appended to.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::ELOOP) {
-                    anyhow::anyhow!(
-                        "{}: is a symbolic link; refusing to follow it (give the real path)",
-                        path.display()
-                    )
-                } else {
-                    anyhow::Error::new(e).context(format!("cannot open {}", path.display()))
-                }
-            })?;
-        let meta = file.metadata()?;
+        let file = OutFile::open(path, Units::Records(RECORD_SIZE as u64), true)?;
+        let meta = file.file().metadata()?;
         if !meta.is_file() {
             bail!("{}: not a regular file", path.display());
         }
@@ -57,12 +47,8 @@ impl AcctFile {
         }
         if meta.len() > 0 {
             let mut first = [0u8; 2];
-            std::os::unix::fs::FileExt::read_exact_at(&file, &mut first, 0)
-                .or_else(|_| {
-                    // Opened write-only: read the version through a second handle.
-                    File::open(path)
-                        .and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut first, 0))
-                })
+            file.file()
+                .read_exact_at(&mut first, 0)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             if first[1] & 0x7f != ACCT_VERSION {
                 bail!(
@@ -76,23 +62,18 @@ impl AcctFile {
             path: path.to_owned(),
             file,
             buf: Vec::with_capacity(RECORD_SIZE * 1024),
+            failed: false,
+            lost: 0,
         })
-    }
-
-    /// After a failed write, cut any partial record so the file stays a
-    /// whole number of records.
-    fn trim_partial(&self) {
-        if let Ok(meta) = self.file.metadata() {
-            let extra = meta.len() % RECORD_SIZE as u64;
-            if extra != 0 {
-                let _ = self.file.set_len(meta.len() - extra);
-            }
-        }
     }
 }
 
 impl Sink for AcctFile {
     fn exit(&mut self, ev: &ExitView<'_>) -> io::Result<()> {
+        if self.failed {
+            self.lost += 1;
+            return Ok(());
+        }
         self.buf.extend_from_slice(&ev.acct.to_bytes());
         if self.buf.len() >= self.buf.capacity() {
             self.flush()?;
@@ -101,15 +82,32 @@ impl Sink for AcctFile {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
+        if self.buf.is_empty() || self.failed {
             return Ok(());
         }
-        let res = self.file.write_all(&self.buf);
+        let mut done = 0;
+        let res = loop {
+            if done == self.buf.len() {
+                break Ok(());
+            }
+            match self.file.write(&self.buf[done..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The file cut back the record it left half written.
+                Err(e) => break Err(e),
+            }
+        };
         if res.is_err() {
-            self.trim_partial();
+            self.failed = true;
+            self.lost += ((self.buf.len() - done).div_ceil(RECORD_SIZE)) as u64;
         }
         self.buf.clear();
         res
+    }
+
+    fn lost(&self) -> u64 {
+        self.lost
     }
 
     fn name(&self) -> String {

@@ -7,13 +7,13 @@ use tracer_common::ExitRecord;
 use tracer_common::{ExecRecord, ForkRecord, ThreadExitRecord};
 
 use super::{
-    flag_names,
+    flag_names, push_signal,
     text::{push_int, push_lossy, push_secs, push_unix_time},
-    Batched, Sink, Target,
+    Batched, Sink, Summary, Target,
 };
 use crate::{
     event::{Clock, ExitView},
-    exit_status::{signal_name, ExitStatus},
+    exit_status::ExitStatus,
     lineage::{clone_flag_names, Kind},
 };
 
@@ -56,27 +56,54 @@ impl Sink for JsonLines {
         self.out.flush()
     }
 
+    fn summary(&mut self, summary: &Summary) -> io::Result<()> {
+        self.out.line(|w| write_summary(w, summary))
+    }
+
+    fn lost(&self) -> u64 {
+        self.out.lost()
+    }
+
     fn name(&self) -> String {
         self.target.describe()
     }
 }
 
+/// The last line of a recording: what was written and what was lost, by
+/// reason (the same counts as the summary on standard error).
+fn write_summary(w: &mut Vec<u8>, s: &Summary) {
+    w.extend_from_slice(b"{\"event\":\"summary\",\"written\":");
+    push_int(w, s.written);
+    w.extend_from_slice(b",\"lost\":");
+    push_int(w, s.lost());
+    for (name, n) in [
+        ("ring_full", s.ring_full),
+        ("track_full", s.track_full),
+        ("events_lost", s.events_lost),
+        ("stamps_lost", s.stamps_lost),
+        ("unstamped", s.unstamped),
+        ("unknown", s.unknown),
+    ] {
+        w.extend_from_slice(b",\"");
+        w.extend_from_slice(name.as_bytes());
+        w.extend_from_slice(b"\":");
+        push_int(w, n);
+    }
+    w.extend_from_slice(b",\"output_lost\":{");
+    for (i, (name, n)) in s.output_lost.iter().enumerate() {
+        if i > 0 {
+            w.push(b',');
+        }
+        w.extend_from_slice(serde_json::to_string(name).unwrap_or_default().as_bytes());
+        w.push(b':');
+        push_int(w, *n);
+    }
+    w.extend_from_slice(b"}}\n");
+}
+
 /// Seconds with ns precision, as JSON numbers.
 fn push_s(w: &mut Vec<u8>, ns: u64) {
     push_secs(w, ns, 9);
-}
-
-/// A signal as a JSON string: its name, or `"SIG<n>"` for one without.
-fn write_signal(w: &mut Vec<u8>, sig: u8) {
-    w.push(b'"');
-    match signal_name(sig) {
-        Some(name) => w.extend_from_slice(name.as_bytes()),
-        None => {
-            w.extend_from_slice(b"SIG");
-            push_int(w, sig);
-        }
-    }
-    w.push(b'"');
 }
 
 /// `["A","B"]` from names that need no escaping.
@@ -131,7 +158,7 @@ pub fn write_fork(w: &mut Vec<u8>, f: &ForkRecord, clock: &Clock) {
     push_int(w, f.clone_flags);
     w.extend_from_slice(br#","exit_signal":"#);
     match u8::try_from(f.exit_signal).ok().filter(|&s| s != 0) {
-        Some(sig) => write_signal(w, sig),
+        Some(sig) => push_signal(w, sig),
         None => w.extend_from_slice(b"null"),
     }
     w.extend_from_slice(br#","kind":""#);
@@ -207,7 +234,7 @@ pub fn write_exit(w: &mut Vec<u8>, ev: &ExitView<'_>) {
             core_dumped,
         } => {
             w.extend_from_slice(br#","exit_status":null,"signal":"#);
-            write_signal(w, signal);
+            push_signal(w, signal);
             w.extend_from_slice(if core_dumped {
                 br#","core_dumped":true"#
             } else {
@@ -234,14 +261,7 @@ pub fn write_exit(w: &mut Vec<u8>, ev: &ExitView<'_>) {
     if let Some(r) = ev.raw {
         use tracer_common::present;
         w.extend_from_slice(br#","exit_signal":"#);
-        match u8::try_from(r.exit_signal).ok().and_then(signal_name) {
-            Some(name) => {
-                w.push(b'"');
-                w.extend_from_slice(name.as_bytes());
-                w.push(b'"');
-            }
-            None => w.extend_from_slice(b"null"),
-        }
+        push_signal(w, u8::try_from(r.exit_signal).unwrap_or(0));
         w.extend_from_slice(br#","start_ns":"#);
         push_int(w, r.start_ns);
         w.extend_from_slice(br#","cgroup_id":"#);
@@ -413,11 +433,11 @@ mod tests {
     /// format change.
     const GOLDEN: &str = r#"{"event":"exit","pid":4242,"ppid":4200,"tid":4243,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"elapsed_s":1.234567890,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12,"exit_signal":"SIGCHLD","start_ns":998765432110,"cgroup_id":18446744073709551615,"maxrss_kb":4000,"rchar":1099511627776,"wchar":65536,"read_bytes":4096,"write_bytes":0,"cpu_runtime_s":1.029999999,"nvcsw":5,"nivcsw":6,"created_by":4200,"kind":"vfork","clone_flags":["CLONE_VM","CLONE_VFORK"],"ancestry":[{"pid":4200,"comm":"bash"},{"pid":1,"comm":"swapper/0"}]}
 {"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":139,"exit_status":null,"signal":"SIGSEGV","core_dumped":true,"flags":["CORE","XSIG"],"btime":1795000999,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615,"created_by":null,"kind":null,"clone_flags":null,"ancestry":[]}
-{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":40,"exit_status":null,"signal":"SIG40","core_dumped":false,"flags":["CORE","XSIG"],"btime":1795000999,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615}
+{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":40,"exit_status":null,"signal":"SIGRTMIN+8","core_dumped":false,"flags":["CORE","XSIG"],"btime":1795000999,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":"SIGRTMIN+8","start_ns":2000000000000,"cgroup_id":18446744073709551615}
 {"event":"exit","pid":4242,"ppid":4200,"tid":null,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"elapsed_s":1.230000000,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12}
 {"event":"fork","time":1795000000.000000001,"parent_pid":4200,"parent_tid":4201,"child_pid":4242,"child_tid":4242,"clone_flags":["CLONE_VM","CLONE_VFORK"],"clone_flags_raw":16657,"exit_signal":"SIGCHLD","kind":"vfork","comm":"bash"}
 {"event":"fork","time":1795000000.000000001,"parent_pid":4242,"parent_tid":4243,"child_pid":4242,"child_tid":4242,"clone_flags":["CLONE_VM","CLONE_FS","CLONE_FILES","CLONE_SIGHAND","CLONE_THREAD","CLONE_SYSVSEM","CLONE_SETTLS","CLONE_PARENT_SETTID","CLONE_CHILD_CLEARTID"],"clone_flags_raw":4001536,"exit_signal":null,"kind":"thread","comm":"sh"}
-{"event":"fork","time":1795000000.000000001,"parent_pid":1,"parent_tid":2,"child_pid":99,"child_tid":99,"clone_flags":["CLONE_NEWTIME","CLONE_NEWNS","CLONE_NEWUTS","CLONE_NEWIPC","CLONE_NEWUSER","CLONE_NEWPID","CLONE_NEWNET","CLONE_CLEAR_SIGHAND","CLONE_INTO_CGROUP"],"clone_flags_raw":14965407872,"exit_signal":"SIG40","kind":"process","comm":"unshare"}
+{"event":"fork","time":1795000000.000000001,"parent_pid":1,"parent_tid":2,"child_pid":99,"child_tid":99,"clone_flags":["CLONE_NEWTIME","CLONE_NEWNS","CLONE_NEWUTS","CLONE_NEWIPC","CLONE_NEWUSER","CLONE_NEWPID","CLONE_NEWNET","CLONE_CLEAR_SIGHAND","CLONE_INTO_CGROUP"],"clone_flags_raw":14965407872,"exit_signal":"SIGRTMIN+8","kind":"process","comm":"unshare"}
 {"event":"exec","time":1794999999.999999999,"pid":4242,"tid":4244,"filename":"/usr/bin/l\"sé","argv":["ls","-l","","/tmp"],"argv_truncated":true,"comm":"ls"}
 {"event":"exec","time":1794999999.999999999,"pid":4242,"tid":4244,"filename":"/bin/echo","argv":["echo","hel"],"argv_truncated":true,"comm":"ls"}
 {"event":"exec","time":1794999999.999999999,"pid":4242,"tid":4244,"filename":"","argv":[],"argv_truncated":false,"comm":"ls"}

@@ -2,6 +2,7 @@
 //! `flush` is called after every drained batch and at stop.
 
 mod acct_file;
+pub mod file;
 mod json;
 mod table;
 mod text;
@@ -11,7 +12,7 @@ use std::{
     path::PathBuf,
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 pub use acct_file::AcctFile;
 pub use json::JsonLines;
@@ -43,6 +44,15 @@ pub trait Sink {
     fn flush(&mut self) -> io::Result<()>;
     /// Names the output in error messages.
     fn name(&self) -> String;
+    /// The end-of-session counts, for outputs that record them (JSON).
+    fn summary(&mut self, _summary: &Summary) -> io::Result<()> {
+        Ok(())
+    }
+    /// Lines or records this output could not write: the unwritten part of
+    /// the batch that failed, and everything offered after it.
+    fn lost(&self) -> u64 {
+        0
+    }
 }
 
 /// `-` is standard output.
@@ -64,15 +74,13 @@ impl std::str::FromStr for Target {
 }
 
 impl Target {
+    /// Opens for lines of text, with the rules of [`file`]: a file is
+    /// appended to (created 0600, never truncated, links refused).
     pub fn open(&self) -> Result<Box<dyn Write>> {
-        Ok(match self {
-            Self::Stdout => Box::new(io::BufWriter::with_capacity(1 << 16, io::stdout())),
-            Self::File(p) => Box::new(io::BufWriter::with_capacity(
-                1 << 16,
-                std::fs::File::create(p)
-                    .with_context(|| format!("cannot create {}", p.display()))?,
-            )),
-        })
+        Ok(Box::new(match self {
+            Self::Stdout => file::OutFile::stdout(file::Units::Lines)?,
+            Self::File(p) => file::OutFile::open(p, file::Units::Lines, false)?,
+        }))
     }
 
     pub fn describe(&self) -> String {
@@ -85,26 +93,38 @@ impl Target {
 
 /// An output's lines, appended straight into the batch that is written
 /// out once 64 KiB have gathered (or at `flush`): no copy and no system
-/// call per line.
+/// call per line. After a failed write the output is done: it reports the
+/// error once, then only counts the lines it could not write.
 pub(crate) struct Batched {
     out: Box<dyn Write>,
     buf: Vec<u8>,
+    /// Lines in `buf`.
+    lines: u64,
+    failed: bool,
+    lost: u64,
 }
 
 impl Batched {
     const SIZE: usize = 1 << 16;
 
-    /// `out` may be buffered too: a full batch goes past its buffer.
     pub fn new(out: Box<dyn Write>) -> Self {
         Self {
             out,
             buf: Vec::with_capacity(Self::SIZE + 4096),
+            lines: 0,
+            failed: false,
+            lost: 0,
         }
     }
 
     /// Appends one line with `f`; writes the batch out when it is full.
     pub fn line(&mut self, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        if self.failed {
+            self.lost += 1;
+            return Ok(());
+        }
         f(&mut self.buf);
+        self.lines += 1;
         if self.buf.len() >= Self::SIZE {
             self.write_out()?;
         }
@@ -112,36 +132,85 @@ impl Batched {
     }
 
     fn write_out(&mut self) -> io::Result<()> {
-        let res = self.out.write_all(&self.buf);
+        let mut done = 0;
+        let res = loop {
+            if done == self.buf.len() {
+                break self.out.flush();
+            }
+            match self.out.write(&self.buf[done..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if res.is_err() {
+            // The writer cut a line it left half written; count it too.
+            let whole = self.buf[..done].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.lost += self.lines - whole.min(self.lines);
+            self.failed = true;
+        }
         self.buf.clear();
+        self.lines = 0;
         res
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
-        self.write_out()?;
-        self.out.flush()
+        if self.failed {
+            return Ok(());
+        }
+        self.write_out()
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.lost
     }
 }
 
-/// All outputs of one session.
+/// All outputs of one session. An output that fails is not written to
+/// again (it counts what it could not write) and the others go on; the
+/// session reports each failure, by name, at its end.
 #[derive(Default)]
 pub struct Outputs {
-    sinks: Vec<Box<dyn Sink>>,
+    slots: Vec<Slot>,
+}
+
+struct Slot {
+    sink: Box<dyn Sink>,
+    failure: Option<anyhow::Error>,
+}
+
+/// An output that stopped taking records.
+pub struct Failure {
+    pub name: String,
+    /// The reader went away (a broken pipe, as with `| head`): not an error.
+    pub closed: bool,
+    pub error: String,
+    /// Lines or records it could not write.
+    pub lost: u64,
 }
 
 impl Outputs {
     pub fn push(&mut self, sink: Box<dyn Sink>) {
-        self.sinks.push(sink);
+        self.slots.push(Slot {
+            sink,
+            failure: None,
+        });
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sinks.is_empty()
+        self.slots.is_empty()
     }
 
-    /// Runs `f` on every output in turn; the first failure names its output.
+    /// Runs `f` on every output in turn; a failure is kept with its output
+    /// (the first one only) and does not stop the others.
     fn each(&mut self, mut f: impl FnMut(&mut dyn Sink) -> io::Result<()>) -> Result<()> {
-        for s in &mut self.sinks {
-            f(s.as_mut()).map_err(|e| output_error(e, s.as_ref()))?;
+        for slot in &mut self.slots {
+            if let Err(e) = f(slot.sink.as_mut()) {
+                if slot.failure.is_none() {
+                    slot.failure = Some(output_error(e, slot.sink.as_ref()));
+                }
+            }
         }
         Ok(())
     }
@@ -166,14 +235,67 @@ impl Outputs {
         self.each(|s| s.flush())
     }
 
-    /// The session is over: flush, then let outputs print their summaries.
-    pub fn finish(&mut self) -> Result<()> {
+    /// The session is over: the summary to the outputs that keep one, a
+    /// flush, then the outputs that print at the end (the tree).
+    pub fn finish(&mut self, summary: &Summary) -> Result<()> {
+        self.each(|s| s.summary(summary))?;
         self.flush()?;
         self.each(|s| s.finish())
     }
 
     pub fn wants_lineage(&self) -> bool {
-        self.sinks.iter().any(|s| s.wants_lineage())
+        self.slots.iter().any(|s| s.sink.wants_lineage())
+    }
+
+    /// Outputs still taking records.
+    pub fn live(&self) -> usize {
+        self.slots.iter().filter(|s| s.failure.is_none()).count()
+    }
+
+    /// The outputs that stopped, in the order they were given.
+    pub fn failures(&self) -> Vec<Failure> {
+        self.slots
+            .iter()
+            .filter_map(|s| {
+                let e = s.failure.as_ref()?;
+                Some(Failure {
+                    name: s.sink.name(),
+                    closed: is_broken_pipe(e),
+                    error: format!("{e:#}"),
+                    lost: s.sink.lost(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// What a session delivered and what it could not, by reason.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Exit records taken from the ring and handed to the outputs.
+    pub written: u64,
+    /// Exit records the programs could not put in the ring (it was full).
+    pub ring_full: u64,
+    /// Thread groups `tracer run` could not follow (the tracking map was
+    /// full): their exits are lost.
+    pub track_full: u64,
+    /// Fork, exec and thread exit events lost with the ring full.
+    pub events_lost: u64,
+    /// `exit_mmap` stamps lost with the ring full (their records went out
+    /// with the time from before `exit_mm()`).
+    pub stamps_lost: u64,
+    /// Records written with the time from before `exit_mm()`.
+    pub unstamped: u64,
+    /// Ring items this loader does not understand (a newer eBPF object).
+    pub unknown: u64,
+    /// Lines or records each failed output could not write, by its name.
+    pub output_lost: Vec<(String, u64)>,
+}
+
+impl Summary {
+    /// Exit records that reached no output at all or never left the kernel.
+    pub fn lost(&self) -> u64 {
+        self.ring_full + self.track_full
     }
 }
 
@@ -220,6 +342,20 @@ impl std::fmt::Display for Secs {
             format!("{}.{:0w$}", v / div, v % div, w = p)
         };
         f.pad_integral(true, "", &text)
+    }
+}
+
+/// A signal as JSON: its one name ([`crate::exit_status::signal_label`]) as
+/// a string, or `null` for a number no signal has.
+pub(crate) fn push_signal(w: &mut Vec<u8>, sig: u8) {
+    match crate::exit_status::signal_label(sig) {
+        Some(label) => {
+            w.push(b'"');
+            // Into a Vec: cannot fail.
+            let _ = write!(w, "{label}");
+            w.push(b'"');
+        }
+        None => w.extend_from_slice(b"null"),
     }
 }
 

@@ -113,6 +113,10 @@ impl Sink for Table {
         self.out.flush()
     }
 
+    fn lost(&self) -> u64 {
+        self.out.lost()
+    }
+
     fn name(&self) -> String {
         self.target.describe()
     }
