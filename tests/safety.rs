@@ -526,12 +526,14 @@ fn signals_to_run_reach_the_command() {
 }
 
 #[test]
-fn acct_version_is_checked_on_the_descriptor_written_to() {
-    const NAME: &str = "acct_version_is_checked_on_the_descriptor_written_to";
+fn a_foreign_acct_file_is_refused_untouched() {
+    const NAME: &str = "a_foreign_acct_file_is_refused_untouched";
     if !require_privileges(NAME, BPF_ONLY) {
         return;
     }
-    // A file that is not acct v3 is refused, and left as it was.
+    // A file that is not acct v3 is refused, and left as it was (that the
+    // check reads the descriptor written to, not the path again, is the
+    // unit test `checks_the_descriptor_not_the_path`).
     let dir = TempDir::new("version");
     let foreign = dir.join("foreign.acct");
     std::fs::write(&foreign, [2u8; 64]).unwrap();

@@ -17,6 +17,7 @@ pub mod dump;
 pub mod event;
 pub mod exit_status;
 pub mod lineage;
+pub mod modes;
 pub mod output;
 pub mod probes;
 pub mod session;

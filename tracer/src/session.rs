@@ -1,8 +1,10 @@
-//! The reading loop: ring buffer -> decode -> outputs, until told to stop.
+//! One tracing session, in the order it must happen: attach the programs,
+//! open the outputs, drain the ring into them until told to stop, drain
+//! what is left within the deadline, then count and report.
 
 use std::{future::Future, time::Duration};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::{ExitRecord, STAMP_TIMEOUT_NS};
@@ -10,7 +12,9 @@ use tracer_common::{ExitRecord, STAMP_TIMEOUT_NS};
 use crate::{
     event::{decode, Clock, ExitView, Record},
     lineage::ProcessTable,
-    output::Outputs,
+    output::{self, Outputs, Summary},
+    probes::{ProbeOptions, Probes},
+    shutdown,
     stamps::AwaitingStamps,
 };
 
@@ -18,6 +22,7 @@ use crate::{
 /// only when the ring is a quarter full, so this bounds the latency.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(200);
 
+/// What the loader itself counted while draining.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Totals {
     pub written: u64,
@@ -28,76 +33,172 @@ pub struct Totals {
     pub unstamped: u64,
 }
 
-/// Drains the ring into the outputs until `stop` resolves (or, with
-/// `until_outputs_gone`, until no output takes records any more), then
-/// drains what is left within the drain deadline.
-pub async fn pump(
-    ring: RingBuf<MapData>,
-    sink: &mut Sink<'_>,
-    stop: impl Future<Output = ()>,
-    until_outputs_gone: bool,
-) -> Result<Totals> {
-    // SAFETY: the ring owns its fd for as long as the AsyncFd owns the ring.
-    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
-    let mut totals = Totals::default();
-    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(stop);
-    loop {
-        if until_outputs_gone && sink.outputs.live() == 0 {
-            break;
-        }
-        tokio::select! {
-            biased;
-            () = &mut stop => break,
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                drain(guard.get_inner_mut(), sink, &mut totals)?;
-                guard.clear_ready();
-            }
-            _ = tick.tick() => {
-                drain(ring.get_mut(), sink, &mut totals)?;
-                sink.expire(STAMP_TIMEOUT_NS, &mut totals)?;
-            }
-        }
-    }
-    // Whatever ended the session, what is left must be written within the
-    // drain deadline; an output that blocks past it is given up.
-    crate::shutdown::deadline_in(crate::shutdown::DRAIN);
-    drain(ring.get_mut(), sink, &mut totals)?;
-    sink.expire(0, &mut totals)?;
-    Ok(totals)
-}
-
-/// Where decoded records go: the outputs, and the process table when an
-/// output wants lineage.
-pub struct Sink<'a> {
-    pub outputs: &'a mut Outputs,
-    pub table: Option<ProcessTable>,
+pub struct Session {
+    pub probes: Probes,
+    ring: Option<RingBuf<MapData>>,
+    outputs: Outputs,
+    /// The process table, when an output shows lineage.
+    table: Option<ProcessTable>,
     awaiting: AwaitingStamps,
+    totals: Totals,
 }
 
-impl<'a> Sink<'a> {
-    pub fn new(outputs: &'a mut Outputs, table: Option<ProcessTable>) -> Self {
-        Self {
-            outputs,
-            table,
-            awaiting: AwaitingStamps::default(),
+impl Session {
+    /// Attaches the programs the outputs need (fork and exec events only
+    /// when an output shows lineage), then opens the outputs: a session
+    /// that cannot start creates, truncates and writes nothing.
+    pub fn start(spec: &output::Spec, mut opts: ProbeOptions) -> Result<Self> {
+        spec.check()?;
+        opts.lineage = spec.wants_lineage();
+        opts.threads = spec.threads;
+        if opts.check_clone_args && !opts.lineage {
+            bail!("--check-clone-args compares fork events: give --json too");
         }
+        let mut probes = Probes::load(&opts)?;
+        for (mode, why) in &probes.fallbacks {
+            eprintln!("tracer: {mode} not available: {why}");
+        }
+        eprintln!("tracer: exit records from {}", probes.exit_hook);
+        let ring = probes.take_ring()?;
+        let outputs = spec.open()?;
+        Ok(Self {
+            probes,
+            ring: Some(ring),
+            outputs,
+            table: None,
+            awaiting: AwaitingStamps::default(),
+            totals: Totals::default(),
+        })
     }
 
-    fn record(&mut self, rec: &Record, clock: &Clock, totals: &mut Totals) -> Result<()> {
+    /// Seeds the process table from /proc when an output shows lineage,
+    /// after the programs are attached: a process created in between is in
+    /// both, which the table handles. `root` bounds every ancestry (the
+    /// command of `tracer run`).
+    pub fn seed_lineage(&mut self, root: Option<u32>) {
+        if !self.outputs.wants_lineage() {
+            return;
+        }
+        let mut table = ProcessTable::from_proc();
+        if let Some(root) = root {
+            table.set_root(root);
+        }
+        self.table = Some(table);
+    }
+
+    /// Drains the ring into the outputs until `stop` resolves (or, with
+    /// `until_outputs_gone`, until no output takes records any more), then
+    /// drains what is left within the drain deadline.
+    pub async fn pump(
+        &mut self,
+        stop: impl Future<Output = ()>,
+        until_outputs_gone: bool,
+    ) -> Result<()> {
+        let ring = self.ring.take().expect("a session is pumped once");
+        // SAFETY: the ring owns its fd for as long as the AsyncFd owns it.
+        let mut ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
+        let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            if until_outputs_gone && self.outputs.live() == 0 {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = &mut stop => break,
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    self.drain(guard.get_inner_mut())?;
+                    guard.clear_ready();
+                }
+                _ = tick.tick() => {
+                    self.drain(ring.get_mut())?;
+                    self.expire(STAMP_TIMEOUT_NS)?;
+                }
+            }
+        }
+        // Whatever ended the session, what is left must be written within
+        // the drain deadline; an output that blocks past it is given up.
+        shutdown::deadline_in(shutdown::DRAIN);
+        self.drain(ring.get_mut())?;
+        self.expire(0)
+    }
+
+    /// The counts of the whole session, the programs' and the loader's.
+    fn summary(&self) -> Result<Summary> {
+        let counters = self.probes.counters()?;
+        Ok(Summary {
+            written: self.totals.written,
+            ring_full: counters.ring_full,
+            track_full: counters.track_full,
+            events_lost: counters.events_lost,
+            stamps_lost: counters.stamps_lost,
+            unstamped: self.totals.unstamped,
+            unknown: self.totals.unknown,
+            output_lost: self
+                .outputs
+                .failures()
+                .into_iter()
+                .filter(|f| !f.closed)
+                .map(|f| (f.name, f.lost))
+                .collect(),
+        })
+    }
+
+    /// Ends the session: the summary to the outputs that keep one and to
+    /// standard error, a line for every output that failed. Returns whether
+    /// every output took everything it was given.
+    pub fn finish(&mut self) -> Result<bool> {
+        if let Some(t) = &self.table {
+            eprintln!(
+                "tracer: lineage table: {} processes at the end, {} at most",
+                t.len(),
+                t.peak()
+            );
+        }
+        let summary = self.summary()?;
+        self.outputs.finish(&summary)?;
+        // An output that failed while taking the summary counts it.
+        let summary = Summary {
+            output_lost: self.summary()?.output_lost,
+            ..summary
+        };
+        eprintln!("{}", summary_line(&summary));
+        let mut ok = true;
+        for f in self.outputs.failures() {
+            if f.closed {
+                continue;
+            }
+            ok = false;
+            eprintln!(
+                "tracer: output {} failed, {} lines or records not written: {}",
+                f.name, f.lost, f.error
+            );
+        }
+        if self.probes.check_clone_args {
+            let c = self.probes.counters()?;
+            eprintln!(
+                "tracer: clone args check: {} fork events agree with kernel_clone's arguments, \
+                 {} differ, {} had no kernel_clone call",
+                c.clone_agree, c.clone_differ, c.clone_unseen
+            );
+        }
+        Ok(ok)
+    }
+
+    fn record(&mut self, rec: &Record, clock: &Clock) -> Result<()> {
         match rec {
             Record::Exit(exit) if AwaitingStamps::awaits(exit) => {
                 if let Some(unstamped) = self.awaiting.hold(*exit) {
-                    totals.unstamped += 1;
-                    self.exit(&unstamped, clock, totals)?;
+                    self.totals.unstamped += 1;
+                    self.exit(&unstamped, clock)?;
                 }
             }
-            Record::Exit(exit) => self.exit(exit, clock, totals)?,
+            Record::Exit(exit) => self.exit(exit, clock)?,
             Record::MmapStamp(stamp) => {
                 if let Some(exit) = self.awaiting.stamp(stamp) {
-                    self.exit(&exit, clock, totals)?;
+                    self.exit(&exit, clock)?;
                 }
             }
             Record::Fork(fork) => {
@@ -117,52 +218,86 @@ impl<'a> Sink<'a> {
         Ok(())
     }
 
-    fn exit(&mut self, exit: &ExitRecord, clock: &Clock, totals: &mut Totals) -> Result<()> {
+    fn exit(&mut self, exit: &ExitRecord, clock: &Clock) -> Result<()> {
         let mut view = ExitView::from_record(exit, clock);
         view.lineage = self.table.as_ref();
         self.outputs.exit(&view)?;
         if let Some(t) = &mut self.table {
             t.exit(exit.pid);
         }
-        totals.written += 1;
+        self.totals.written += 1;
         Ok(())
     }
 
     /// Writes the records that awaited their stamp `timeout_ns` or more
     /// (all of them with 0, at the end).
-    fn expire(&mut self, timeout_ns: u64, totals: &mut Totals) -> Result<()> {
+    fn expire(&mut self, timeout_ns: u64) -> Result<()> {
         if self.awaiting.is_empty() {
             return Ok(());
         }
         let clock = Clock::now();
-        for exit in self
-            .awaiting
-            .expire(crate::shutdown::monotonic_ns(), timeout_ns)
-        {
-            totals.unstamped += 1;
-            self.exit(&exit, &clock, totals)?;
+        for exit in self.awaiting.expire(shutdown::monotonic_ns(), timeout_ns) {
+            self.totals.unstamped += 1;
+            self.exit(&exit, &clock)?;
         }
         self.outputs.flush()
     }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+        // One clock reading per batch: the realtime/monotonic offset only
+        // moves when the wall clock is stepped.
+        let clock = Clock::now();
+        let mut any = false;
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Some(rec) => {
+                    drop(item);
+                    self.record(&rec, &clock)?;
+                    any = true;
+                }
+                None => self.totals.unknown += 1,
+            }
+        }
+        if any {
+            self.outputs.flush()?;
+        }
+        Ok(())
+    }
 }
 
-pub fn drain(ring: &mut RingBuf<MapData>, sink: &mut Sink<'_>, totals: &mut Totals) -> Result<()> {
-    // One clock reading per batch: the realtime/monotonic offset only moves
-    // when the wall clock is stepped.
-    let clock = Clock::now();
-    let mut any = false;
-    while let Some(item) = ring.next() {
-        match decode(&item) {
-            Some(rec) => {
-                drop(item);
-                sink.record(&rec, &clock, totals)?;
-                any = true;
-            }
-            None => totals.unknown += 1,
+/// The one line on standard error that says what was written and what was
+/// lost, by reason.
+fn summary_line(s: &Summary) -> String {
+    let mut line = format!("tracer: {} records written, {} lost", s.written, s.lost());
+    if s.ring_full > 0 {
+        line += &format!(" ({} with the ring full: raise --ring-size)", s.ring_full);
+    }
+    if s.track_full > 0 {
+        line += &format!(
+            " ({} groups not followed: the tracking map was full)",
+            s.track_full
+        );
+    }
+    if s.events_lost > 0 {
+        line += &format!(
+            "; {} fork, exec or thread events lost with the ring full",
+            s.events_lost
+        );
+    }
+    if s.unstamped > 0 {
+        line += &format!(
+            "; {} timed before their address space was freed",
+            s.unstamped
+        );
+        if s.stamps_lost > 0 {
+            line += &format!(
+                " ({} of their stamps lost with the ring full)",
+                s.stamps_lost
+            );
         }
     }
-    if any {
-        sink.outputs.flush()?;
+    if s.unknown > 0 {
+        line += &format!(", {} unknown ring items skipped", s.unknown);
     }
-    Ok(())
+    line
 }

@@ -33,31 +33,7 @@ impl AcctFile {
     /// descriptor the records are appended to.
     pub fn open(path: &Path) -> Result<Self> {
         let file = OutFile::open(path, Units::Records(RECORD_SIZE as u64), true)?;
-        let meta = file.file().metadata()?;
-        if !meta.is_file() {
-            bail!("{}: not a regular file", path.display());
-        }
-        if !meta.len().is_multiple_of(RECORD_SIZE as u64) {
-            bail!(
-                "{}: its size ({} bytes) is not a whole number of 64-byte acct records; \
-                 refusing to append to what is not an acct v3 file",
-                path.display(),
-                meta.len()
-            );
-        }
-        if meta.len() > 0 {
-            let mut first = [0u8; 2];
-            file.file()
-                .read_exact_at(&mut first, 0)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            if first[1] & 0x7f != ACCT_VERSION {
-                bail!(
-                    "{}: not an acct v3 file (version byte {}); refusing to append",
-                    path.display(),
-                    first[1]
-                );
-            }
-        }
+        check_acct_v3(&file, path)?;
         Ok(Self {
             path: path.to_owned(),
             file,
@@ -66,6 +42,38 @@ impl AcctFile {
             lost: 0,
         })
     }
+}
+
+/// Refuses what is not empty or whole acct v3 records, reading the open
+/// descriptor itself: a path checked apart from the descriptor written to
+/// could be swapped in between.
+fn check_acct_v3(file: &OutFile, path: &Path) -> Result<()> {
+    let meta = file.file().metadata()?;
+    if !meta.is_file() {
+        bail!("{}: not a regular file", path.display());
+    }
+    if !meta.len().is_multiple_of(RECORD_SIZE as u64) {
+        bail!(
+            "{}: its size ({} bytes) is not a whole number of 64-byte acct records; \
+             refusing to append to what is not an acct v3 file",
+            path.display(),
+            meta.len()
+        );
+    }
+    if meta.len() > 0 {
+        let mut first = [0u8; 2];
+        file.file()
+            .read_exact_at(&mut first, 0)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if first[1] & 0x7f != ACCT_VERSION {
+            bail!(
+                "{}: not an acct v3 file (version byte {}); refusing to append",
+                path.display(),
+                first[1]
+            );
+        }
+    }
+    Ok(())
 }
 
 impl Sink for AcctFile {
@@ -172,6 +180,22 @@ mod tests {
             0o600
         );
         assert_eq!(read_records(&path).unwrap(), written);
+    }
+
+    /// The version is read from the descriptor the records go to: a path
+    /// swapped after the open (here, a valid file renamed over it) cannot
+    /// make a foreign file pass.
+    #[test]
+    fn checks_the_descriptor_not_the_path() {
+        let dir = scratch("swap");
+        let path = dir.join("rec.acct");
+        std::fs::write(&path, [2u8; 64]).unwrap();
+        let file = OutFile::open(&path, Units::Records(64), true).unwrap();
+        let valid = dir.join("valid.acct");
+        std::fs::write(&valid, record(1, b"x").to_bytes()).unwrap();
+        std::fs::rename(&valid, &path).unwrap();
+        let err = check_acct_v3(&file, &path).unwrap_err().to_string();
+        assert!(err.contains("not an acct v3 file"), "{err}");
     }
 
     #[test]

@@ -55,6 +55,56 @@ pub trait Sink {
     }
 }
 
+/// The outputs a session was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    pub json: Option<Target>,
+    pub acct_file: Option<PathBuf>,
+    pub table: bool,
+    pub tree: bool,
+    /// JSON lines also get a `thread_exit` event for every thread.
+    pub threads: bool,
+}
+
+impl Spec {
+    /// Checks what can be checked without touching a file.
+    pub fn check(&self) -> Result<()> {
+        if self.threads && self.json.is_none() {
+            anyhow::bail!("--threads adds events to the JSON lines: give --json too");
+        }
+        if self.table && self.json == Some(Target::Stdout) {
+            anyhow::bail!("--table and --json - would both write to standard output; pick one");
+        }
+        Ok(())
+    }
+
+    /// Whether an output shows lineage (needs fork and exec events): known
+    /// before any output is opened, so the programs attach first.
+    pub fn wants_lineage(&self) -> bool {
+        self.json.is_some() || self.tree
+    }
+
+    /// Opens the outputs (the table when no other is given).
+    pub fn open(&self) -> Result<Outputs> {
+        let mut outputs = Outputs::default();
+        if let Some(path) = &self.acct_file {
+            outputs.push(Box::new(AcctFile::open(path)?));
+        }
+        if let Some(target) = &self.json {
+            outputs.push(Box::new(JsonLines::new(target.clone(), target.open()?)));
+        }
+        if self.tree {
+            let color = io::IsTerminal::is_terminal(&io::stdout());
+            let out = io::BufWriter::new(Target::Stdout.open()?);
+            outputs.push(Box::new(crate::tree::TreeOutput::new(Box::new(out), color)));
+        }
+        if self.table || outputs.is_empty() {
+            outputs.push(Box::new(Table::new(Target::Stdout, Target::Stdout.open()?)));
+        }
+        Ok(outputs)
+    }
+}
+
 /// `-` is standard output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {

@@ -1,0 +1,105 @@
+//! `tracer run -- CMD`: start CMD and record it and every thread group
+//! descended from it; exit with CMD's status.
+
+use std::ffi::OsString;
+
+use anyhow::{bail, Result};
+
+use super::{child_pid_namespace, runtime, EXIT_RUN_FAILED};
+use crate::{output, probes::ProbeOptions, session::Session, shutdown};
+
+/// A failure of the tracer's own is reported as 125, as timeout(1), env(1)
+/// and docker run do, so that it cannot be taken for the command's status.
+pub fn run(command: &[OsString], spec: &output::Spec, opts: ProbeOptions) -> Result<i32> {
+    shutdown::block_signals(true)?;
+    match runtime()?.block_on(session(command, spec, opts)) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("tracer: {e:#}");
+            Ok(EXIT_RUN_FAILED)
+        }
+    }
+}
+
+async fn session(command: &[OsString], spec: &output::Spec, mut opts: ProbeOptions) -> Result<i32> {
+    if let Some(ns) = child_pid_namespace() {
+        bail!(
+            "tracer run is inside a pid namespace of its own (pid namespace {ns}): the programs \
+             see the host's pids and cannot follow the command from here, so nothing would be \
+             recorded. Run it in the host's pid namespace (docker run --pid=host, or outside \
+             unshare --pid)"
+        );
+    }
+    opts.follow_tracked = true;
+    let mut session = Session::start(spec, opts)?;
+
+    // Track ourselves while we create the command: the fork tracker then
+    // marks it tracked before it first runs, so none of its own children
+    // can slip by. Then stop tracking ourselves.
+    let me = std::process::id();
+    session.probes.track(me)?;
+    let spawned = spawn(command);
+    session.probes.untrack(me)?;
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("tracer: cannot start {}: {e}", command[0].to_string_lossy());
+            // As env(1) and timeout(1): 127 not found, 126 not runnable.
+            return Ok(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
+        }
+    };
+    let pid = child.id() as i32;
+
+    // Signals sent to us are passed on to the command; we keep reading
+    // until it has exited (the signal thread reaps it), then drain.
+    let mut events = shutdown::watch_run(pid);
+    let mut wait_status = None;
+    let stop = async {
+        while let Some(ev) = events.recv().await {
+            if let shutdown::Event::CommandExited(status) = ev {
+                wait_status = Some(status);
+                break;
+            }
+        }
+    };
+    session.seed_lineage(Some(pid as u32));
+    session.pump(stop, false).await?;
+    let code = wait_status.map_or(EXIT_RUN_FAILED, shell_status);
+    let ok = session.finish()?;
+    let alive = session.probes.tracked_alive().unwrap_or(0);
+    if alive > 0 {
+        eprintln!(
+            "tracer: {alive} descendant processes still running; their exits are not recorded"
+        );
+    }
+    Ok(if ok { code } else { EXIT_RUN_FAILED })
+}
+
+fn spawn(command: &[OsString]) -> std::io::Result<std::process::Child> {
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    // SAFETY: the closure only calls sigprocmask, which is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            shutdown::unblock_signals_in_child();
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// A wait status as a shell reports it: the exit status, or 128+N when
+/// killed by signal N.
+fn shell_status(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        EXIT_RUN_FAILED
+    }
+}
