@@ -405,12 +405,14 @@ fn dump_files(files: &[PathBuf], json: bool) -> Result<i32> {
 }
 
 fn tree_file(file: Option<&std::path::Path>) -> Result<i32> {
+    use crate::output::text::escaped;
     use std::io::{BufReader, IsTerminal as _, Write as _};
+    use std::os::unix::ffi::OsStrExt as _;
     let tree = match file.filter(|f| *f != std::path::Path::new("-")) {
         Some(path) => {
-            let f = std::fs::File::open(path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            Tree::from_json(BufReader::new(f), &path.display().to_string())?
+            let shown = escaped(path.as_os_str().as_bytes());
+            let f = std::fs::File::open(path).with_context(|| format!("cannot open {shown}"))?;
+            Tree::from_json(BufReader::new(f), &shown)?
         }
         None => Tree::from_json(std::io::stdin().lock(), "standard input")?,
     };

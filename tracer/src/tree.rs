@@ -13,15 +13,18 @@ use anyhow::{Context as _, Result};
 use tracer_common::{ExecRecord, ForkRecord};
 
 use crate::{
-    acct::comm_str,
     event::{Clock, ExitView},
     lineage::{clone_flag_names, Kind, CLONE_NEW_ANY},
-    output::{Secs, Sink},
+    output::{
+        text::{escaped, until_nul},
+        Secs, Sink,
+    },
 };
 
 #[derive(Clone, Debug, Default)]
 struct Node {
-    comm: String,
+    /// As recorded: not necessarily UTF-8, nor free of control characters.
+    comm: Vec<u8>,
     creator: Option<u32>,
     kind: Option<Kind>,
     flags: u64,
@@ -37,7 +40,7 @@ pub struct Tree {
 }
 
 impl Tree {
-    pub fn fork(&mut self, parent: u32, child: u32, flags: u64, comm: &str) {
+    pub fn fork(&mut self, parent: u32, child: u32, flags: u64, comm: &[u8]) {
         let kind = Kind::of(flags);
         if kind == Kind::Thread {
             self.nodes.entry(child).or_default().threads += 1;
@@ -52,14 +55,14 @@ impl Tree {
         }
     }
 
-    pub fn exec(&mut self, pid: u32, comm: &str) {
+    pub fn exec(&mut self, pid: u32, comm: &[u8]) {
         self.nodes.entry(pid).or_default().comm = comm.to_owned();
     }
 
     pub fn exit(
         &mut self,
         pid: u32,
-        comm: &str,
+        comm: &[u8],
         status: String,
         failed: bool,
         elapsed_ns: u64,
@@ -71,8 +74,9 @@ impl Tree {
     }
 
     /// Reads a JSON-lines recording (`--json`); other lines are errors that
-    /// name the line.
+    /// name the line. `name` names the input in them (escaped here).
     pub fn from_json(input: impl BufRead, name: &str) -> Result<Self> {
+        let name = escaped(name.as_bytes());
         let mut tree = Self::default();
         for (i, line) in input.lines().enumerate() {
             let line = line.with_context(|| format!("{name}: cannot read line {}", i + 1))?;
@@ -89,12 +93,12 @@ impl Tree {
                     if let (Some(p), Some(c), Some(f)) =
                         (pid("parent_pid"), pid("child_pid"), num("clone_flags_raw"))
                     {
-                        tree.fork(p, c, f, text("comm"));
+                        tree.fork(p, c, f, text("comm").as_bytes());
                     }
                 }
                 "exec" => {
                     if let Some(p) = pid("pid") {
-                        tree.exec(p, text("comm"));
+                        tree.exec(p, text("comm").as_bytes());
                     }
                 }
                 "exit" => {
@@ -119,9 +123,14 @@ impl Tree {
                             (None, Some(code)) => (format!("exit {code}"), code != 0),
                             (None, None) => ("?".to_owned(), false),
                         };
-                    tree.exit(p, text("comm"), status, failed, secs("elapsed_s"), cpu);
+                    let comm = text("comm").as_bytes();
+                    tree.exit(p, comm, status, failed, secs("elapsed_s"), cpu);
                 }
-                other => anyhow::bail!("{name}:{}: unknown event {other:?}", i + 1),
+                other => anyhow::bail!(
+                    "{name}:{}: unknown event \"{}\"",
+                    i + 1,
+                    escaped(other.as_bytes())
+                ),
             }
         }
         Ok(tree)
@@ -158,7 +167,12 @@ impl Tree {
             Some(true) => "└─ ",
             Some(false) => "├─ ",
         };
-        write!(w, "{prefix}{branch}{} {}", pid, paint.bold(&node.comm))?;
+        write!(
+            w,
+            "{prefix}{branch}{} {}",
+            pid,
+            paint.bold(&escaped(&node.comm))
+        )?;
         if let Some(kind) = node.kind {
             write!(w, " [{}", kind.name())?;
             let ns: Vec<_> = clone_flag_names(node.flags & CLONE_NEW_ANY)
@@ -171,10 +185,12 @@ impl Tree {
         }
         match &node.exit {
             Some((status, elapsed, cpu, failed)) => {
+                // From a recording, the status is the line's text too.
+                let status = escaped(status.as_bytes());
                 let status = if *failed {
-                    paint.red(status)
+                    paint.red(&status)
                 } else {
-                    paint.green(status)
+                    paint.green(&status)
                 };
                 write!(
                     w,
@@ -257,7 +273,7 @@ impl Sink for TreeOutput {
         let failed = !matches!(status, crate::exit_status::ExitStatus::Exited(0));
         self.tree.exit(
             ev.acct.ac_pid,
-            &ev.acct.comm(),
+            until_nul(&ev.acct.ac_comm),
             status.to_string(),
             failed,
             ev.elapsed_ns(),
@@ -271,13 +287,13 @@ impl Sink for TreeOutput {
             rec.parent_pid,
             rec.child_pid,
             rec.clone_flags,
-            &comm_str(&rec.comm),
+            until_nul(&rec.comm),
         );
         Ok(())
     }
 
     fn exec(&mut self, rec: &ExecRecord, _clock: &Clock) -> io::Result<()> {
-        self.tree.exec(rec.pid, &comm_str(&rec.comm));
+        self.tree.exec(rec.pid, until_nul(&rec.comm));
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 mod acct_file;
 mod json;
 mod table;
-mod text;
+pub(crate) mod text;
 
 use std::{
     io::{self, Write},

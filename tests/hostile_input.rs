@@ -1,0 +1,214 @@
+//! Input that someone else wrote: acct files and JSON recordings crafted to
+//! rewrite the operator's terminal, to overflow the stack, to hide
+//! processes or to exhaust memory. None of these needs root, and none
+//! skips.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+use common::TempDir;
+
+fn tracer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tracer"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {}\n--- stdout (first 4 KiB)\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(4096)]),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// One little-endian `struct acct_v3` record, laid out by hand here (not
+/// with the tool's own encoder).
+fn acct_record(pid: u32, ppid: u32, comm: &[u8]) -> [u8; 64] {
+    let mut b = [0u8; 64];
+    b[1] = 3; // ac_version
+    b[4..8].copy_from_slice(&(2u32 << 8).to_le_bytes()); // exit 2
+    b[16..20].copy_from_slice(&pid.to_le_bytes());
+    b[20..24].copy_from_slice(&ppid.to_le_bytes());
+    b[24..28].copy_from_slice(&1_795_000_000u32.to_le_bytes()); // btime
+    b[28..32].copy_from_slice(&100.0f32.to_bits().to_le_bytes()); // etime
+    let n = comm.len().min(15);
+    b[48..48 + n].copy_from_slice(&comm[..n]);
+    b
+}
+
+/// Terminal-safe text: no control byte but the line ends, no DEL, no C1
+/// control (U+0080..U+009F, which some terminals obey), valid UTF-8.
+fn assert_terminal_safe(what: &str, bytes: &[u8]) {
+    for (i, &b) in bytes.iter().enumerate() {
+        assert!(
+            b == b'\n' || (b >= 0x20 && b != 0x7f),
+            "{what}: control byte {b:#04x} at {i}:\n{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    let text = std::str::from_utf8(bytes)
+        .unwrap_or_else(|e| panic!("{what}: not UTF-8 ({e}):\n{bytes:?}"));
+    if let Some(c) = text.chars().find(|c| ('\u{80}'..='\u{9f}').contains(c)) {
+        panic!("{what}: C1 control {c:?} in:\n{text}");
+    }
+}
+
+const HOSTILE: &[u8] = b"a\x1b]0;pwn\x07\nb\xff";
+const HOSTILE_ESCAPED: &str = r"a\x1b]0;pwn\x07\nb\xff";
+
+#[test]
+fn dump_escapes_control_characters_and_invalid_utf8() {
+    let dir = TempDir::new("hostile-dump");
+    let file = dir.join("hostile.acct");
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&acct_record(101, 1, HOSTILE));
+    bytes.extend_from_slice(&acct_record(102, 1, b"ok"));
+    bytes.extend_from_slice(&acct_record(103, 1, b"\r\x7f\xc2\x9b2J\t\x1b[1A"));
+    std::fs::write(&file, &bytes).unwrap();
+
+    let out = run(tracer().arg("dump").arg(&file));
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_terminal_safe("tracer dump", &out.stdout);
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1 + 3,
+        "a header and one line per record:\n{text}"
+    );
+    assert!(lines[1].contains(HOSTILE_ESCAPED), "{text}");
+    assert!(lines[2].contains(" ok "), "{text}");
+    assert!(lines[3].contains(r"\r\x7f\xc2\x9b2J\t\x1b[1A"), "{text}");
+
+    // JSON stays JSON: one valid line per record, the comm as the kernel
+    // had it (invalid UTF-8 replaced, controls escaped by JSON itself).
+    let out = run(tracer().arg("dump").arg("--json").arg(&file));
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let comms: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            v["comm"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        comms,
+        [
+            "a\u{1b}]0;pwn\u{7}\nb\u{fffd}",
+            "ok",
+            "\r\u{7f}\u{9b}2J\t\u{1b}[1A"
+        ]
+    );
+}
+
+#[test]
+fn errors_escape_the_file_name() {
+    let dir = TempDir::new("hostile-name");
+    let file = dir.join("bad\x1b]0;pwn\x07\nname");
+    std::fs::write(&file, [0u8; 10]).unwrap();
+    let out = run(tracer().arg("dump").arg(&file));
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_terminal_safe("tracer dump's error", &out.stderr);
+    let err = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(r"bad\x1b]0;pwn\x07\nname"), "{err}");
+
+    let out = run(tracer().arg("tree").arg(dir.join("missing\x1b[2J")));
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert_terminal_safe("tracer tree's error", &out.stderr);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(r"missing\x1b[2J"),
+        "{}",
+        describe(&out)
+    );
+}
+
+fn fork_line(parent: u32, child: u32, comm: &str) -> String {
+    serde_json::json!({
+        "event": "fork", "time": 1.5, "parent_pid": parent, "parent_tid": parent,
+        "child_pid": child, "child_tid": child, "clone_flags": [], "clone_flags_raw": 0,
+        "exit_signal": "SIGCHLD", "kind": "process", "comm": comm,
+    })
+    .to_string()
+}
+
+fn exit_line(pid: u32, comm: &str, signal: Option<&str>) -> String {
+    serde_json::json!({
+        "event": "exit", "pid": pid, "ppid": 1, "tid": pid, "comm": comm,
+        "exit_code": 0, "exit_status": if signal.is_some() { None } else { Some(0) },
+        "signal": signal, "core_dumped": false, "elapsed_s": 0.5,
+        "utime_s": 0.1, "stime_s": 0.1,
+    })
+    .to_string()
+}
+
+/// Runs `tracer tree` on a recording written into `dir`.
+fn tree_of(dir: &TempDir, lines: &[String]) -> Output {
+    let file = dir.join("recording.ndjson");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+    f.flush().unwrap();
+    drop(f);
+    run(tracer().arg("tree").arg(&file))
+}
+
+/// The pid each line of a rendered tree is about, after the branches
+/// (and the marker of levels too deep to indent).
+fn line_pid(line: &str) -> u32 {
+    let mut rest = line.trim_start_matches(['│', '├', '└', '─', ' ']);
+    if let Some(r) = rest.strip_prefix("(+") {
+        rest = r.split_once(") ").map_or(r, |p| p.1);
+        rest = rest.trim_start_matches(['│', '├', '└', '─', ' ']);
+    }
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid at the start of {line:?}"))
+}
+
+/// Every line's pid, with how many times it appears.
+fn pid_counts(text: &str) -> BTreeMap<u32, usize> {
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        *counts.entry(line_pid(line)).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn tree_escapes_control_characters() {
+    let dir = TempDir::new("hostile-tree");
+    let evil = "a\u{1b}]0;pwn\u{7}\nb\u{9b}c";
+    let lines = [
+        fork_line(10, 11, evil),
+        serde_json::json!({"event": "exec", "pid": 11, "tid": 11, "filename": evil,
+            "argv": [evil], "comm": evil})
+        .to_string(),
+        exit_line(11, evil, Some("SIG\u{1b}[2J\nKILL")),
+        exit_line(10, "sh", None),
+    ];
+    let out = tree_of(&dir, &lines);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_terminal_safe("tracer tree", &out.stdout);
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_eq!(
+        pid_counts(&text),
+        BTreeMap::from([(10, 1), (11, 1)]),
+        "{text}"
+    );
+    assert!(text.contains(r"a\x1b]0;pwn\x07\nb\xc2\x9bc"), "{text}");
+    assert!(text.contains(r"SIG\x1b[2J\nKILL"), "{text}");
+}
