@@ -212,3 +212,75 @@ fn tree_escapes_control_characters() {
     assert!(text.contains(r"a\x1b]0;pwn\x07\nb\xc2\x9bc"), "{text}");
     assert!(text.contains(r"SIG\x1b[2J\nKILL"), "{text}");
 }
+
+#[test]
+fn tree_renders_a_20000_deep_chain() {
+    const DEPTH: u32 = 20_000;
+    let dir = TempDir::new("deep-tree");
+    let mut lines = Vec::new();
+    for pid in 2..=DEPTH {
+        lines.push(fork_line(pid - 1, pid, "chain"));
+    }
+    for pid in (1..=DEPTH).rev() {
+        lines.push(exit_line(pid, "chain", None));
+    }
+    let out = tree_of(&dir, &lines);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let counts = pid_counts(&text);
+    assert_eq!(counts.len(), DEPTH as usize, "every pid of the chain");
+    assert!(counts.values().all(|&n| n == 1), "each exactly once");
+    // In creation order, one under the other.
+    let order: Vec<u32> = text.lines().map(line_pid).collect();
+    assert_eq!(order, (1..=DEPTH).collect::<Vec<_>>());
+    // Deep levels are not indented without bound (the output would grow
+    // with the square of the depth).
+    let widest = text.lines().map(|l| l.chars().count()).max().unwrap();
+    assert!(widest < 1000, "a line of {widest} characters");
+}
+
+#[test]
+fn tree_shows_cycles_and_orphans() {
+    let dir = TempDir::new("cycle-tree");
+    let mut lines = vec![
+        // An ordinary tree: 1 created 2, which created 3.
+        fork_line(1, 2, "ok"),
+        fork_line(2, 3, "ok"),
+        // 100 and 101 created each other.
+        fork_line(101, 100, "two"),
+        fork_line(100, 101, "two"),
+        // 200 created itself.
+        fork_line(200, 200, "self"),
+        // 300 -> 301 -> 302 -> 300, and 301 also created 303, which created 304.
+        fork_line(302, 300, "three"),
+        fork_line(300, 301, "three"),
+        fork_line(301, 302, "three"),
+        fork_line(301, 303, "below"),
+        fork_line(303, 304, "below"),
+        // 400's creator is not in the recording.
+        fork_line(999, 400, "orphan"),
+    ];
+    let pids = [1, 2, 3, 100, 101, 200, 300, 301, 302, 303, 304, 400];
+    for pid in pids {
+        lines.push(exit_line(pid, "x", None));
+    }
+    let out = tree_of(&dir, &lines);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_eq!(
+        pid_counts(&text),
+        pids.iter().map(|&p| (p, 1)).collect::<BTreeMap<_, _>>(),
+        "every pid exactly once:\n{text}"
+    );
+    // Each cycle is marked on one line, the one it is entered at.
+    let marked: Vec<u32> = text
+        .lines()
+        .filter(|l| l.contains("creation cycle"))
+        .map(line_pid)
+        .collect();
+    assert_eq!(marked, [100, 200, 300], "{text}");
+    // What hangs under a cycle hangs under it in the output too.
+    let order: Vec<u32> = text.lines().map(line_pid).collect();
+    let at = |p| order.iter().position(|&x| x == p).unwrap();
+    assert!(at(300) < at(301) && at(301) < at(302) && at(301) < at(303) && at(303) < at(304));
+}
