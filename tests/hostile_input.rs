@@ -7,6 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use common::TempDir;
@@ -283,4 +284,109 @@ fn tree_shows_cycles_and_orphans() {
     let order: Vec<u32> = text.lines().map(line_pid).collect();
     let at = |p| order.iter().position(|&x| x == p).unwrap();
     assert!(at(300) < at(301) && at(301) < at(302) && at(301) < at(303) && at(303) < at(304));
+}
+
+/// Peak resident memory of a child, in KiB, from wait4(2): this child's
+/// own, not the largest of every child the test process ever had.
+// wait4 reaps the child: std's wait would find it gone.
+#[allow(clippy::zombie_processes)]
+fn peak_rss_kib(cmd: &mut Command) -> (std::process::ExitStatus, u64) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain system call on our own child; both out-pointers are to
+    // locals that outlive it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(got, pid, "wait4: {}", std::io::Error::last_os_error());
+    (
+        std::process::ExitStatus::from_raw(status),
+        usage.ru_maxrss as u64,
+    )
+}
+
+fn write_valid_acct(path: &Path, bytes: u64) {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    for i in 0..bytes / 64 {
+        let comm = format!("p{}", i % 1000);
+        f.write_all(&acct_record(i as u32 + 1, 1, comm.as_bytes()))
+            .unwrap();
+    }
+    f.flush().unwrap();
+}
+
+#[test]
+fn dump_streams_a_256_mib_file_in_bounded_memory() {
+    const LIMIT_KIB: u64 = 64 * 1024;
+    let dir = TempDir::new("big-dump");
+    let file = dir.join("big.acct");
+    write_valid_acct(&file, 256 << 20);
+    for json in [false, true] {
+        let mut cmd = tracer();
+        cmd.arg("dump");
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.arg(&file);
+        let (status, kib) = peak_rss_kib(&mut cmd);
+        eprintln!("tracer dump (json: {json}) of 256 MiB: peak RSS {kib} KiB");
+        assert!(status.success(), "tracer dump failed: {status}");
+        assert!(
+            kib < LIMIT_KIB,
+            "tracer dump (json: {json}) of 256 MiB peaked at {kib} KiB"
+        );
+    }
+}
+
+#[test]
+fn dump_reports_bad_records_clearly() {
+    let dir = TempDir::new("bad-records");
+    let ok = [acct_record(1, 0, b"one"), acct_record(2, 0, b"two")].concat();
+
+    // A truncated last record: refused before anything is printed.
+    let cut = dir.join("cut.acct");
+    std::fs::write(&cut, &ok[..ok.len() - 1]).unwrap();
+    let out = run(tracer().arg("dump").arg(&cut));
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: truncated record at offset 64 (63 of 64",
+            cut.display()
+        )),
+        "{err}"
+    );
+
+    // A wrong version byte further on: the records before it, then the
+    // error naming the record, for the table and for JSON.
+    for (version, what) in [(2u8, "has version 2, not 3"), (0x83, "big-endian")] {
+        let mut bad = acct_record(3, 0, b"three");
+        bad[1] = version;
+        let file = dir.join("version.acct");
+        std::fs::write(&file, [&ok[..], &bad, &ok[..64]].concat()).unwrap();
+        for json in [false, true] {
+            let mut cmd = tracer();
+            cmd.arg("dump");
+            if json {
+                cmd.arg("--json");
+            }
+            let out = run(cmd.arg(&file));
+            assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("record at offset 128") && err.contains(what),
+                "{err}"
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let records = stdout.lines().count() - usize::from(!json);
+            assert_eq!(records, 2, "the two records before it:\n{stdout}");
+        }
+    }
 }

@@ -379,7 +379,7 @@ fn shell_status(status: std::process::ExitStatus) -> i32 {
 }
 
 fn dump_files(files: &[PathBuf], json: bool) -> Result<i32> {
-    let loaded = dump::load(files)?;
+    let files = dump::open(files)?;
     let mut outputs = Outputs::default();
     if json {
         outputs.push(Box::new(JsonLines::new(
@@ -389,14 +389,9 @@ fn dump_files(files: &[PathBuf], json: bool) -> Result<i32> {
     } else {
         outputs.push(Box::new(Table::new(Target::Stdout, Target::Stdout.open()?)));
     }
-    let result = (|| -> Result<()> {
-        for (_, records) in &loaded {
-            for rec in records {
-                outputs.exit(&ExitView::from_acct(*rec))?;
-            }
-        }
-        outputs.flush()
-    })();
+    // Streamed: what was read before a bad record is printed, then the error.
+    let result = files.each(|rec| outputs.exit(&ExitView::from_acct(rec)));
+    let result = result.and(outputs.flush());
     match result {
         Err(e) if crate::output::is_broken_pipe(&e) => Ok(0),
         Err(e) => Err(e),
