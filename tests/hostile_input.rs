@@ -390,3 +390,313 @@ fn dump_reports_bad_records_clearly() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Property tests: the two readers against arbitrary and mutated input. A few
+// hundred cases each, a few seconds in all, so `cargo test` (and CI) runs
+// them every time; a failure prints the smallest input that shows it.
+// ---------------------------------------------------------------------------
+
+mod properties {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+    use std::io;
+    use std::path::Path;
+    use std::rc::Rc;
+
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+    use tracer::acct::RecordReader;
+    use tracer::event::ExitView;
+    use tracer::output::{JsonLines, Sink as _, Table, Target};
+    use tracer::tree::Tree;
+
+    use super::{assert_terminal_safe, line_pid};
+
+    /// A writer the test keeps a handle on.
+    #[derive(Clone, Default)]
+    struct Shared(Rc<RefCell<Vec<u8>>>);
+
+    impl io::Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 300,
+            // A failure is printed, shrunk; nothing is written to the tree.
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Records of random bytes, most with the version byte of v3, and
+    /// perhaps a partial record at the end.
+    fn acct_file() -> impl Strategy<Value = (Vec<Vec<u8>>, Vec<u8>)> {
+        let record = (
+            prop::collection::vec(any::<u8>(), 64),
+            prop::bool::weighted(0.9),
+        )
+            .prop_map(|(mut r, v3)| {
+                if v3 {
+                    r[1] = 3;
+                }
+                r
+            });
+        let tail = prop_oneof![
+            3 => Just(Vec::new()),
+            1 => prop::collection::vec(any::<u8>(), 1..64),
+        ];
+        (prop::collection::vec(record, 0..24), tail)
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Decoding never panics; it yields exactly the leading v3 records,
+        /// then one error at the first bad one (or at a partial tail); and
+        /// the table and JSON of what it yields never panic, the table
+        /// stays terminal-safe and one line per record, the JSON valid.
+        #[test]
+        fn acct_reader_never_panics((records, tail) in acct_file()) {
+            let bytes: Vec<u8> = records.iter().flatten().chain(&tail).copied().collect();
+            let good = records.iter().take_while(|r| r[1] == 3).count();
+            let bad_at = (good < records.len() || !tail.is_empty()).then_some(good * 64);
+
+            let mut read = Vec::new();
+            let mut error = None;
+            for item in RecordReader::new(&bytes[..], Path::new("fuzz")) {
+                match item {
+                    Ok(rec) => read.push(rec),
+                    Err(e) => {
+                        prop_assert!(error.is_none(), "nothing after an error");
+                        error = Some(e);
+                    }
+                }
+            }
+            prop_assert_eq!(read.len(), good);
+            prop_assert_eq!(error.as_ref().and_then(|e| e.offset()), bad_at.map(|o| o as u64));
+            if let Some(e) = &error {
+                prop_assert!(e.to_string().starts_with("fuzz: "), "{}", e);
+            }
+
+            let table_out = Shared::default();
+            let json_out = Shared::default();
+            let mut table = Table::new(Target::Stdout, Box::new(table_out.clone()));
+            let mut json = JsonLines::new(Target::Stdout, Box::new(json_out.clone()));
+            for rec in &read {
+                table.exit(&ExitView::from_acct(*rec)).unwrap();
+                json.exit(&ExitView::from_acct(*rec)).unwrap();
+            }
+            table.flush().unwrap();
+            json.flush().unwrap();
+            let table_text = table_out.0.borrow().clone();
+            assert_terminal_safe("table", &table_text);
+            let lines = table_text.iter().filter(|&&b| b == b'\n').count();
+            prop_assert_eq!(lines, if read.is_empty() { 0 } else { read.len() + 1 });
+            let json_text = String::from_utf8(json_out.0.borrow().clone()).unwrap();
+            prop_assert_eq!(json_text.lines().count(), read.len());
+            for line in json_text.lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                prop_assert!(v["comm"].is_string());
+            }
+        }
+    }
+
+    /// A pid field: mostly a small pid (so that lines meet, and cycles
+    /// form), sometimes missing, null, or not a pid at all.
+    fn pid_value() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            12 => (0u32..24).prop_map(|p| Some(json!(p))),
+            1 => Just(None),
+            1 => Just(Some(Value::Null)),
+            1 => any::<u32>().prop_map(|p| Some(json!(p))),
+            1 => prop_oneof![
+                Just(json!(-1)),
+                Just(json!(4_294_967_296u64)),
+                Just(json!(1.5)),
+                Just(json!("7")),
+            ]
+            .prop_map(Some),
+        ]
+    }
+
+    /// Text with the characters a hostile recording would use.
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                4 => prop::char::range('a', 'z'),
+                1 => prop::char::range('\0', '\u{1f}'),
+                1 => prop::char::range('\u{7f}', '\u{9f}'),
+                1 => any::<char>(),
+            ],
+            0..12,
+        )
+        .prop_map(|c| c.into_iter().collect())
+    }
+
+    fn number() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            (0.0f64..10.0).prop_map(|f| json!(f)),
+            any::<f64>().prop_map(|f| json!(f)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<i64>().prop_map(|n| json!(n)),
+            Just(Value::Null),
+        ]
+    }
+
+    /// One line of a recording, as the tracer writes them but with fields
+    /// left out or replaced.
+    fn event_line() -> impl Strategy<Value = Value> {
+        let event = prop_oneof![
+            6 => prop_oneof![Just("fork"), Just("exec"), Just("exit")].prop_map(String::from),
+            1 => text(),
+        ];
+        let flags = prop_oneof![
+            Just(Some(json!(0))),
+            Just(Some(json!(0x4100))),         // vfork
+            Just(Some(json!(0x10f00))),        // thread
+            Just(Some(json!(0x2000_0000u64))), // CLONE_NEWPID
+            any::<u64>().prop_map(|f| Some(json!(f))),
+            Just(None),
+        ];
+        (
+            event,
+            (pid_value(), pid_value(), pid_value()),
+            flags,
+            text(),
+            prop::option::of(text()),
+            (number(), number(), number(), number(), number()),
+            prop::option::of(any::<bool>()),
+        )
+            .prop_map(|(event, (a, b, c), flags, comm, signal, nums, core)| {
+                let mut m = serde_json::Map::new();
+                m.insert("event".into(), json!(event));
+                for (k, v) in [
+                    ("parent_pid", a),
+                    ("child_pid", b),
+                    ("pid", c),
+                    ("clone_flags_raw", flags),
+                ] {
+                    if let Some(v) = v {
+                        m.insert(k.into(), v);
+                    }
+                }
+                m.insert("comm".into(), json!(comm));
+                m.insert("signal".into(), json!(signal));
+                let (status, elapsed, utime, stime, cpu) = nums;
+                m.insert("exit_status".into(), status);
+                m.insert("elapsed_s".into(), elapsed);
+                m.insert("utime_s".into(), utime);
+                m.insert("stime_s".into(), stime);
+                if !cpu.is_null() {
+                    m.insert("cpu_runtime_s".into(), cpu);
+                }
+                if let Some(core) = core {
+                    m.insert("core_dumped".into(), json!(core));
+                }
+                Value::Object(m)
+            })
+    }
+
+    /// A line's text, perhaps mutated: cut short, a byte replaced, or a
+    /// byte put in (which may make it invalid JSON or invalid UTF-8).
+    fn mutated_line() -> impl Strategy<Value = Vec<u8>> {
+        (
+            event_line(),
+            0u8..10,
+            any::<prop::sample::Index>(),
+            any::<u8>(),
+        )
+            .prop_map(|(v, how, at, byte)| {
+                let mut line = v.to_string().into_bytes();
+                let i = at.index(line.len() + 1);
+                match how {
+                    0 => line.truncate(i),
+                    1 if i < line.len() => line[i] = byte,
+                    2 => line.insert(i, byte),
+                    _ => {}
+                }
+                line
+            })
+    }
+
+    /// What the tree must show for a recording that reads without error:
+    /// the pid each fork, exec and exit line is about.
+    fn subjects(text: &str) -> (BTreeSet<u32>, bool) {
+        let mut pids = BTreeSet::new();
+        let mut must_read = true;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let Ok(Value::Object(v)) = serde_json::from_str::<Value>(line) else {
+                must_read = false;
+                continue;
+            };
+            let pid = |k: &str| match v.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(n) => n
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .map(Some)
+                    .ok_or(()),
+            };
+            let (subject, others) = match v.get("event").and_then(Value::as_str) {
+                Some("fork") => (pid("child_pid"), pid("parent_pid")),
+                Some("exec" | "exit") => (pid("pid"), Ok(None)),
+                _ => (Err(()), Ok(None)),
+            };
+            match (subject, others) {
+                (Ok(p), Ok(_)) => pids.extend(p),
+                _ => must_read = false,
+            }
+        }
+        (pids, must_read)
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Reading never panics; a recording of well-formed lines always
+        /// reads; and what reads renders every pid that has a line exactly
+        /// once, terminal-safe.
+        #[test]
+        fn tree_reader_never_panics_nor_drops_a_pid(
+            lines in prop::collection::vec(
+                prop_oneof![4 => event_line().prop_map(|v| v.to_string().into_bytes()), 1 => mutated_line()],
+                0..30,
+            )
+        ) {
+            let input = lines.join(&b'\n');
+            let tree = Tree::from_json(&input[..], "fuzz");
+            let expected = std::str::from_utf8(&input).ok().map(subjects);
+            let tree = match (tree, &expected) {
+                (Ok(tree), _) => tree,
+                (Err(e), Some((_, true))) => {
+                    return Err(TestCaseError::fail(format!("well-formed lines refused: {e:#}")));
+                }
+                (Err(e), _) => {
+                    prop_assert!(e.to_string().starts_with("fuzz:"), "{:#}", e);
+                    return Ok(());
+                }
+            };
+            let mut out = Vec::new();
+            tree.render(&mut out, false).unwrap();
+            assert_terminal_safe("tree", &out);
+            let out = String::from_utf8(out).unwrap();
+            let mut shown = BTreeSet::new();
+            for line in out.lines() {
+                prop_assert!(shown.insert(line_pid(line)), "a pid twice:\n{}", out);
+            }
+            // A recording that reads has no line with a bad pid: every pid
+            // shown is one a line is about, and every such pid is shown.
+            if let Some((pids, _)) = expected {
+                prop_assert_eq!(pids, shown, "\n{}", out);
+            }
+        }
+    }
+}
