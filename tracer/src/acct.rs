@@ -9,11 +9,12 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
 use tracer_common::ExitRecord;
 
-use crate::exit_status::ExitStatus;
+use crate::{exit_status::ExitStatus, output::text::escaped};
 
 /// Accounting ticks per second: fixed by the file format, not the kernel's
 /// `HZ`.
@@ -369,7 +370,8 @@ impl AcctFileError {
 
 impl fmt::Display for AcctFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = self.path().display();
+        // A file name is anyone's text: escaped, it cannot drive the terminal.
+        let path = escaped(self.path().as_os_str().as_bytes());
         match self {
             Self::Open { source, .. } => write!(f, "{path}: cannot open: {source}"),
             Self::IsDirectory { .. } => write!(f, "{path}: is a directory"),

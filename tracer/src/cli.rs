@@ -153,7 +153,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 }
 
 fn dump_files(files: &[PathBuf], json: bool) -> Result<i32> {
-    let loaded = dump::load(files)?;
+    let files = dump::open(files)?;
     let mut outputs = Outputs::default();
     if json {
         outputs.push(Box::new(JsonLines::new(
@@ -163,14 +163,9 @@ fn dump_files(files: &[PathBuf], json: bool) -> Result<i32> {
     } else {
         outputs.push(Box::new(Table::new(Target::Stdout, Target::Stdout.open()?)));
     }
-    let result = (|| -> Result<()> {
-        for (_, records) in &loaded {
-            for rec in records {
-                outputs.exit(&ExitView::from_acct(*rec))?;
-            }
-        }
-        outputs.flush()
-    })();
+    // Streamed: what was read before a bad record is printed, then the error.
+    let result = files.each(|rec| outputs.exit(&ExitView::from_acct(rec)));
+    let result = result.and(outputs.flush());
     match result {
         Err(e) if crate::output::is_broken_pipe(&e) => Ok(0),
         Err(e) => Err(e),
@@ -179,12 +174,14 @@ fn dump_files(files: &[PathBuf], json: bool) -> Result<i32> {
 }
 
 fn tree_file(file: Option<&std::path::Path>) -> Result<i32> {
+    use crate::output::text::escaped;
     use std::io::{BufReader, IsTerminal as _, Write as _};
+    use std::os::unix::ffi::OsStrExt as _;
     let tree = match file.filter(|f| *f != std::path::Path::new("-")) {
         Some(path) => {
-            let f = std::fs::File::open(path)
-                .with_context(|| format!("cannot open {}", path.display()))?;
-            Tree::from_json(BufReader::new(f), &path.display().to_string())?
+            let shown = escaped(path.as_os_str().as_bytes());
+            let f = std::fs::File::open(path).with_context(|| format!("cannot open {shown}"))?;
+            Tree::from_json(BufReader::new(f), &shown)?
         }
         None => Tree::from_json(std::io::stdin().lock(), "standard input")?,
     };

@@ -5,7 +5,7 @@
 //! their creator; threads are folded into a count on their process.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     io::{self, BufRead, Write},
 };
 
@@ -13,15 +13,18 @@ use anyhow::{Context as _, Result};
 use tracer_common::{ExecRecord, ForkRecord};
 
 use crate::{
-    acct::comm_str,
     event::{Clock, ExitView},
     lineage::{clone_flag_names, Kind, CLONE_NEW_ANY},
-    output::{Secs, Sink},
+    output::{
+        text::{escaped, until_nul},
+        Secs, Sink,
+    },
 };
 
 #[derive(Clone, Debug, Default)]
 struct Node {
-    comm: String,
+    /// As recorded: not necessarily UTF-8, nor free of control characters.
+    comm: Vec<u8>,
     creator: Option<u32>,
     kind: Option<Kind>,
     flags: u64,
@@ -37,29 +40,39 @@ pub struct Tree {
 }
 
 impl Tree {
-    pub fn fork(&mut self, parent: u32, child: u32, flags: u64, comm: &str) {
-        let kind = Kind::of(flags);
-        if kind == Kind::Thread {
-            self.nodes.entry(child).or_default().threads += 1;
+    pub fn fork(&mut self, parent: u32, child: u32, flags: u64, comm: &[u8]) {
+        self.fork_seen(Some(parent), child, Some(flags), comm);
+    }
+
+    /// A fork event, perhaps without its parent or flags (a recording
+    /// someone edited): the child is still shown, with what is known.
+    fn fork_seen(&mut self, parent: Option<u32>, child: u32, flags: Option<u64>, comm: &[u8]) {
+        let kind = flags.map(Kind::of);
+        let node = self.nodes.entry(child).or_default();
+        if kind == Some(Kind::Thread) {
+            node.threads = node.threads.saturating_add(1);
             return;
         }
-        let node = self.nodes.entry(child).or_default();
-        node.creator = Some(parent);
-        node.kind = Some(kind);
-        node.flags = flags;
+        if parent.is_some() {
+            node.creator = parent;
+        }
+        if kind.is_some() {
+            node.kind = kind;
+            node.flags = flags.unwrap_or(0);
+        }
         if node.comm.is_empty() {
             node.comm = comm.to_owned();
         }
     }
 
-    pub fn exec(&mut self, pid: u32, comm: &str) {
+    pub fn exec(&mut self, pid: u32, comm: &[u8]) {
         self.nodes.entry(pid).or_default().comm = comm.to_owned();
     }
 
     pub fn exit(
         &mut self,
         pid: u32,
-        comm: &str,
+        comm: &[u8],
         status: String,
         failed: bool,
         elapsed_ns: u64,
@@ -71,8 +84,11 @@ impl Tree {
     }
 
     /// Reads a JSON-lines recording (`--json`); other lines are errors that
-    /// name the line.
+    /// name the line. `name` names the input in them (escaped here). A
+    /// line with a pid always puts it in the tree, whatever else it lacks;
+    /// a pid that is not a number from 0 to 2^32-1 is an error.
     pub fn from_json(input: impl BufRead, name: &str) -> Result<Self> {
+        let name = escaped(name.as_bytes());
         let mut tree = Self::default();
         for (i, line) in input.lines().enumerate() {
             let line = line.with_context(|| format!("{name}: cannot read line {}", i + 1))?;
@@ -83,22 +99,35 @@ impl Tree {
                 .with_context(|| format!("{name}:{}: not a JSON line of a recording", i + 1))?;
             let num = |k: &str| v.get(k).and_then(serde_json::Value::as_u64);
             let text = |k: &str| v.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
-            let pid = |k: &str| num(k).map(|n| n as u32);
+            let pid = |k: &str| -> Result<Option<u32>> {
+                match v.get(k) {
+                    None | Some(serde_json::Value::Null) => Ok(None),
+                    Some(n) => match n.as_u64().map(u32::try_from) {
+                        Some(Ok(p)) => Ok(Some(p)),
+                        _ => anyhow::bail!(
+                            "{name}:{}: {k} is {}, not a pid",
+                            i + 1,
+                            escaped(n.to_string().as_bytes())
+                        ),
+                    },
+                }
+            };
             match text("event") {
                 "fork" => {
-                    if let (Some(p), Some(c), Some(f)) =
-                        (pid("parent_pid"), pid("child_pid"), num("clone_flags_raw"))
-                    {
-                        tree.fork(p, c, f, text("comm"));
+                    let parent = pid("parent_pid")?;
+                    if let Some(c) = pid("child_pid")? {
+                        let comm = text("comm").as_bytes();
+                        tree.fork_seen(parent, c, num("clone_flags_raw"), comm);
                     }
                 }
                 "exec" => {
-                    if let Some(p) = pid("pid") {
-                        tree.exec(p, text("comm"));
+                    if let Some(p) = pid("pid")? {
+                        tree.exec(p, text("comm").as_bytes());
                     }
                 }
                 "exit" => {
-                    let Some(p) = pid("pid") else { continue };
+                    let Some(p) = pid("pid")? else { continue };
+                    // Saturating (`as`) and added saturating: any number goes.
                     let secs = |k: &str| {
                         v.get(k)
                             .and_then(serde_json::Value::as_f64)
@@ -106,7 +135,7 @@ impl Tree {
                     };
                     let cpu = match v.get("cpu_runtime_s") {
                         Some(_) => secs("cpu_runtime_s"),
-                        None => secs("utime_s") + secs("stime_s"),
+                        None => secs("utime_s").saturating_add(secs("stime_s")),
                     };
                     let (status, failed) =
                         match (v.get("signal").and_then(|s| s.as_str()), num("exit_status")) {
@@ -119,14 +148,25 @@ impl Tree {
                             (None, Some(code)) => (format!("exit {code}"), code != 0),
                             (None, None) => ("?".to_owned(), false),
                         };
-                    tree.exit(p, text("comm"), status, failed, secs("elapsed_s"), cpu);
+                    let comm = text("comm").as_bytes();
+                    tree.exit(p, comm, status, failed, secs("elapsed_s"), cpu);
                 }
-                other => anyhow::bail!("{name}:{}: unknown event {other:?}", i + 1),
+                other => anyhow::bail!(
+                    "{name}:{}: unknown event \"{}\"",
+                    i + 1,
+                    escaped(other.as_bytes())
+                ),
             }
         }
         Ok(tree)
     }
 
+    /// Writes the tree: every process exactly once. Processes whose creator
+    /// is not in the recording are roots; processes in a creation cycle
+    /// (only a crafted recording has one) follow, each cycle entered at
+    /// its lowest pid and marked. Iterative, so any depth renders; past
+    /// [`MAX_INDENT`] levels the indentation stops growing and the line
+    /// starts with how many levels are not drawn.
     pub fn render(&self, w: &mut dyn Write, color: bool) -> io::Result<()> {
         let paint = Paint(color);
         let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
@@ -137,28 +177,103 @@ impl Tree {
                 None => roots.push(pid),
             }
         }
+        let mut shown = HashSet::with_capacity(self.nodes.len());
         for root in roots {
-            self.render_node(w, &paint, &children, root, "", None)?;
+            self.render_from(w, &paint, &children, root, &mut shown)?;
+        }
+        // What is left hangs, through its creators, from a cycle.
+        for &pid in self.nodes.keys() {
+            if !shown.contains(&pid) {
+                let entry = self.cycle_entry(pid);
+                self.render_from(w, &paint, &children, entry, &mut shown)?;
+            }
         }
         Ok(())
     }
 
-    fn render_node(
+    fn creator(&self, pid: u32) -> Option<u32> {
+        self.nodes
+            .get(&pid)?
+            .creator
+            .filter(|c| self.nodes.contains_key(c))
+    }
+
+    /// The lowest pid of the cycle that `pid`'s creators lead to.
+    fn cycle_entry(&self, pid: u32) -> u32 {
+        let mut seen = HashSet::new();
+        let mut at = pid;
+        while seen.insert(at) {
+            match self.creator(at) {
+                Some(c) => at = c,
+                None => return at,
+            }
+        }
+        // `at` is on the cycle: go round it once.
+        let mut lowest = at;
+        let mut next = self.creator(at);
+        while let Some(c) = next.filter(|&c| c != at) {
+            lowest = lowest.min(c);
+            next = self.creator(c);
+        }
+        lowest
+    }
+
+    /// `start` and everything under it not shown yet, depth first, with an
+    /// explicit stack.
+    fn render_from(
         &self,
         w: &mut dyn Write,
         paint: &Paint,
         children: &BTreeMap<u32, Vec<u32>>,
+        start: u32,
+        shown: &mut HashSet<u32>,
+    ) -> io::Result<()> {
+        shown.insert(start);
+        // (pid, depth, last among its siblings)
+        let mut stack = vec![(start, 0, true)];
+        // For each depth on the current path: is that node its parent's last?
+        let mut lasts: Vec<bool> = Vec::new();
+        while let Some((pid, depth, last)) = stack.pop() {
+            lasts.truncate(depth);
+            lasts.push(last);
+            self.render_line(w, paint, pid, &lasts, pid == start)?;
+            let kids: Vec<u32> = children
+                .get(&pid)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|&k| shown.insert(k))
+                .collect();
+            for (i, &kid) in kids.iter().enumerate().rev() {
+                stack.push((kid, depth + 1, i + 1 == kids.len()));
+            }
+        }
+        Ok(())
+    }
+
+    /// One process; `lasts[d]` says whether its ancestor at depth `d` (and,
+    /// last, itself) is the last of its siblings.
+    fn render_line(
+        &self,
+        w: &mut dyn Write,
+        paint: &Paint,
         pid: u32,
-        prefix: &str,
-        last: Option<bool>,
+        lasts: &[bool],
+        entered: bool,
     ) -> io::Result<()> {
         let node = &self.nodes[&pid];
-        let branch = match last {
-            None => "",
-            Some(true) => "└─ ",
-            Some(false) => "├─ ",
-        };
-        write!(w, "{prefix}{branch}{} {}", pid, paint.bold(&node.comm))?;
+        let depth = lasts.len() - 1;
+        let hidden = depth.saturating_sub(MAX_INDENT);
+        if hidden > 0 {
+            write!(w, "(+{hidden} levels) ")?;
+        }
+        for &last in lasts.iter().take(depth).skip(hidden + 1) {
+            w.write_all(if last { "   " } else { "│  " }.as_bytes())?;
+        }
+        if depth > 0 {
+            w.write_all(if lasts[depth] { "└─ " } else { "├─ " }.as_bytes())?;
+        }
+        write!(w, "{} {}", pid, paint.bold(&escaped(&node.comm)))?;
         if let Some(kind) = node.kind {
             write!(w, " [{}", kind.name())?;
             let ns: Vec<_> = clone_flag_names(node.flags & CLONE_NEW_ANY)
@@ -171,10 +286,12 @@ impl Tree {
         }
         match &node.exit {
             Some((status, elapsed, cpu, failed)) => {
+                // From a recording, the status is the line's text too.
+                let status = escaped(status.as_bytes());
                 let status = if *failed {
-                    paint.red(status)
+                    paint.red(&status)
                 } else {
-                    paint.green(status)
+                    paint.green(&status)
                 };
                 write!(
                     w,
@@ -189,26 +306,21 @@ impl Tree {
             let s = if node.threads == 1 { "" } else { "s" };
             write!(w, " +{} thread{s}", node.threads)?;
         }
-        writeln!(w)?;
-        let kids = children.get(&pid).map(Vec::as_slice).unwrap_or_default();
-        let next_prefix = match last {
-            None => prefix.to_owned(),
-            Some(true) => format!("{prefix}   "),
-            Some(false) => format!("{prefix}│  "),
-        };
-        for (i, &kid) in kids.iter().enumerate() {
-            self.render_node(
-                w,
-                paint,
-                children,
-                kid,
-                &next_prefix,
-                Some(i + 1 == kids.len()),
-            )?;
+        // Entered from above, a process's creator is above it too; a
+        // cycle's entry has its creator below it.
+        match self.creator(pid).filter(|_| entered) {
+            Some(c) if c == pid => write!(w, " (creation cycle: created by itself)")?,
+            Some(c) => write!(w, " (creation cycle: created by {c}, below it)")?,
+            None => {}
         }
-        Ok(())
+        writeln!(w)
     }
 }
+
+/// Levels of indentation drawn; deeper lines say how many they leave out.
+/// Drawing them all would make the output grow with the square of the
+/// depth (a 20,000-deep chain of execs would print 600 MB).
+pub const MAX_INDENT: usize = 100;
 
 struct Paint(bool);
 
@@ -257,7 +369,7 @@ impl Sink for TreeOutput {
         let failed = !matches!(status, crate::exit_status::ExitStatus::Exited(0));
         self.tree.exit(
             ev.acct.ac_pid,
-            &ev.acct.comm(),
+            until_nul(&ev.acct.ac_comm),
             status.to_string(),
             failed,
             ev.elapsed_ns(),
@@ -271,13 +383,13 @@ impl Sink for TreeOutput {
             rec.parent_pid,
             rec.child_pid,
             rec.clone_flags,
-            &comm_str(&rec.comm),
+            until_nul(&rec.comm),
         );
         Ok(())
     }
 
     fn exec(&mut self, rec: &ExecRecord, _clock: &Clock) -> io::Result<()> {
-        self.tree.exec(rec.pid, &comm_str(&rec.comm));
+        self.tree.exec(rec.pid, until_nul(&rec.comm));
         Ok(())
     }
 
@@ -335,6 +447,26 @@ mod tests {
             })
             .collect::<String>();
         assert_eq!(plain, EXPECTED);
+    }
+
+    #[test]
+    fn partial_fork_lines_still_show_the_child() {
+        let rec = concat!(
+            "{\"event\":\"fork\",\"child_pid\":7,\"comm\":\"a\"}\n",
+            "{\"event\":\"fork\",\"parent_pid\":7,\"child_pid\":8,\"comm\":\"b\"}\n",
+        );
+        let tree = Tree::from_json(rec.as_bytes(), "rec").unwrap();
+        let mut out = Vec::new();
+        tree.render(&mut out, false).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "7 a (still running at the end)\n└─ 8 b (still running at the end)\n"
+        );
+        for bad in ["-1", "4294967296", "1.5", "\"12\""] {
+            let line = format!("{{\"event\":\"exec\",\"pid\":{bad}}}\n");
+            let err = Tree::from_json(line.as_bytes(), "rec").unwrap_err();
+            assert!(err.to_string().starts_with("rec:1: pid is "), "{err}");
+        }
     }
 
     #[test]

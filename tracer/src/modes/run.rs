@@ -43,7 +43,8 @@ async fn session(command: &[OsString], spec: &output::Spec, mut opts: ProbeOptio
     let child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            eprintln!("tracer: cannot start {}: {e}", command[0].to_string_lossy());
+            let name = output::text::escaped(command[0].as_encoded_bytes());
+            eprintln!("tracer: cannot start {name}: {e}");
             // As env(1) and timeout(1): 127 not found, 126 not runnable.
             return Ok(if e.kind() == std::io::ErrorKind::NotFound {
                 127

@@ -11,6 +11,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{
     file::{OutFile, Units},
+    text::shown,
     Sink,
 };
 use crate::{
@@ -50,13 +51,13 @@ impl AcctFile {
 fn check_acct_v3(file: &OutFile, path: &Path) -> Result<()> {
     let meta = file.file().metadata()?;
     if !meta.is_file() {
-        bail!("{}: not a regular file", path.display());
+        bail!("{}: not a regular file", shown(path));
     }
     if !meta.len().is_multiple_of(RECORD_SIZE as u64) {
         bail!(
             "{}: its size ({} bytes) is not a whole number of 64-byte acct records; \
              refusing to append to what is not an acct v3 file",
-            path.display(),
+            shown(path),
             meta.len()
         );
     }
@@ -64,11 +65,11 @@ fn check_acct_v3(file: &OutFile, path: &Path) -> Result<()> {
         let mut first = [0u8; 2];
         file.file()
             .read_exact_at(&mut first, 0)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+            .with_context(|| format!("cannot read {}", shown(path)))?;
         if first[1] & 0x7f != ACCT_VERSION {
             bail!(
                 "{}: not an acct v3 file (version byte {}); refusing to append",
-                path.display(),
+                shown(path),
                 first[1]
             );
         }
@@ -119,7 +120,7 @@ impl Sink for AcctFile {
     }
 
     fn name(&self) -> String {
-        self.path.display().to_string()
+        shown(&self.path)
     }
 }
 

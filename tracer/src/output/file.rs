@@ -235,7 +235,7 @@ fn kind_of(file: &File) -> Result<Kind> {
 }
 
 fn open_error(path: &Path, e: &io::Error) -> anyhow::Error {
-    let p = path.display();
+    let p = super::text::shown(path);
     match e.raw_os_error() {
         Some(libc::ELOOP) => {
             anyhow!("{p}: is a symbolic link; refusing to follow it (give the real path)")

@@ -5,7 +5,7 @@ mod acct_file;
 pub mod file;
 mod json;
 mod table;
-mod text;
+pub(crate) mod text;
 
 use std::{
     io::{self, Write},
@@ -136,7 +136,7 @@ impl Target {
     pub fn describe(&self) -> String {
         match self {
             Self::Stdout => "standard output".into(),
-            Self::File(p) => p.display().to_string(),
+            Self::File(p) => text::shown(p),
         }
     }
 }

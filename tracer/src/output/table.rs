@@ -7,7 +7,7 @@ use std::{
 
 use super::{
     flag_names,
-    text::{pad_left, pad_right, push_int, push_lossy, push_secs},
+    text::{pad_left, pad_right, push_escaped, push_int, push_secs, until_nul},
     Batched, Sink, Target,
 };
 use crate::event::ExitView;
@@ -48,11 +48,11 @@ impl Table {
         self.out.line(|w| {
             w.extend_from_slice(&hms);
             w.push(b' ');
-            column(w, 16, pad_right, |w| push_lossy(w, &a.ac_comm));
+            column(w, 16, pad_right, |w| push_escaped(w, until_nul(&a.ac_comm)));
             column(w, 7, pad_left, |w| push_int(w, a.ac_pid));
             column(w, 7, pad_left, |w| push_int(w, a.ac_ppid));
             column(w, 8, pad_right, |w| match users.get(&a.ac_uid) {
-                Some(name) => w.extend_from_slice(name.as_bytes()),
+                Some(name) => push_escaped(w, name.as_bytes()),
                 None => push_int(w, a.ac_uid),
             });
             column(w, 22, pad_right, |w| {
@@ -213,7 +213,10 @@ mod tests {
     const GOLDEN: &str = concat!(
         "START    COMMAND              PID    PPID USER     STATUS                 FLAGS             CPU   ELAPSED\n",
         "T1794999999 sh                  4242    4200 root     exit 3                 FORK,SU          1.02      1.23\n",
-        "T1795000999 a\\\"\t\u{7f}�é \u{1}zzzzz         7       0 65534    SIGSEGV (core dumped)  CORE,XSIG        0.00      0.00\n",
+        // Control characters and invalid UTF-8 escaped (issue 11): the
+        // column overflows rather than the line breaking.
+        r#"T1795000999 a\"\t\x7f\xffé \x01zzzzz       7       0 65534    SIGSEGV (core dumped)  CORE,XSIG        0.00      0.00"#,
+        "\n",
         "T1794999000 fifteen-chars-x  4294967295 1234567890 averyverylongname SIGRTMIN+3 (core dumped) FORK,SU      123456.78 999999.99\n",
         "T1794999999 sh                  4242    4200 ünï      exit 255               -                1.03      1.23\n",
         "T1794999999 sh                  4242    4200 root     exit 3                 FORK,SU          1.03      1.23\n",

@@ -53,7 +53,69 @@ pub fn push_lossy(buf: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-fn until_nul(bytes: &[u8]) -> &[u8] {
+/// Text from outside (a comm, a file name, a field of a recording) for a
+/// person's terminal: control characters (C0, DEL, C1), bidirectional
+/// overrides and each byte of an invalid UTF-8 sequence are shown as
+/// `\n`, `\t`, `\r` or `\xNN` (the C1 and bidi characters as their UTF-8
+/// bytes), so a crafted name can neither drive the terminal nor break a
+/// line in two. Other text, backslashes included, is kept as it is.
+pub fn push_escaped(buf: &mut Vec<u8>, bytes: &[u8]) {
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            let mut utf8 = [0; 4];
+            let utf8 = c.encode_utf8(&mut utf8).as_bytes();
+            match c {
+                '\n' => buf.extend_from_slice(b"\\n"),
+                '\t' => buf.extend_from_slice(b"\\t"),
+                '\r' => buf.extend_from_slice(b"\\r"),
+                c if c.is_control() || is_bidi_control(c) => {
+                    utf8.iter().for_each(|&b| push_hex_escape(buf, b))
+                }
+                _ => buf.extend_from_slice(utf8),
+            }
+        }
+        for &b in chunk.invalid() {
+            push_hex_escape(buf, b);
+        }
+    }
+}
+
+/// [`push_escaped`] into a `String`, for messages and the tree.
+pub fn escaped(bytes: &[u8]) -> String {
+    let mut buf = Vec::with_capacity(bytes.len());
+    push_escaped(&mut buf, bytes);
+    // Always UTF-8: valid text is copied whole, everything else is ASCII.
+    match String::from_utf8(buf) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+/// A path as error messages and human outputs show it: escaped, so that a
+/// hostile file name cannot reach the terminal raw.
+pub fn shown(path: &std::path::Path) -> String {
+    escaped(path.as_os_str().as_encoded_bytes())
+}
+
+/// Marks that reorder how a terminal shows the text around them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+fn push_hex_escape(buf: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    buf.extend_from_slice(&[
+        b'\\',
+        b'x',
+        HEX[usize::from(b >> 4)],
+        HEX[usize::from(b & 0xf)],
+    ]);
+}
+
+pub fn until_nul(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     &bytes[..end]
 }
@@ -128,6 +190,29 @@ mod tests {
             let want = String::from_utf8_lossy(&bytes[..end]);
             assert_eq!(text(|b| push_lossy(b, bytes)), format!("x{want}"));
         }
+    }
+
+    #[test]
+    fn escaping_leaves_printable_text_alone() {
+        for plain in ["", "sh", "a\\b \"c\" é 日本 😀", "x-y_z.1/2"] {
+            assert_eq!(escaped(plain.as_bytes()), plain);
+        }
+    }
+
+    #[test]
+    fn escaping_shows_controls_and_bad_bytes() {
+        assert_eq!(
+            escaped(b"a\x1b]0;pwn\x07\nb\xff"),
+            r"a\x1b]0;pwn\x07\nb\xff"
+        );
+        assert_eq!(escaped(b"\0\t\r\x7f"), r"\x00\t\r\x7f");
+        // C1 controls (CSI is U+009B), bidi overrides, a truncated sequence.
+        assert_eq!(escaped("\u{9b}2J".as_bytes()), r"\xc2\x9b2J");
+        assert_eq!(escaped("x\u{202e}y".as_bytes()), r"x\xe2\x80\xaey");
+        assert_eq!(escaped(b"\xe6\x97"), r"\xe6\x97");
+        assert_eq!(escaped(b"\xc3\xa9\xc3"), r"é\xc3");
+        let all: Vec<u8> = (0..=255).collect();
+        assert!(escaped(&all).bytes().all(|b| (0x20..0x7f).contains(&b)));
     }
 
     #[test]
