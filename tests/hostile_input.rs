@@ -407,8 +407,7 @@ mod properties {
     use proptest::prelude::*;
     use serde_json::{json, Value};
     use tracer::acct::RecordReader;
-    use tracer::event::ExitView;
-    use tracer::output::{JsonLines, Sink as _, Table, Target};
+    use tracer::output::{JsonLines, Output as _, Table, Target};
     use tracer::tree::Tree;
 
     use super::{assert_terminal_safe, line_pid};
@@ -491,8 +490,8 @@ mod properties {
             let mut table = Table::new(Target::Stdout, Box::new(table_out.clone()));
             let mut json = JsonLines::new(Target::Stdout, Box::new(json_out.clone()));
             for rec in &read {
-                table.exit(&ExitView::from_acct(*rec)).unwrap();
-                json.exit(&ExitView::from_acct(*rec)).unwrap();
+                table.exit(&rec.to_exit()).unwrap();
+                json.exit(&rec.to_exit()).unwrap();
             }
             table.flush().unwrap();
             json.flush().unwrap();

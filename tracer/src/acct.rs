@@ -12,9 +12,10 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
+#[cfg(test)]
 use tracer_common::ExitRecord;
 
-use crate::{exit_status::ExitStatus, output::text::escaped};
+use crate::{exit_status::ExitStatus, model::Exit, output::text::escaped};
 
 /// Accounting ticks per second: fixed by the file format, not the kernel's
 /// `HZ`.
@@ -258,52 +259,67 @@ impl AcctV3 {
         ExitStatus::from_code(self.ac_exitcode)
     }
 
-    /// The record the kernel's `fill_ac()` would write for this exit, given
-    /// the wall-clock time (`ktime_get_real_seconds()`) at the moment of
-    /// exit. Written by a little-endian kernel, so `ac_version` is plain 3.
-    pub fn from_exit(rec: &ExitRecord, realtime_at_exit_s: i64) -> Self {
-        // strscpy() into a zeroed buffer: stop at the first NUL and always
-        // leave room for a terminating one.
-        let mut ac_comm = [0u8; ACCT_COMM];
-        for (dst, &src) in ac_comm[..ACCT_COMM - 1]
-            .iter_mut()
-            .zip(rec.comm.iter().take_while(|&&c| c != 0))
-        {
-            *dst = src;
-        }
-
-        let elapsed = nsec_to_ahz(rec.exit_ns.saturating_sub(rec.start_ns));
-        let btime = realtime_at_exit_s.saturating_sub((elapsed / AHZ) as i64);
-        let ac_btime = btime.clamp(0, i64::from(u32::MAX)) as u32;
-
-        let ac_tty = if rec.tty_dev == 0 {
-            0
-        } else {
-            old_encode_dev(rec.tty_dev)
-        };
-
+    /// The record the kernel's `fill_ac()` writes for this exit: the
+    /// acct-file writer's encoding (ticks, comp_t, the v3 layout). Written
+    /// by a little-endian kernel, so `ac_version` is plain 3.
+    pub fn from_model(e: &Exit<'_>) -> Self {
         Self {
-            ac_flag: rec.ac_flag as u8,
+            ac_flag: e.flags,
             ac_version: ACCT_VERSION,
-            ac_tty,
-            ac_exitcode: rec.exit_code,
-            ac_uid: rec.uid,
-            ac_gid: rec.gid,
-            ac_pid: rec.pid,
-            ac_ppid: rec.ppid,
-            ac_btime,
-            ac_etime: encode_float(elapsed),
-            ac_utime: encode_comp_t(nsec_to_ahz(rec.utime_ns)),
-            ac_stime: encode_comp_t(nsec_to_ahz(rec.stime_ns)),
-            ac_mem: encode_comp_t(rec.mem_kb),
+            ac_tty: e.tty,
+            ac_exitcode: e.exit_code,
+            ac_uid: e.uid,
+            ac_gid: e.gid,
+            ac_pid: e.pid,
+            ac_ppid: e.ppid,
+            ac_btime: e.btime,
+            ac_etime: encode_float(nsec_to_ahz(e.elapsed_ns)),
+            ac_utime: encode_comp_t(nsec_to_ahz(e.utime_ns)),
+            ac_stime: encode_comp_t(nsec_to_ahz(e.stime_ns)),
+            ac_mem: encode_comp_t(e.mem_kb),
             // fill_ac() leaves these as zeroed by its memset: Linux does not count them.
             ac_io: 0,
             ac_rw: 0,
-            ac_minflt: encode_comp_t(rec.minflt),
-            ac_majflt: encode_comp_t(rec.majflt),
+            ac_minflt: encode_comp_t(e.minflt),
+            ac_majflt: encode_comp_t(e.majflt),
             ac_swaps: 0,
-            ac_comm,
+            ac_comm: e.comm,
         }
+    }
+
+    /// The exit this record tells of, at acct's resolution (ticks, comp_t),
+    /// with nothing that only the probes know.
+    pub fn to_exit(&self) -> Exit<'static> {
+        let ticks_to_ns = |ticks: u64| ticks.saturating_mul(1_000_000_000 / AHZ);
+        Exit {
+            pid: self.ac_pid,
+            ppid: self.ac_ppid,
+            tid: None,
+            comm: self.ac_comm,
+            uid: self.ac_uid,
+            gid: self.ac_gid,
+            tty: self.ac_tty,
+            exit_code: self.ac_exitcode,
+            flags: self.ac_flag,
+            btime: self.ac_btime,
+            elapsed_ns: (f64::from(self.etime_ticks()) * 1e9 / AHZ as f64) as u64,
+            utime_ns: ticks_to_ns(self.utime_ticks()),
+            stime_ns: ticks_to_ns(self.stime_ticks()),
+            mem_kb: self.mem_kb(),
+            minflt: self.minflt(),
+            majflt: self.majflt(),
+            probed: None,
+            lineage: None,
+        }
+    }
+
+    /// `from_model` of a probe record, given the wall-clock second at its
+    /// exit: what the tests compare with `fill_ac()`.
+    #[cfg(test)]
+    pub fn from_exit(rec: &ExitRecord, realtime_at_exit_s: i64) -> Self {
+        let offset = i128::from(realtime_at_exit_s) * 1_000_000_000 - i128::from(rec.exit_ns);
+        let clock = crate::decode::Clock::with_offset(offset);
+        Self::from_model(&Exit::from_record(rec, &clock))
     }
 }
 

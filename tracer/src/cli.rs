@@ -1,17 +1,15 @@
-//! The `tracer` command line: `record`, `run` and `dump`.
+//! The `tracer` command line: its options and their values; each command
+//! runs in its own module under `modes`.
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    dump,
-    event::ExitView,
     modes,
-    output::{JsonLines, Outputs, Spec, Table, Target},
+    output::{Spec, Target},
     probes::{AttachMode, ProbeOptions},
-    tree::Tree,
 };
 
 pub use crate::modes::EXIT_ERROR;
@@ -137,8 +135,8 @@ impl ProbeArgs {
 /// Runs the command line; returns the process exit status.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Dump { json, files } => dump_files(&files, json),
-        Command::Tree { file } => tree_file(file.as_deref()),
+        Command::Dump { json, files } => modes::dump::dump(&files, json),
+        Command::Tree { file } => modes::tree::tree(file.as_deref()),
         Command::Record {
             duration,
             outputs,
@@ -149,49 +147,6 @@ pub fn run(cli: Cli) -> Result<i32> {
             probes,
             command,
         } => modes::run::run(&command, &outputs.spec(), probes.options()),
-    }
-}
-
-fn dump_files(files: &[PathBuf], json: bool) -> Result<i32> {
-    let files = dump::open(files)?;
-    let mut outputs = Outputs::default();
-    if json {
-        outputs.push(Box::new(JsonLines::new(
-            Target::Stdout,
-            Target::Stdout.open()?,
-        )));
-    } else {
-        outputs.push(Box::new(Table::new(Target::Stdout, Target::Stdout.open()?)));
-    }
-    // Streamed: what was read before a bad record is printed, then the error.
-    let result = files.each(|rec| outputs.exit(&ExitView::from_acct(rec)));
-    let result = result.and(outputs.flush());
-    match result {
-        Err(e) if crate::output::is_broken_pipe(&e) => Ok(0),
-        Err(e) => Err(e),
-        Ok(()) => Ok(0),
-    }
-}
-
-fn tree_file(file: Option<&std::path::Path>) -> Result<i32> {
-    use crate::output::text::escaped;
-    use std::io::{BufReader, IsTerminal as _, Write as _};
-    use std::os::unix::ffi::OsStrExt as _;
-    let tree = match file.filter(|f| *f != std::path::Path::new("-")) {
-        Some(path) => {
-            let shown = escaped(path.as_os_str().as_bytes());
-            let f = std::fs::File::open(path).with_context(|| format!("cannot open {shown}"))?;
-            Tree::from_json(BufReader::new(f), &shown)?
-        }
-        None => Tree::from_json(std::io::stdin().lock(), "standard input")?,
-    };
-    let stdout = std::io::stdout();
-    let color = stdout.is_terminal();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match tree.render(&mut out, color).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(e.into()),
-        Ok(()) => Ok(0),
     }
 }
 

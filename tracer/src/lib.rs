@@ -1,22 +1,25 @@
 //! tracer: process-exit records equal to the kernel's BSD accounting, from
 //! eBPF.
 //!
-//! The data path, one module a step:
-//! probes (`probes`, the eBPF object, offsets from `btf`) → ring buffer of
-//! `tracer_common::ExitRecord` → `session` drains it → `event` decodes (and
+//! The data path, one module a step, in the order an exit takes it:
+//! `probes` (the eBPF object, with struct offsets from `btf`) → the ring
+//! buffer, drained by the `session` → `decode` (ring bytes into records;
 //! `stamps` gives a record taken before `exit_mm()` its exit time) →
-//! `acct` encodes acct_v3 exactly as the kernel → `output` (table, JSON
-//! lines, acct file). Fork and exec events feed `lineage`, the process
-//! table that places each exit in its ancestry. `dump` reads acct files
-//! back; `exit_status` names how a process ended.
+//! `model` (the one `Exit` every output renders) → `output` (table, JSON
+//! lines, acct file, tree). Fork and exec events feed `lineage`, the
+//! process table that places each exit in its ancestry. `acct` is the acct
+//! v3 format, written by the acct-file output and read back by `dump`;
+//! `exit_status` names how a process ended. `modes` holds the commands,
+//! `cli` their options, `shutdown` how a session ends.
 
 pub mod acct;
 pub mod btf;
 pub mod cli;
+pub mod decode;
 pub mod dump;
-pub mod event;
 pub mod exit_status;
 pub mod lineage;
+pub mod model;
 pub mod modes;
 pub mod output;
 pub mod probes;

@@ -10,8 +10,9 @@ use tokio::io::unix::AsyncFd;
 use tracer_common::{ExitRecord, STAMP_TIMEOUT_NS};
 
 use crate::{
-    event::{decode, Clock, ExitView, Record},
+    decode::{decode, Clock, Record},
     lineage::ProcessTable,
+    model::Exit,
     output::{self, Outputs, Summary},
     probes::{ProbeOptions, Probes},
     shutdown,
@@ -219,9 +220,8 @@ impl Session {
     }
 
     fn exit(&mut self, exit: &ExitRecord, clock: &Clock) -> Result<()> {
-        let mut view = ExitView::from_record(exit, clock);
-        view.lineage = self.table.as_ref();
-        self.outputs.exit(&view)?;
+        let decoded = Exit::from_record(exit, clock).with_lineage(self.table.as_ref());
+        self.outputs.exit(&decoded)?;
         if let Some(t) = &mut self.table {
             t.exit(exit.pid);
         }

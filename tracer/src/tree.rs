@@ -13,11 +13,12 @@ use anyhow::{Context as _, Result};
 use tracer_common::{ExecRecord, ForkRecord};
 
 use crate::{
-    event::{Clock, ExitView},
+    decode::Clock,
     lineage::{clone_flag_names, Kind, CLONE_NEW_ANY},
+    model::Exit,
     output::{
         text::{escaped, until_nul},
-        Secs, Sink,
+        Output, Secs,
     },
 };
 
@@ -363,16 +364,16 @@ impl TreeOutput {
     }
 }
 
-impl Sink for TreeOutput {
-    fn exit(&mut self, ev: &ExitView<'_>) -> io::Result<()> {
+impl Output for TreeOutput {
+    fn exit(&mut self, ev: &Exit<'_>) -> io::Result<()> {
         let status = ev.status();
         let failed = !matches!(status, crate::exit_status::ExitStatus::Exited(0));
         self.tree.exit(
-            ev.acct.ac_pid,
-            until_nul(&ev.acct.ac_comm),
+            ev.pid,
+            ev.comm_bytes(),
             status.to_string(),
             failed,
-            ev.elapsed_ns(),
+            ev.elapsed_ns,
             ev.cpu_ns(),
         );
         Ok(())

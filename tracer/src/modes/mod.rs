@@ -2,8 +2,10 @@
 //! they exit with. Exit statuses are documented in README.md ("Exit
 //! codes").
 
+pub mod dump;
 pub mod record;
 pub mod run;
+pub mod tree;
 
 /// The tool cannot do its job: it cannot start (no root, no BTF, no attach
 /// point, an output it cannot open) or a file cannot be read. Usage errors

@@ -12,11 +12,11 @@ use anyhow::{bail, Context as _, Result};
 use super::{
     file::{OutFile, Units},
     text::shown,
-    Sink,
+    Output,
 };
 use crate::{
-    acct::{ACCT_VERSION, RECORD_SIZE},
-    event::ExitView,
+    acct::{AcctV3, ACCT_VERSION, RECORD_SIZE},
+    model::Exit,
 };
 
 pub struct AcctFile {
@@ -77,13 +77,14 @@ fn check_acct_v3(file: &OutFile, path: &Path) -> Result<()> {
     Ok(())
 }
 
-impl Sink for AcctFile {
-    fn exit(&mut self, ev: &ExitView<'_>) -> io::Result<()> {
+impl Output for AcctFile {
+    fn exit(&mut self, exit: &Exit<'_>) -> io::Result<()> {
         if self.failed {
             self.lost += 1;
             return Ok(());
         }
-        self.buf.extend_from_slice(&ev.acct.to_bytes());
+        self.buf
+            .extend_from_slice(&AcctV3::from_model(exit).to_bytes());
         if self.buf.len() >= self.buf.capacity() {
             self.flush()?;
         }
@@ -127,7 +128,7 @@ impl Sink for AcctFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{acct::read_records, event::ExitView};
+    use crate::acct::read_records;
 
     fn scratch(name: &str) -> PathBuf {
         let dir =
@@ -137,10 +138,10 @@ mod tests {
         dir
     }
 
-    fn record(pid: u32, comm: &[u8]) -> crate::acct::AcctV3 {
+    fn record(pid: u32, comm: &[u8]) -> AcctV3 {
         let mut c = [0u8; 16];
         c[..comm.len()].copy_from_slice(comm);
-        crate::acct::AcctV3 {
+        AcctV3 {
             ac_flag: 0x11,
             ac_version: 3,
             ac_tty: 0x8803,
@@ -171,7 +172,7 @@ mod tests {
         for half in written.chunks(1500) {
             let mut sink = AcctFile::open(&path).unwrap();
             for r in half {
-                sink.exit(&ExitView::from_acct(*r)).unwrap();
+                sink.exit(&r.to_exit()).unwrap();
             }
             sink.flush().unwrap();
         }

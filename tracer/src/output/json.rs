@@ -9,12 +9,13 @@ use tracer_common::{ExecRecord, ForkRecord, ThreadExitRecord};
 use super::{
     flag_names, push_signal,
     text::{push_int, push_lossy, push_secs, push_unix_time},
-    Batched, Sink, Summary, Target,
+    Batched, Output, Summary, Target,
 };
 use crate::{
-    event::{Clock, ExitView},
+    decode::Clock,
     exit_status::ExitStatus,
     lineage::{clone_flag_names, Kind},
+    model::Exit,
 };
 
 pub struct JsonLines {
@@ -31,8 +32,8 @@ impl JsonLines {
     }
 }
 
-impl Sink for JsonLines {
-    fn exit(&mut self, ev: &ExitView<'_>) -> io::Result<()> {
+impl Output for JsonLines {
+    fn exit(&mut self, ev: &Exit<'_>) -> io::Result<()> {
         self.out.line(|w| write_exit(w, ev))
     }
 
@@ -99,6 +100,14 @@ fn write_summary(w: &mut Vec<u8>, s: &Summary) {
         push_int(w, *n);
     }
     w.extend_from_slice(b"}}\n");
+}
+
+/// A number, or `null`.
+fn push_opt(w: &mut Vec<u8>, v: Option<u32>) {
+    match v {
+        Some(v) => push_int(w, v),
+        None => w.extend_from_slice(b"null"),
+    }
 }
 
 /// Seconds with ns precision, as JSON numbers.
@@ -202,28 +211,24 @@ pub fn write_exec(w: &mut Vec<u8>, e: &ExecRecord, clock: &Clock) {
     w.extend_from_slice(b"}\n");
 }
 
-pub fn write_exit(w: &mut Vec<u8>, ev: &ExitView<'_>) {
-    let a = &ev.acct;
+pub fn write_exit(w: &mut Vec<u8>, e: &Exit<'_>) {
     w.extend_from_slice(br#"{"event":"exit","pid":"#);
-    push_int(w, a.ac_pid);
+    push_int(w, e.pid);
     w.extend_from_slice(br#","ppid":"#);
-    push_int(w, a.ac_ppid);
+    push_int(w, e.ppid);
     w.extend_from_slice(br#","tid":"#);
-    match ev.raw {
-        Some(r) => push_int(w, r.tid),
-        None => w.extend_from_slice(b"null"),
-    }
+    push_opt(w, e.tid);
     w.extend_from_slice(br#","comm":"#);
-    write_str(w, &a.ac_comm);
+    write_str(w, &e.comm);
     w.extend_from_slice(br#","uid":"#);
-    push_int(w, a.ac_uid);
+    push_int(w, e.uid);
     w.extend_from_slice(br#","gid":"#);
-    push_int(w, a.ac_gid);
+    push_int(w, e.gid);
     w.extend_from_slice(br#","tty":"#);
-    push_int(w, a.ac_tty);
+    push_int(w, e.tty);
     w.extend_from_slice(br#","exit_code":"#);
-    push_int(w, a.ac_exitcode);
-    match ev.status() {
+    push_int(w, e.exit_code);
+    match e.status() {
         ExitStatus::Exited(code) => {
             w.extend_from_slice(br#","exit_status":"#);
             push_int(w, code);
@@ -243,63 +248,52 @@ pub fn write_exit(w: &mut Vec<u8>, ev: &ExitView<'_>) {
         }
     }
     w.extend_from_slice(br#","flags":"#);
-    write_names(w, flag_names(a.ac_flag));
+    write_names(w, flag_names(e.flags));
     w.extend_from_slice(br#","btime":"#);
-    push_int(w, a.ac_btime);
+    push_int(w, e.btime);
     w.extend_from_slice(br#","elapsed_s":"#);
-    push_s(w, ev.elapsed_ns());
+    push_s(w, e.elapsed_ns);
     w.extend_from_slice(br#","utime_s":"#);
-    push_s(w, ev.utime_ns());
+    push_s(w, e.utime_ns);
     w.extend_from_slice(br#","stime_s":"#);
-    push_s(w, ev.stime_ns());
+    push_s(w, e.stime_ns);
     w.extend_from_slice(br#","mem_kb":"#);
-    push_int(w, ev.mem_kb());
+    push_int(w, e.mem_kb);
     w.extend_from_slice(br#","minflt":"#);
-    push_int(w, ev.minflt());
+    push_int(w, e.minflt);
     w.extend_from_slice(br#","majflt":"#);
-    push_int(w, ev.majflt());
-    if let Some(r) = ev.raw {
-        use tracer_common::present;
+    push_int(w, e.majflt);
+    if let Some(p) = &e.probed {
         w.extend_from_slice(br#","exit_signal":"#);
-        push_signal(w, u8::try_from(r.exit_signal).unwrap_or(0));
+        push_signal(w, u8::try_from(p.exit_signal).unwrap_or(0));
         w.extend_from_slice(br#","start_ns":"#);
-        push_int(w, r.start_ns);
+        push_int(w, p.start_ns);
         w.extend_from_slice(br#","cgroup_id":"#);
-        push_int(w, r.cgroup_id);
-        if let Some(kb) = ev.maxrss_kb() {
-            w.extend_from_slice(br#","maxrss_kb":"#);
-            push_int(w, kb);
-        }
-        if r.present & present::IO_CHARS != 0 {
-            w.extend_from_slice(br#","rchar":"#);
-            push_int(w, r.rchar);
-            w.extend_from_slice(br#","wchar":"#);
-            push_int(w, r.wchar);
-        }
-        if r.present & present::IO_BYTES != 0 {
-            w.extend_from_slice(br#","read_bytes":"#);
-            push_int(w, r.read_bytes);
-            w.extend_from_slice(br#","write_bytes":"#);
-            push_int(w, r.write_bytes);
-        }
-        if r.present & present::RUNTIME != 0 {
+        push_int(w, p.cgroup_id);
+        // Present only when the running kernel has them.
+        let int = |w: &mut Vec<u8>, key: &[u8], v: Option<u64>| {
+            if let Some(v) = v {
+                w.extend_from_slice(key);
+                push_int(w, v);
+            }
+        };
+        int(w, br#","maxrss_kb":"#, p.maxrss_kb);
+        int(w, br#","rchar":"#, p.rchar);
+        int(w, br#","wchar":"#, p.wchar);
+        int(w, br#","read_bytes":"#, p.read_bytes);
+        int(w, br#","write_bytes":"#, p.write_bytes);
+        if let Some(ns) = p.cpu_runtime_ns {
             w.extend_from_slice(br#","cpu_runtime_s":"#);
-            push_s(w, r.runtime_ns);
+            push_s(w, ns);
         }
-        if r.present & present::CSW != 0 {
-            w.extend_from_slice(br#","nvcsw":"#);
-            push_int(w, r.nvcsw);
-            w.extend_from_slice(br#","nivcsw":"#);
-            push_int(w, r.nivcsw);
-        }
+        int(w, br#","nvcsw":"#, p.nvcsw);
+        int(w, br#","nivcsw":"#, p.nivcsw);
     }
-    if let Some(table) = ev.lineage {
-        let (creator, flags) = table.creation(a.ac_pid).unwrap_or((None, None));
+    if let Some(lineage) = &e.lineage {
+        let table = lineage.table;
+        let (creator, flags) = table.creation(e.pid).unwrap_or((None, None));
         w.extend_from_slice(br#","created_by":"#);
-        match creator {
-            Some(pid) => push_int(w, pid),
-            None => w.extend_from_slice(b"null"),
-        }
+        push_opt(w, creator);
         match flags {
             Some(flags) => {
                 w.extend_from_slice(br#","kind":""#);
@@ -310,7 +304,7 @@ pub fn write_exit(w: &mut Vec<u8>, ev: &ExitView<'_>) {
             None => w.extend_from_slice(br#","kind":null,"clone_flags":null"#),
         }
         w.extend_from_slice(br#","ancestry":["#);
-        for (i, (pid, comm)) in table.ancestors(a.ac_pid).enumerate() {
+        for (i, (pid, comm)) in table.ancestors(e.pid).enumerate() {
             if i > 0 {
                 w.push(b',');
             }
@@ -368,7 +362,7 @@ fn needs_escape(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::fixtures::*;
+    use crate::{acct::AcctV3, output::fixtures::*};
 
     #[test]
     fn golden_lines() {
@@ -383,21 +377,14 @@ mod tests {
         };
         let buf = Shared::default();
         let mut json = JsonLines::new(Target::Stdout, Box::new(buf.clone()));
-        let with_lineage = |rec| {
-            let mut view = ExitView::from_record(rec, &clock);
-            view.lineage = Some(&table);
-            view
-        };
+        let with_lineage = |rec| Exit::from_record(rec, &clock).with_lineage(Some(&table));
         json.exit(&with_lineage(&full)).unwrap();
         // Not in the table: no creator, no ancestry.
         json.exit(&with_lineage(&bare)).unwrap();
-        json.exit(&ExitView::from_record(&rt_signal, &clock))
-            .unwrap();
+        json.exit(&Exit::from_record(&rt_signal, &clock)).unwrap();
         // From an acct file (`dump`): acct's resolution, no extras.
-        json.exit(&ExitView::from_acct(
-            ExitView::from_record(&full, &clock).acct,
-        ))
-        .unwrap();
+        json.exit(&AcctV3::from_model(&Exit::from_record(&full, &clock)).to_exit())
+            .unwrap();
         json.fork(&fork(4200, 4242, 0x100 | 0x4000 | 0x11, b"bash"), &clock)
             .unwrap();
         let thread = ForkRecord {

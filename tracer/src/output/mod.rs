@@ -1,4 +1,4 @@
-//! Outputs: where decoded exits go. Each sink buffers and writes in batches;
+//! Outputs: where decoded exits go. Each one buffers and writes in batches;
 //! `flush` is called after every drained batch and at stop.
 
 mod acct_file;
@@ -20,10 +20,10 @@ pub use table::Table;
 
 use tracer_common::{ExecRecord, ForkRecord, ThreadExitRecord};
 
-use crate::event::{Clock, ExitView};
+use crate::{decode::Clock, model::Exit};
 
-pub trait Sink {
-    fn exit(&mut self, ev: &ExitView<'_>) -> io::Result<()>;
+pub trait Output {
+    fn exit(&mut self, exit: &Exit<'_>) -> io::Result<()>;
     /// Fork and exec events: only outputs that show lineage take them.
     fn fork(&mut self, _rec: &ForkRecord, _clock: &Clock) -> io::Result<()> {
         Ok(())
@@ -226,7 +226,7 @@ pub struct Outputs {
 }
 
 struct Slot {
-    sink: Box<dyn Sink>,
+    output: Box<dyn Output>,
     failure: Option<anyhow::Error>,
 }
 
@@ -241,9 +241,9 @@ pub struct Failure {
 }
 
 impl Outputs {
-    pub fn push(&mut self, sink: Box<dyn Sink>) {
+    pub fn push(&mut self, output: Box<dyn Output>) {
         self.slots.push(Slot {
-            sink,
+            output,
             failure: None,
         });
     }
@@ -254,19 +254,19 @@ impl Outputs {
 
     /// Runs `f` on every output in turn; a failure is kept with its output
     /// (the first one only) and does not stop the others.
-    fn each(&mut self, mut f: impl FnMut(&mut dyn Sink) -> io::Result<()>) -> Result<()> {
+    fn each(&mut self, mut f: impl FnMut(&mut dyn Output) -> io::Result<()>) -> Result<()> {
         for slot in &mut self.slots {
-            if let Err(e) = f(slot.sink.as_mut()) {
+            if let Err(e) = f(slot.output.as_mut()) {
                 if slot.failure.is_none() {
-                    slot.failure = Some(output_error(e, slot.sink.as_ref()));
+                    slot.failure = Some(output_error(e, slot.output.as_ref()));
                 }
             }
         }
         Ok(())
     }
 
-    pub fn exit(&mut self, ev: &ExitView<'_>) -> Result<()> {
-        self.each(|s| s.exit(ev))
+    pub fn exit(&mut self, exit: &Exit<'_>) -> Result<()> {
+        self.each(|s| s.exit(exit))
     }
 
     pub fn fork(&mut self, rec: &ForkRecord, clock: &Clock) -> Result<()> {
@@ -294,7 +294,7 @@ impl Outputs {
     }
 
     pub fn wants_lineage(&self) -> bool {
-        self.slots.iter().any(|s| s.sink.wants_lineage())
+        self.slots.iter().any(|s| s.output.wants_lineage())
     }
 
     /// Outputs still taking records.
@@ -309,10 +309,10 @@ impl Outputs {
             .filter_map(|s| {
                 let e = s.failure.as_ref()?;
                 Some(Failure {
-                    name: s.sink.name(),
+                    name: s.output.name(),
                     closed: is_broken_pipe(e),
                     error: format!("{e:#}"),
-                    lost: s.sink.lost(),
+                    lost: s.output.lost(),
                 })
             })
             .collect()
@@ -358,13 +358,13 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-fn output_error(e: io::Error, sink: &dyn Sink) -> anyhow::Error {
+fn output_error(e: io::Error, output: &dyn Output) -> anyhow::Error {
     let hint = match e.raw_os_error() {
         Some(libc::ENOSPC) => ": the disk is full; free space or write elsewhere",
         Some(libc::EDQUOT) => ": disk quota exceeded",
         _ => "",
     };
-    let name = sink.name();
+    let name = output.name();
     anyhow::Error::new(e).context(format!("cannot write to {name}{hint}"))
 }
 
@@ -435,7 +435,7 @@ pub(crate) mod fixtures {
         RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_THREAD_EXIT,
     };
 
-    use crate::{event::Clock, lineage::ProcessTable};
+    use crate::{decode::Clock, lineage::ProcessTable};
 
     /// A writer the test keeps a handle on.
     #[derive(Clone, Default)]

@@ -7,10 +7,10 @@ use std::{
 
 use super::{
     flag_names,
-    text::{pad_left, pad_right, push_escaped, push_int, push_secs, until_nul},
-    Batched, Sink, Target,
+    text::{pad_left, pad_right, push_escaped, push_int, push_secs},
+    Batched, Output, Target,
 };
-use crate::event::ExitView;
+use crate::model::Exit;
 
 pub struct Table {
     target: Target,
@@ -33,9 +33,8 @@ impl Table {
         }
     }
 
-    fn write_line(&mut self, ev: &ExitView<'_>) -> io::Result<()> {
-        let a = &ev.acct;
-        let btime = i64::from(a.ac_btime);
+    fn write_line(&mut self, ev: &Exit<'_>) -> io::Result<()> {
+        let btime = i64::from(ev.btime);
         let hms = match self.last_hms {
             Some((t, text)) if t == btime => text,
             _ => {
@@ -48,12 +47,12 @@ impl Table {
         self.out.line(|w| {
             w.extend_from_slice(&hms);
             w.push(b' ');
-            column(w, 16, pad_right, |w| push_escaped(w, until_nul(&a.ac_comm)));
-            column(w, 7, pad_left, |w| push_int(w, a.ac_pid));
-            column(w, 7, pad_left, |w| push_int(w, a.ac_ppid));
-            column(w, 8, pad_right, |w| match users.get(&a.ac_uid) {
+            column(w, 16, pad_right, |w| push_escaped(w, ev.comm_bytes()));
+            column(w, 7, pad_left, |w| push_int(w, ev.pid));
+            column(w, 7, pad_left, |w| push_int(w, ev.ppid));
+            column(w, 8, pad_right, |w| match users.get(&ev.uid) {
                 Some(name) => push_escaped(w, name.as_bytes()),
-                None => push_int(w, a.ac_uid),
+                None => push_int(w, ev.uid),
             });
             column(w, 22, pad_right, |w| {
                 // Into a Vec: no allocation, and ExitStatus keeps its wording.
@@ -61,7 +60,7 @@ impl Table {
             });
             column(w, 12, pad_right, |w| {
                 let mut any = false;
-                for (i, f) in flag_names(a.ac_flag).enumerate() {
+                for (i, f) in flag_names(ev.flags).enumerate() {
                     if i > 0 {
                         w.push(b',');
                     }
@@ -74,7 +73,7 @@ impl Table {
             });
             column(w, 8, pad_left, |w| push_secs(w, ev.cpu_ns(), 2));
             let start = w.len();
-            push_secs(w, ev.elapsed_ns(), 2);
+            push_secs(w, ev.elapsed_ns, 2);
             pad_left(w, start, 9);
             w.push(b'\n');
         })
@@ -94,8 +93,8 @@ fn column(
     w.push(b' ');
 }
 
-impl Sink for Table {
-    fn exit(&mut self, ev: &ExitView<'_>) -> io::Result<()> {
+impl Output for Table {
+    fn exit(&mut self, ev: &Exit<'_>) -> io::Result<()> {
         if !self.header_done {
             self.out.line(|w| {
                 let _ = writeln!(
@@ -158,7 +157,7 @@ mod tests {
     use tracer_common::ExitRecord;
 
     use super::*;
-    use crate::output::fixtures::*;
+    use crate::{acct::AcctV3, output::fixtures::*};
 
     #[test]
     fn golden_lines() {
@@ -190,12 +189,10 @@ mod tests {
             .map(|(uid, name)| (uid, name.to_owned()))
             .collect();
         for rec in [&full, &bare, &long, &exited_255] {
-            table.exit(&ExitView::from_record(rec, &clock)).unwrap();
+            table.exit(&Exit::from_record(rec, &clock)).unwrap();
         }
         table
-            .exit(&ExitView::from_acct(
-                ExitView::from_record(&full, &clock).acct,
-            ))
+            .exit(&AcctV3::from_model(&Exit::from_record(&full, &clock)).to_exit())
             .unwrap();
         table.flush().unwrap();
         let got = buf.text();

@@ -1,0 +1,174 @@
+//! The one decoded exit every output renders: each field a user can see,
+//! named as in the JSON, in plain units (ns, KiB, counts). It is made once
+//! per exit, from a ring record ([`Exit::from_record`]) or from an acct
+//! file ([`crate::acct::AcctV3::to_exit`]); no output looks at either.
+//!
+//! A new exit field goes: `tracer_common::ExitRecord` (what the programs
+//! send), [`Exit::from_record`] (the decoder), a field here, and the
+//! outputs that show it.
+
+use tracer_common::{present, ExitRecord};
+
+use crate::{
+    acct::{nsec_to_ahz, old_encode_dev, AHZ},
+    decode::Clock,
+    exit_status::ExitStatus,
+    lineage::ProcessTable,
+};
+
+/// One thread group's death.
+#[derive(Clone, Copy, Debug)]
+pub struct Exit<'a> {
+    /// Process id and its parent's at exit (initial pid namespace).
+    pub pid: u32,
+    pub ppid: u32,
+    /// The thread whose exit ended the group (not in acct files).
+    pub tid: Option<u32>,
+    /// Command name, NUL-padded: at most 15 bytes, as the kernel keeps it.
+    pub comm: [u8; 16],
+    pub uid: u32,
+    pub gid: u32,
+    /// Controlling terminal in the old 16-bit `dev_t` encoding acct uses;
+    /// 0 for none.
+    pub tty: u16,
+    /// The leader's raw exit code (`status << 8`, or the signal, `| 0x80`
+    /// when a core was dumped).
+    pub exit_code: u32,
+    /// acct's flag bits: `FORK`, `SU`, `CORE`, `XSIG` (`crate::acct::A*`).
+    pub flags: u8,
+    /// Start time, unix seconds, as acct computes it from the exit time.
+    pub btime: u32,
+    /// Exact from the probes; acct's tick resolution from a file.
+    pub elapsed_ns: u64,
+    pub utime_ns: u64,
+    pub stime_ns: u64,
+    /// Virtual memory size at exit.
+    pub mem_kb: u64,
+    pub minflt: u64,
+    pub majflt: u64,
+    /// What only the probes know.
+    pub probed: Option<Probed>,
+    /// Where the process sits in the tree of creation, when an output
+    /// asked for lineage.
+    pub lineage: Option<Lineage<'a>>,
+}
+
+/// Fields the kernel knows at exit and acct drops; each `Option` is `None`
+/// on kernels without it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probed {
+    /// Signal sent to the parent on death; 0 or -1 for none.
+    pub exit_signal: i32,
+    /// Start time, CLOCK_MONOTONIC ns.
+    pub start_ns: u64,
+    pub cgroup_id: u64,
+    pub maxrss_kb: Option<u64>,
+    pub rchar: Option<u64>,
+    pub wchar: Option<u64>,
+    pub read_bytes: Option<u64>,
+    pub write_bytes: Option<u64>,
+    /// The scheduler's exact on-CPU time of the whole group.
+    pub cpu_runtime_ns: Option<u64>,
+    pub nvcsw: Option<u64>,
+    pub nivcsw: Option<u64>,
+}
+
+/// The process table at the moment of an exit (before the exit is applied
+/// to it), for the exit's creator, creation flags and ancestry.
+#[derive(Clone, Copy, Debug)]
+pub struct Lineage<'a> {
+    pub table: &'a ProcessTable,
+}
+
+impl Exit<'_> {
+    /// How it ended, from the exit code.
+    pub fn status(&self) -> ExitStatus {
+        ExitStatus::from_code(self.exit_code)
+    }
+
+    /// CPU time for people: the scheduler's exact figure when the probes
+    /// had it, else acct's tick-sampled user + system time.
+    pub fn cpu_ns(&self) -> u64 {
+        match self.probed.and_then(|p| p.cpu_runtime_ns) {
+            Some(ns) => ns,
+            None => self.utime_ns + self.stime_ns,
+        }
+    }
+
+    /// The command name up to its first NUL.
+    pub fn comm_bytes(&self) -> &[u8] {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(16);
+        &self.comm[..end]
+    }
+}
+
+impl<'a> Exit<'a> {
+    /// Decodes a record from the probes; `clock` turns its monotonic times
+    /// into wall-clock ones.
+    pub fn from_record(rec: &ExitRecord, clock: &Clock) -> Self {
+        // strscpy() into a zeroed buffer, as fill_ac(): stop at the first
+        // NUL and always leave room for a terminating one.
+        let mut comm = [0u8; 16];
+        for (dst, &src) in comm[..15]
+            .iter_mut()
+            .zip(rec.comm.iter().take_while(|&&c| c != 0))
+        {
+            *dst = src;
+        }
+        let elapsed_ns = rec.exit_ns.saturating_sub(rec.start_ns);
+        // fill_ac(): the exit's wall-clock second minus the elapsed whole
+        // seconds (of ticks).
+        let btime = clock
+            .realtime_s(rec.exit_ns)
+            .saturating_sub((nsec_to_ahz(elapsed_ns) / AHZ) as i64)
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        let has = |bit| rec.present & bit != 0;
+        let page_kb = page_kb();
+        Self {
+            pid: rec.pid,
+            ppid: rec.ppid,
+            tid: Some(rec.tid),
+            comm,
+            uid: rec.uid,
+            gid: rec.gid,
+            tty: if rec.tty_dev == 0 {
+                0
+            } else {
+                old_encode_dev(rec.tty_dev)
+            },
+            exit_code: rec.exit_code,
+            flags: rec.ac_flag as u8,
+            btime,
+            elapsed_ns,
+            utime_ns: rec.utime_ns,
+            stime_ns: rec.stime_ns,
+            mem_kb: rec.mem_kb,
+            minflt: rec.minflt,
+            majflt: rec.majflt,
+            probed: Some(Probed {
+                exit_signal: rec.exit_signal,
+                start_ns: rec.start_ns,
+                cgroup_id: rec.cgroup_id,
+                maxrss_kb: has(present::MAXRSS).then(|| rec.maxrss_pages * page_kb),
+                rchar: has(present::IO_CHARS).then_some(rec.rchar),
+                wchar: has(present::IO_CHARS).then_some(rec.wchar),
+                read_bytes: has(present::IO_BYTES).then_some(rec.read_bytes),
+                write_bytes: has(present::IO_BYTES).then_some(rec.write_bytes),
+                cpu_runtime_ns: has(present::RUNTIME).then_some(rec.runtime_ns),
+                nvcsw: has(present::CSW).then_some(rec.nvcsw),
+                nivcsw: has(present::CSW).then_some(rec.nivcsw),
+            }),
+            lineage: None,
+        }
+    }
+
+    pub fn with_lineage(mut self, table: Option<&'a ProcessTable>) -> Self {
+        self.lineage = table.map(|table| Lineage { table });
+        self
+    }
+}
+
+fn page_kb() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64) / 1024
+}
