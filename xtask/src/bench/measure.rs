@@ -15,7 +15,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use super::{
-    workloads::{send_signal, Config, Ctx, Tracer, SIGCONT, SIGSTOP, WORKLOADS},
+    workloads::{send_signal, Config, Ctx, Tracer, WORKLOADS},
     STOP,
 };
 
@@ -461,9 +461,9 @@ pub(super) fn stop_run(ctx: &Ctx, ring: &'static str, n: u64) -> Result<StopRun>
         }
         thread::sleep(Duration::from_millis(5));
     }
-    send_signal(tracer.pid, SIGSTOP)?;
+    send_signal(tracer.pid, libc::SIGSTOP)?;
     thread::sleep(Duration::from_millis(500));
-    send_signal(tracer.pid, SIGCONT)?;
+    send_signal(tracer.pid, libc::SIGCONT)?;
     let (_, status, lines) = tracer.stop(None)?;
     let wall_s = t0.elapsed().as_secs_f64();
     let (written, lost) = tracer_summary(&lines)

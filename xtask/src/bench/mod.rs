@@ -34,7 +34,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::workspace_root;
 use measure::{busy_fraction, qemu_running, stop_run, wait_quiet, Check, Run};
 use report::Report;
-use workloads::{ensure_tool, run_once, signal, Ctx, CONFIGS, SIGINT, WORKLOADS};
+use workloads::{ensure_tool, run_once, Ctx, CONFIGS, WORKLOADS};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -51,21 +51,21 @@ pub struct BenchArgs {
     max_wait: u64,
 }
 
-const SIGTERM: i32 = 15;
-const SIGHUP: i32 = 1;
-
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-extern "C" fn on_stop(_sig: i32) {
+extern "C" fn on_stop(_sig: libc::c_int) {
     STOP.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// SIGINT, SIGTERM and SIGHUP end the bench after the current run, so that
 /// what it changed on the machine is restored.
 fn catch_stop_signals() {
-    for sig in [SIGINT, SIGTERM, SIGHUP] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { signal(sig, on_stop) };
+    // libc takes the handler as an address.
+    let handler: extern "C" fn(libc::c_int) = on_stop;
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe { libc::signal(sig, handler as libc::sighandler_t) };
     }
 }
 

@@ -179,45 +179,19 @@ pub(super) fn ensure_tool(path: &str, package: &str) -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------
-// A few libc calls std does not offer (std links libc anyway).
-
-pub(super) const SIGINT: i32 = 2;
-const SIGKILL: i32 = 9;
-pub(super) const SIGCONT: i32 = 18;
-pub(super) const SIGSTOP: i32 = 19;
-
-#[repr(C)]
-#[derive(Default)]
-struct Timeval {
-    sec: i64,
-    usec: i64,
-}
-
-/// `struct rusage` on 64-bit Linux: two timevals and 14 longs.
-#[repr(C)]
-#[derive(Default)]
-struct Rusage {
-    utime: Timeval,
-    stime: Timeval,
-    maxrss: i64,
-    _rest: [i64; 13],
-}
-
-extern "C" {
-    pub(super) fn signal(sig: i32, handler: extern "C" fn(i32)) -> usize;
-    fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut Rusage) -> i32;
-    fn kill(pid: i32, sig: i32) -> i32;
-}
+// Processes: waiting for them (with their CPU time) and signalling them.
 
 /// Waits for the child `pid`; returns its wait status and its CPU time
 /// (user + system, its waited-for descendants included) in seconds.
 fn wait_child(pid: u32) -> Result<(i32, f64)> {
     let mut status = 0;
-    let mut ru = Rusage::default();
+    // SAFETY: `rusage` is plain integers (timevals and longs): all zeroes
+    // is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
         // SAFETY: plain syscall wrapper; both pointers are valid for writes.
-        let r = unsafe { wait4(pid as i32, &mut status, 0, &mut ru) };
-        if r == pid as i32 {
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru) };
+        if r == pid as libc::pid_t {
             break;
         }
         let err = std::io::Error::last_os_error();
@@ -225,16 +199,16 @@ fn wait_child(pid: u32) -> Result<(i32, f64)> {
             return Err(err).context(format!("wait4({pid})"));
         }
     }
-    let cpu = ru.utime.sec as f64
-        + ru.utime.usec as f64 / 1e6
-        + ru.stime.sec as f64
-        + ru.stime.usec as f64 / 1e6;
+    let cpu = ru.ru_utime.tv_sec as f64
+        + ru.ru_utime.tv_usec as f64 / 1e6
+        + ru.ru_stime.tv_sec as f64
+        + ru.ru_stime.tv_usec as f64 / 1e6;
     Ok((status, cpu))
 }
 
-pub(super) fn send_signal(pid: u32, sig: i32) -> Result<()> {
+pub(super) fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
     // SAFETY: plain syscall wrapper.
-    if unsafe { kill(pid as i32, sig) } != 0 {
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
         return Err(std::io::Error::last_os_error()).context(format!("kill({pid}, {sig})"));
     }
     Ok(())
@@ -288,7 +262,7 @@ impl Tracer {
 
     /// Signals it, waits for it; returns its CPU time (rusage), its exit
     /// status and its standard error.
-    pub(super) fn stop(self, sig: Option<i32>) -> Result<(f64, i32, Vec<String>)> {
+    pub(super) fn stop(self, sig: Option<libc::c_int>) -> Result<(f64, i32, Vec<String>)> {
         if let Some(sig) = sig {
             send_signal(self.pid, sig)?;
         }
@@ -380,7 +354,7 @@ pub(super) fn run_once(
             let tracer = Tracer::spawn(&ctx.tracer, &["record", flag, out_s])?;
             if let Err(e) = tracer.ready() {
                 let pid = tracer.pid;
-                let _ = send_signal(pid, SIGKILL);
+                let _ = send_signal(pid, libc::SIGKILL);
                 let (_, _, lines) = tracer.stop(None)?;
                 bail!("{e}: {}", lines.join("\n"));
             }
@@ -394,7 +368,7 @@ pub(super) fn run_once(
             let cpu_stat_s = stat_cpu_s(tracer.pid);
             let hwm_kib = vm_kib(tracer.pid, "VmHWM:");
             let rss_kib = vm_kib(tracer.pid, "VmRSS:");
-            let (cpu_total_s, status, lines) = tracer.stop(Some(SIGINT))?;
+            let (cpu_total_s, status, lines) = tracer.stop(Some(libc::SIGINT))?;
             let (pid, wall, cpu) = res?;
             if status != 0 {
                 bail!(
@@ -446,7 +420,7 @@ pub(super) fn run_once(
             let deadline = Instant::now() + Duration::from_secs(60);
             while !fs::read_to_string(&out).is_ok_and(|s| s.contains("PCOMM")) {
                 if Instant::now() > deadline {
-                    let _ = send_signal(spid, SIGKILL);
+                    let _ = send_signal(spid, libc::SIGKILL);
                     let _ = wait_child(spid);
                     bail!(
                         "exitsnoop did not start: {}",
@@ -465,7 +439,7 @@ pub(super) fn run_once(
             let cpu_stat_s = stat_cpu_s(spid);
             let hwm_kib = vm_kib(spid, "VmHWM:");
             let rss_kib = vm_kib(spid, "VmRSS:");
-            send_signal(spid, SIGINT)?;
+            send_signal(spid, libc::SIGINT)?;
             let (_, cpu_total_s) = wait_child(spid)?;
             let (pid, wall, cpu) = res?;
             let (written, found, lost) = exitsnoop_records(&out, &err, pid);
