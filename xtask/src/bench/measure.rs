@@ -13,6 +13,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+use serde::Deserialize;
 
 use super::{
     workloads::{send_signal, Config, Ctx, Tracer, WORKLOADS},
@@ -203,58 +204,28 @@ pub(super) fn prog_ids(pid: u32) -> Vec<u32> {
     ids
 }
 
-/// The top-level objects of a JSON array (bpftool's output), as text.
-fn json_objects(text: &str) -> Vec<&str> {
-    let (mut out, mut depth, mut start, mut in_str, mut esc) = (Vec::new(), 0, 0, false, false);
-    for (i, c) in text.char_indices() {
-        if in_str {
-            match c {
-                _ if esc => esc = false,
-                '\\' => esc = true,
-                '"' => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_str = true,
-            '{' => {
-                if depth == 0 {
-                    start = i;
-                }
-                depth += 1;
-            }
-            '}' => {
-                depth -= 1;
-                if depth == 0 {
-                    out.push(&text[start..=i]);
-                }
-            }
-            _ => {}
-        }
-    }
-    out
+/// A program's entry in `bpftool prog show --json`: the fields the bench
+/// reads. bpftool leaves out run_time_ns and run_cnt while they are zero
+/// (kernel.bpf_stats_enabled off, or the program has not run since), and
+/// the name of an unnamed program.
+#[derive(Deserialize, Debug, PartialEq)]
+pub(super) struct ProgCounters {
+    id: u32,
+    #[serde(default = "unnamed")]
+    name: String,
+    #[serde(default)]
+    run_time_ns: u64,
+    #[serde(default)]
+    run_cnt: u64,
 }
 
-/// The first number after `"key":` in `obj`.
-fn json_u64(obj: &str, key: &str) -> Option<u64> {
-    let pat = format!("\"{key}\":");
-    let rest = obj[obj.find(&pat)? + pat.len()..].trim_start();
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
+fn unnamed() -> String {
+    "?".into()
 }
 
-fn json_str<'a>(obj: &'a str, key: &str) -> Option<&'a str> {
-    let pat = format!("\"{key}\":\"");
-    let rest = &obj[obj.find(&pat)? + pat.len()..];
-    Some(&rest[..rest.find('"')?])
-}
-
-/// (id, name, run_time_ns, run_cnt) of the programs `ids`, from
-/// `bpftool prog show --json`.
-pub(super) fn bpf_stats(ids: &[u32]) -> Result<BTreeMap<u32, (String, u64, u64)>> {
+/// The counters of the programs `ids`, by id, from `bpftool prog show
+/// --json`.
+pub(super) fn bpf_stats(ids: &[u32]) -> Result<BTreeMap<u32, ProgCounters>> {
     let out = Command::new("bpftool")
         .args(["prog", "show", "--json"])
         .output()
@@ -265,38 +236,35 @@ pub(super) fn bpf_stats(ids: &[u32]) -> Result<BTreeMap<u32, (String, u64, u64)>
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut progs = BTreeMap::new();
-    for obj in json_objects(&text) {
-        let Some(id) = json_u64(obj, "id") else {
-            continue;
-        };
-        if ids.contains(&(id as u32)) {
-            progs.insert(
-                id as u32,
-                (
-                    json_str(obj, "name").unwrap_or("?").to_string(),
-                    json_u64(obj, "run_time_ns").unwrap_or(0),
-                    json_u64(obj, "run_cnt").unwrap_or(0),
-                ),
-            );
-        }
-    }
-    Ok(progs)
+    parse_prog_show(&out.stdout, ids)
+}
+
+/// The entries of `ids` in bpftool's `prog show --json` output (an array
+/// of every program loaded on the machine).
+fn parse_prog_show(json: &[u8], ids: &[u32]) -> Result<BTreeMap<u32, ProgCounters>> {
+    let progs: Vec<ProgCounters> =
+        serde_json::from_slice(json).context("parsing bpftool prog show --json")?;
+    Ok(progs
+        .into_iter()
+        .filter(|p| ids.contains(&p.id))
+        .map(|p| (p.id, p))
+        .collect())
 }
 
 pub(super) fn prog_deltas(
-    before: &BTreeMap<u32, (String, u64, u64)>,
-    after: &BTreeMap<u32, (String, u64, u64)>,
+    before: &BTreeMap<u32, ProgCounters>,
+    after: &BTreeMap<u32, ProgCounters>,
 ) -> Vec<ProgDelta> {
     after
         .iter()
-        .map(|(id, (name, t, c))| {
-            let (t0, c0) = before.get(id).map_or((0, 0), |b| (b.1, b.2));
+        .map(|(id, p)| {
+            let (t0, c0) = before
+                .get(id)
+                .map_or((0, 0), |b| (b.run_time_ns, b.run_cnt));
             ProgDelta {
-                name: name.clone(),
-                run_time_ns: t.saturating_sub(t0),
-                run_cnt: c.saturating_sub(c0),
+                name: p.name.clone(),
+                run_time_ns: p.run_time_ns.saturating_sub(t0),
+                run_cnt: p.run_cnt.saturating_sub(c0),
             }
         })
         .collect()
@@ -374,15 +342,28 @@ pub(super) fn acct_records(path: &Path, pid: u32) -> (u64, u64) {
 /// (exit records, exit records of `pid` or its children) of a JSON lines
 /// file.
 pub(super) fn json_records(path: &Path, pid: u32) -> (u64, u64) {
-    let text = fs::read_to_string(path).unwrap_or_default();
+    count_exit_events(&fs::read_to_string(path).unwrap_or_default(), pid)
+}
+
+/// What the bench reads of a line of `tracer record --json`.
+#[derive(Deserialize)]
+struct JsonEvent {
+    event: String,
+    pid: Option<u64>,
+    ppid: Option<u64>,
+}
+
+fn count_exit_events(text: &str, pid: u32) -> (u64, u64) {
     let (mut all, mut found) = (0, 0);
     // Exit records only: with --json the tracer also writes fork and exec
-    // events (lineage).
-    for line in text.lines().filter(|l| l.contains("\"event\":\"exit\"")) {
+    // events (lineage), and thread_exit ones with --threads.
+    for e in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<JsonEvent>(l).ok())
+        .filter(|e| e.event == "exit")
+    {
         all += 1;
-        let p = json_u64(line, "pid");
-        let pp = json_u64(line, "ppid");
-        if p == Some(pid as u64) || pp == Some(pid as u64) {
+        if e.pid == Some(pid.into()) || e.ppid == Some(pid.into()) {
             found += 1;
         }
     }
@@ -490,4 +471,73 @@ pub(super) fn stop_run(ctx: &Ctx, ring: &'static str, n: u64) -> Result<StopRun>
             .cloned()
             .unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `bpftool prog show --json` (bpftool 7) with bpf_stats on: a program
+    /// of someone else's, one of ours that ran, one of ours that did not
+    /// (no counters) and one without a name. Nested objects (`pids`) and
+    /// arrays (`map_ids`) must not be taken for programs.
+    const PROG_SHOW: &str = r#"[{"id":11,"type":"cgroup_skb","tag":"6deef7357e7b4530","gpl_compatible":true,"run_time_ns":90211,"run_cnt":310,"loaded_at":1764547200,"uid":0,"orphaned":false,"bytes_xlated":64,"jited":true,"bytes_jited":63,"bytes_memlock":4096,"map_ids":[]},{"id":57,"type":"tracing","name":"exit_tp_btf","tag":"a04f5eef06a7f555","gpl_compatible":true,"run_time_ns":1834211,"run_cnt":12002,"recursion_misses":0,"loaded_at":1764547321,"uid":0,"orphaned":false,"bytes_xlated":1520,"jited":true,"bytes_jited":912,"bytes_memlock":4096,"map_ids":[12,13,14],"btf_id":88,"pids":[{"pid":4242,"comm":"tracer"}]},{"id":58,"type":"tracing","name":"fork_tp_btf","tag":"1c2b7e6f0d9a8b37","gpl_compatible":true,"loaded_at":1764547321,"uid":0,"orphaned":false,"bytes_xlated":408,"jited":true,"bytes_jited":252,"bytes_memlock":4096,"map_ids":[12],"btf_id":88,"pids":[{"pid":4242,"comm":"tracer"}]},{"id":59,"type":"kprobe","tag":"b1f3c9a2e4d5f607","gpl_compatible":true,"run_time_ns":77,"run_cnt":2,"loaded_at":1764547321,"uid":0,"orphaned":false,"bytes_xlated":96,"jited":true,"bytes_jited":80,"bytes_memlock":4096,"map_ids":[]}]"#;
+
+    #[test]
+    fn parses_bpftool_prog_show() {
+        let progs = parse_prog_show(PROG_SHOW.as_bytes(), &[57, 58, 59, 60]).unwrap();
+        let got: Vec<_> = progs.into_values().collect();
+        let prog = |id, name: &str, run_time_ns, run_cnt| ProgCounters {
+            id,
+            name: name.into(),
+            run_time_ns,
+            run_cnt,
+        };
+        assert_eq!(
+            got,
+            [
+                prog(57, "exit_tp_btf", 1834211, 12002),
+                prog(58, "fork_tp_btf", 0, 0),
+                prog(59, "?", 77, 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn bpftool_output_that_is_not_json_is_an_error() {
+        assert!(parse_prog_show(b"Error: can't get next program", &[1]).is_err());
+    }
+
+    #[test]
+    fn deltas_count_from_zero_for_programs_loaded_meanwhile() {
+        let before = parse_prog_show(PROG_SHOW.as_bytes(), &[57]).unwrap();
+        let after = parse_prog_show(
+            PROG_SHOW
+                .replace(
+                    "\"run_time_ns\":1834211,\"run_cnt\":12002",
+                    "\"run_time_ns\":1900000,\"run_cnt\":12100",
+                )
+                .as_bytes(),
+            &[57, 59],
+        )
+        .unwrap();
+        let d = prog_deltas(&before, &after);
+        let d: Vec<_> = d
+            .iter()
+            .map(|p| (p.name.as_str(), p.run_time_ns, p.run_cnt))
+            .collect();
+        assert_eq!(d, [("exit_tp_btf", 65789, 98), ("?", 77, 2)]);
+    }
+
+    #[test]
+    fn counts_exit_events_of_the_workload() {
+        let text = r#"{"event":"fork","time":1764547321.500000000,"parent_pid":100,"parent_tid":100,"child_pid":101}
+{"event":"exit","pid":101,"ppid":100,"comm":"fork_churn","ancestry":[{"pid":100,"comm":"fork_churn"}]}
+{"event":"thread_exit","time":1764547321.600000000,"pid":100,"tid":102,"comm":"fork_churn","exit_code":0,"cpu_runtime_s":0.000100000}
+{"event":"exit","pid":100,"ppid":1,"comm":"fork_churn"}
+{"event":"exit","pid":7,"ppid":1,"comm":"cron"}
+{"event":"exit","pid":1"#;
+        // The truncated last line is not a record.
+        assert_eq!(count_exit_events(text, 100), (3, 2));
+    }
 }
