@@ -246,7 +246,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let dir = root.join("bench/results");
     fs::create_dir_all(&dir)?;
     fs::write(dir.join("latest.md"), report.markdown())?;
-    fs::write(dir.join("latest.json"), report.json())?;
+    fs::write(dir.join("latest.json"), report.json()?)?;
     fs::write(dir.join("latest.svg"), report.svg())?;
     eprintln!("bench: wrote bench/results/latest.md, latest.json, latest.svg");
     Ok(())

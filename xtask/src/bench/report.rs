@@ -2,7 +2,10 @@
 //! untraced), the targets, and the three files written to `bench/results/`:
 //! the markdown tables, the JSON of every run, the SVG bar chart.
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, io};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
 
 use super::{
     measure::{Check, Loader, Records, Run, StopRun},
@@ -570,131 +573,101 @@ impl Report {
         out
     }
 
-    pub(super) fn json(&self) -> String {
-        let mut s = String::new();
-        let esc = |t: &str| {
-            t.replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n")
-        };
-        let num = |v: f64| {
-            if v.is_finite() {
-                format!("{v}")
-            } else {
-                "null".into()
-            }
-        };
-        let _ = write!(
-            s,
-            "{{\"quick\":{},\"rounds\":{},\"commit\":\"{}\",\"dirty\":\"{}\",\"kernel\":\"{}\",\"duration_s\":{},",
-            self.quick,
-            self.rounds,
-            esc(&self.commit),
-            esc(&self.dirty),
-            esc(&self.kernel),
-            num(self.duration_s)
-        );
-        let _ = write!(s, "\"workloads\":[");
-        for (i, w) in WORKLOADS.iter().enumerate() {
-            let n = if self.quick { w.n_quick } else { w.n };
-            let _ = write!(
-                s,
-                "{}{{\"name\":\"{}\",\"what\":\"{}\",\"n\":{},\"tasks\":{},\"processes\":{}}}",
-                if i > 0 { "," } else { "" },
-                w.name,
-                esc(w.what),
-                n,
-                w.tasks(n),
-                w.processes(n)
-            );
+    /// `latest.json`: every run, for what the tables do not show.
+    pub(super) fn json(&self) -> Result<String> {
+        let mut out = Vec::new();
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, LinePerEntry { depth: 0 });
+        self.results().serialize(&mut ser)?;
+        out.push(b'\n');
+        Ok(String::from_utf8(out)?)
+    }
+
+    fn results(&self) -> ResultsFile {
+        ResultsFile {
+            quick: self.quick,
+            rounds: self.rounds,
+            commit: self.commit.clone(),
+            dirty: self.dirty.clone(),
+            kernel: self.kernel.clone(),
+            duration_s: finite(self.duration_s),
+            workloads: WORKLOADS
+                .iter()
+                .map(|w| {
+                    let n = if self.quick { w.n_quick } else { w.n };
+                    WorkloadEntry {
+                        name: w.name.into(),
+                        what: w.what.into(),
+                        n,
+                        tasks: w.tasks(n),
+                        processes: w.processes(n),
+                    }
+                })
+                .collect(),
+            checks: self
+                .checks
+                .iter()
+                .map(|c| CheckEntry {
+                    at_s: finite(c.at_s),
+                    qemu: c.qemu,
+                    busy: finite(c.busy),
+                    loadavg: c.loadavg.clone(),
+                    waited_s: finite(c.waited_s),
+                })
+                .collect(),
+            runs: self
+                .runs
+                .iter()
+                .map(|r| RunEntry {
+                    round: r.round,
+                    workload: WORKLOADS[r.workload].name.into(),
+                    config: r.config.key().into(),
+                    n: r.n,
+                    tasks: WORKLOADS[r.workload].tasks(r.n),
+                    tasks_ended_system_wide: r.tasks_ended(),
+                    cpu_s: finite(r.cpu_s),
+                    wall_s: finite(r.wall_s),
+                    busy_before: finite(r.busy_before),
+                    bpf: r
+                        .bpf
+                        .iter()
+                        .map(|p| ProgEntry {
+                            name: p.name.clone(),
+                            run_time_ns: p.run_time_ns,
+                            run_cnt: p.run_cnt,
+                        })
+                        .collect(),
+                    loader: r.loader.as_ref().map(|l| LoaderEntry {
+                        cpu_steady_s: finite(l.cpu_steady_s),
+                        cpu_stat_s: finite(l.cpu_stat_s),
+                        cpu_total_s: finite(l.cpu_total_s),
+                        vm_hwm_kib: l.hwm_kib,
+                        vm_rss_kib: l.rss_kib,
+                    }),
+                    records: r.records.as_ref().map(|x| RecordsEntry {
+                        written: x.written,
+                        lost: x.lost,
+                        found: x.found,
+                        expected: x.expected,
+                    }),
+                })
+                .collect(),
+            stopped_tracer: self
+                .stops
+                .iter()
+                .map(|x| StopEntry {
+                    ring: x.ring.into(),
+                    n: x.n,
+                    expected: x.n + 1,
+                    stopped_at_records: x.stopped_at_records,
+                    in_file: x.in_file,
+                    written: x.written,
+                    lost: x.lost,
+                    exit_status: x.status >> 8,
+                    wall_s: finite(x.wall_s),
+                    summary: x.summary.clone(),
+                })
+                .collect(),
         }
-        let _ = write!(s, "],\"checks\":[");
-        for (i, c) in self.checks.iter().enumerate() {
-            let _ = write!(
-                s,
-                "{}{{\"at_s\":{},\"qemu\":{},\"busy\":{},\"loadavg\":\"{}\",\"waited_s\":{}}}",
-                if i > 0 { "," } else { "" },
-                num(c.at_s),
-                c.qemu,
-                num(c.busy),
-                c.loadavg,
-                num(c.waited_s)
-            );
-        }
-        let _ = write!(s, "],\"runs\":[");
-        for (i, r) in self.runs.iter().enumerate() {
-            let _ = write!(
-                s,
-                "{}\n{{\"round\":{},\"workload\":\"{}\",\"config\":\"{}\",\"n\":{},\"tasks\":{},\"tasks_ended_system_wide\":{},\"cpu_s\":{},\"wall_s\":{},\"busy_before\":{},\"bpf\":[",
-                if i > 0 { "," } else { "" },
-                r.round,
-                WORKLOADS[r.workload].name,
-                r.config.key(),
-                r.n,
-                WORKLOADS[r.workload].tasks(r.n),
-                r.tasks_ended(),
-                num(r.cpu_s),
-                num(r.wall_s),
-                num(r.busy_before)
-            );
-            for (j, p) in r.bpf.iter().enumerate() {
-                let _ = write!(
-                    s,
-                    "{}{{\"name\":\"{}\",\"run_time_ns\":{},\"run_cnt\":{}}}",
-                    if j > 0 { "," } else { "" },
-                    esc(&p.name),
-                    p.run_time_ns,
-                    p.run_cnt
-                );
-            }
-            let _ = write!(s, "],\"loader\":");
-            match &r.loader {
-                None => s.push_str("null"),
-                Some(l) => {
-                    let _ = write!(
-                        s,
-                        "{{\"cpu_steady_s\":{},\"cpu_stat_s\":{},\"cpu_total_s\":{},\"vm_hwm_kib\":{},\"vm_rss_kib\":{}}}",
-                        num(l.cpu_steady_s),
-                        num(l.cpu_stat_s),
-                        num(l.cpu_total_s),
-                        l.hwm_kib,
-                        l.rss_kib
-                    );
-                }
-            }
-            let _ = write!(s, ",\"records\":");
-            match &r.records {
-                None => s.push_str("null"),
-                Some(x) => {
-                    let _ = write!(
-                        s,
-                        "{{\"written\":{},\"lost\":{},\"found\":{},\"expected\":{}}}",
-                        x.written, x.lost, x.found, x.expected
-                    );
-                }
-            }
-            s.push('}');
-        }
-        let _ = write!(s, "],\n\"stopped_tracer\":[");
-        for (i, x) in self.stops.iter().enumerate() {
-            let _ = write!(
-                s,
-                "{}\n{{\"ring\":\"{}\",\"n\":{},\"expected\":{},\"stopped_at_records\":{},\"in_file\":{},\"written\":{},\"lost\":{},\"exit_status\":{},\"wall_s\":{},\"summary\":\"{}\"}}",
-                if i > 0 { "," } else { "" },
-                x.ring,
-                x.n,
-                x.n + 1,
-                x.stopped_at_records,
-                x.in_file,
-                x.written,
-                x.lost,
-                x.status >> 8,
-                num(x.wall_s),
-                esc(&x.summary)
-            );
-        }
-        s.push_str("]}\n");
-        s
     }
 
     /// Bars of the workload-CPU overhead (median ratio - 1, in percent) per
@@ -817,5 +790,336 @@ impl Report {
         }
         s.push_str("</svg>\n");
         s
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The results file, latest.json. Its keys are what analyses of past results
+// read: keep them. Numbers that are not finite are written as null.
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct ResultsFile {
+    quick: bool,
+    rounds: usize,
+    commit: String,
+    dirty: String,
+    kernel: String,
+    duration_s: Option<f64>,
+    workloads: Vec<WorkloadEntry>,
+    checks: Vec<CheckEntry>,
+    runs: Vec<RunEntry>,
+    stopped_tracer: Vec<StopEntry>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct WorkloadEntry {
+    name: String,
+    what: String,
+    n: u64,
+    tasks: u64,
+    processes: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct CheckEntry {
+    at_s: Option<f64>,
+    qemu: bool,
+    busy: Option<f64>,
+    loadavg: String,
+    waited_s: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct RunEntry {
+    round: usize,
+    workload: String,
+    config: String,
+    n: u64,
+    tasks: u64,
+    tasks_ended_system_wide: u64,
+    cpu_s: Option<f64>,
+    wall_s: Option<f64>,
+    busy_before: Option<f64>,
+    bpf: Vec<ProgEntry>,
+    loader: Option<LoaderEntry>,
+    records: Option<RecordsEntry>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct ProgEntry {
+    name: String,
+    run_time_ns: u64,
+    run_cnt: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct LoaderEntry {
+    cpu_steady_s: Option<f64>,
+    cpu_stat_s: Option<f64>,
+    cpu_total_s: Option<f64>,
+    vm_hwm_kib: u64,
+    vm_rss_kib: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct RecordsEntry {
+    written: u64,
+    lost: u64,
+    found: u64,
+    expected: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct StopEntry {
+    ring: String,
+    n: u64,
+    expected: u64,
+    stopped_at_records: u64,
+    in_file: u64,
+    written: u64,
+    lost: u64,
+    exit_status: i32,
+    wall_s: Option<f64>,
+    summary: String,
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// Compact JSON with each element of the top-level arrays (a workload, a
+/// check, a run, a stopped-tracer run) on a line of its own, so that a
+/// diff of latest.json shows which runs changed.
+struct LinePerEntry {
+    depth: usize,
+}
+
+impl serde_json::ser::Formatter for LinePerEntry {
+    fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.depth += 1;
+        w.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.depth -= 1;
+        w.write_all(b"}")
+    }
+
+    fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.depth += 1;
+        w.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.depth -= 1;
+        w.write_all(b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        if !first {
+            w.write_all(b",")?;
+        }
+        // Depth 1 is the top-level object, 2 an array in it.
+        if self.depth == 2 {
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::measure::ProgDelta;
+
+    fn sample_report() -> Report {
+        let run = |round, config, bpf: Vec<ProgDelta>, traced: bool| Run {
+            round,
+            workload: 0,
+            config,
+            n: 2000,
+            cpu_s: 0.41 + round as f64 / 100.0,
+            wall_s: 0.52,
+            busy_before: 0.02,
+            bpf,
+            loader: traced.then_some(Loader {
+                cpu_steady_s: 0.004,
+                cpu_stat_s: 0.03,
+                cpu_total_s: 0.031,
+                hwm_kib: 9120,
+                rss_kib: 8800,
+            }),
+            records: traced.then_some(Records {
+                written: 2003,
+                lost: 0,
+                found: 2001,
+                expected: 2001,
+            }),
+        };
+        let prog = |name: &str, run_time_ns, run_cnt| ProgDelta {
+            name: name.into(),
+            run_time_ns,
+            run_cnt,
+        };
+        Report {
+            quick: true,
+            max_wait_s: 900,
+            rounds: 1,
+            commit: "09057bc".into(),
+            dirty: " M tracer/src/main.rs\n".into(),
+            kernel: "6.12.48+deb13-amd64".into(),
+            checks: vec![
+                Check {
+                    round: None,
+                    at_s: 1.0,
+                    qemu: false,
+                    busy: 0.0,
+                    loadavg: "0.97 1.15 1.01".into(),
+                    waited_s: 1.0,
+                },
+                Check {
+                    round: Some(0),
+                    at_s: 31.5,
+                    qemu: true,
+                    busy: f64::NAN,
+                    loadavg: "2.10 1.40 1.10".into(),
+                    waited_s: 0.0,
+                },
+            ],
+            runs: vec![
+                run(0, Config::Untraced, vec![], false),
+                run(
+                    0,
+                    Config::TracerAcct,
+                    vec![
+                        prog("exit_tp_btf", 600_000, 2003),
+                        prog("fork_tp_btf", 90_000, 2000),
+                    ],
+                    true,
+                ),
+            ],
+            stops: vec![StopRun {
+                ring: "2M (default)",
+                n: 6000,
+                in_file: 6001,
+                written: 6001,
+                lost: 0,
+                stopped_at_records: 2100,
+                status: 0,
+                wall_s: 2.5,
+                summary: "tracer: 6001 records written, 0 lost".into(),
+            }],
+            duration_s: 40.0,
+        }
+    }
+
+    #[test]
+    fn results_json_round_trips() {
+        let report = sample_report();
+        let text = report.json().unwrap();
+        let back: ResultsFile = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, report.results());
+        // Not finite: null, read back as such.
+        assert_eq!(back.checks[1].busy, None);
+        assert!(text.contains(r#""busy":null"#));
+        // One line for the header, then one per workload, check, run and
+        // stopped-tracer run.
+        assert_eq!(text.lines().count(), 1 + WORKLOADS.len() + 2 + 2 + 1);
+        assert!(text.ends_with("]}\n"));
+    }
+
+    /// The keys analyses of earlier results files read.
+    #[test]
+    fn results_json_keeps_its_keys() {
+        let v: serde_json::Value = serde_json::from_str(&sample_report().json().unwrap()).unwrap();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            v.as_object().unwrap().keys().cloned().collect()
+        };
+        fn sorted(mut k: Vec<&str>) -> Vec<String> {
+            k.sort_unstable();
+            k.into_iter().map(String::from).collect()
+        }
+        assert_eq!(
+            keys(&v),
+            sorted(vec![
+                "quick",
+                "rounds",
+                "commit",
+                "dirty",
+                "kernel",
+                "duration_s",
+                "workloads",
+                "checks",
+                "runs",
+                "stopped_tracer"
+            ])
+        );
+        assert_eq!(
+            keys(&v["workloads"][0]),
+            sorted(vec!["name", "what", "n", "tasks", "processes"])
+        );
+        assert_eq!(
+            keys(&v["checks"][0]),
+            sorted(vec!["at_s", "qemu", "busy", "loadavg", "waited_s"])
+        );
+        let run = &v["runs"][1];
+        assert_eq!(
+            keys(run),
+            sorted(vec![
+                "round",
+                "workload",
+                "config",
+                "n",
+                "tasks",
+                "tasks_ended_system_wide",
+                "cpu_s",
+                "wall_s",
+                "busy_before",
+                "bpf",
+                "loader",
+                "records"
+            ])
+        );
+        assert_eq!(
+            keys(&run["bpf"][0]),
+            sorted(vec!["name", "run_time_ns", "run_cnt"])
+        );
+        assert_eq!(
+            keys(&run["loader"]),
+            sorted(vec![
+                "cpu_steady_s",
+                "cpu_stat_s",
+                "cpu_total_s",
+                "vm_hwm_kib",
+                "vm_rss_kib"
+            ])
+        );
+        assert_eq!(
+            keys(&run["records"]),
+            sorted(vec!["written", "lost", "found", "expected"])
+        );
+        assert_eq!(v["runs"][0]["loader"], serde_json::Value::Null);
+        assert_eq!(run["workload"], "fork_churn");
+        assert_eq!(run["config"], "tracer_acct");
+        assert_eq!(run["tasks_ended_system_wide"], 2003);
+        assert_eq!(
+            keys(&v["stopped_tracer"][0]),
+            sorted(vec![
+                "ring",
+                "n",
+                "expected",
+                "stopped_at_records",
+                "in_file",
+                "written",
+                "lost",
+                "exit_status",
+                "wall_s",
+                "summary"
+            ])
+        );
     }
 }
