@@ -4,6 +4,10 @@
 //!
 //! These need root, BPF, kernel BTF and `accton`; without them they print
 //! `skipped: ...` and pass, except under `CI=true` where they fail.
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test sees every dependency of the package"
+)]
 
 mod common;
 

@@ -2,6 +2,10 @@
 //! rewrite the operator's terminal, to overflow the stack, to hide
 //! processes or to exhaust memory. None of these needs root, and none
 //! skips.
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test sees every dependency of the package"
+)]
 
 mod common;
 
@@ -288,8 +292,10 @@ fn tree_shows_cycles_and_orphans() {
 
 /// Peak resident memory of a child, in KiB, from wait4(2): this child's
 /// own, not the largest of every child the test process ever had.
-// wait4 reaps the child: std's wait would find it gone.
-#[allow(clippy::zombie_processes)]
+#[expect(
+    clippy::zombie_processes,
+    reason = "wait4 reaps the child: std's wait would find it gone"
+)]
 fn peak_rss_kib(cmd: &mut Command) -> (std::process::ExitStatus, u64) {
     use std::os::unix::process::ExitStatusExt as _;
     let child = cmd

@@ -6,6 +6,10 @@
 //! for. Under `tracer run --json`, every one must appear as a fork event
 //! with those flags, kind, exit signal and creator, and the exits must carry
 //! the creator even where the kernel's parent differs (CLONE_PARENT).
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test sees every dependency of the package"
+)]
 
 mod common;
 

@@ -6,6 +6,10 @@
 //!
 //! Need root and BPF; without them they print `skipped: ...` and pass,
 //! except under `CI=true` where they fail.
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test sees every dependency of the package"
+)]
 
 mod common;
 

@@ -2,7 +2,10 @@
 //! `struct acct_v3` parser (deliberately NOT the tool's own, so that these
 //! tests are an oracle of their own), the workload build, kernel process
 //! accounting (`accton`) control and the privilege gate.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary compiles this module and uses a different part of it"
+)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -18,16 +21,16 @@ use std::time::{Duration, Instant};
 // struct acct_v3 (include/uapi/linux/acct.h), 64 bytes, little-endian.
 // ---------------------------------------------------------------------------
 
-pub const RECORD_SIZE: usize = 64;
+pub(crate) const RECORD_SIZE: usize = 64;
 
-pub const AFORK: u8 = 0x01;
-pub const ASU: u8 = 0x02;
-pub const ACORE: u8 = 0x08;
-pub const AXSIG: u8 = 0x10;
+pub(crate) const AFORK: u8 = 0x01;
+pub(crate) const ASU: u8 = 0x02;
+pub(crate) const ACORE: u8 = 0x08;
+pub(crate) const AXSIG: u8 = 0x10;
 
 /// One `struct acct_v3` record, fields kept raw (comp_t undecoded).
 #[derive(Clone, Copy, Debug)]
-pub struct AcctV3 {
+pub(crate) struct AcctV3 {
     pub flag: u8,
     pub version: u8,
     pub tty: u16,
@@ -58,7 +61,7 @@ fn le32(b: &[u8], at: usize) -> u32 {
 }
 
 impl AcctV3 {
-    pub fn parse(b: &[u8; RECORD_SIZE]) -> AcctV3 {
+    pub(crate) fn parse(b: &[u8; RECORD_SIZE]) -> AcctV3 {
         let mut comm = [0u8; 16];
         comm.copy_from_slice(&b[48..64]);
         AcctV3 {
@@ -85,19 +88,19 @@ impl AcctV3 {
     }
 
     /// The command name up to the first NUL, lossily decoded.
-    pub fn comm_str(&self) -> String {
+    pub(crate) fn comm_str(&self) -> String {
         let end = self.comm.iter().position(|&c| c == 0).unwrap_or(16);
         String::from_utf8_lossy(&self.comm[..end]).into_owned()
     }
 }
 
 /// Decodes a comp_t (3-bit base-8 exponent, 13-bit mantissa); for display.
-pub fn decode_comp(c: u16) -> u64 {
+pub(crate) fn decode_comp(c: u16) -> u64 {
     u64::from(c & 0x1fff) << (3 * u32::from(c >> 13))
 }
 
 /// Reads a whole accounting file. Fails if its size is not a multiple of 64.
-pub fn read_records(path: &Path) -> Vec<AcctV3> {
+pub(crate) fn read_records(path: &Path) -> Vec<AcctV3> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     assert!(
         bytes.len().is_multiple_of(RECORD_SIZE),
@@ -113,7 +116,7 @@ pub fn read_records(path: &Path) -> Vec<AcctV3> {
 
 /// Asserts that no pid appears twice in `records` (pid reuse inside a test
 /// window is impossible in practice, so a duplicate is a duplicated record).
-pub fn assert_unique_pids(records: &[AcctV3], what: &str) {
+pub(crate) fn assert_unique_pids(records: &[AcctV3], what: &str) {
     let mut seen: HashMap<u32, &AcctV3> = HashMap::new();
     let mut dups = String::new();
     for r in records {
@@ -130,7 +133,7 @@ pub fn assert_unique_pids(records: &[AcctV3], what: &str) {
     assert!(dups.is_empty(), "{what}: duplicate pids:\n{dups}");
 }
 
-pub fn by_pid(records: &[AcctV3]) -> BTreeMap<u32, AcctV3> {
+pub(crate) fn by_pid(records: &[AcctV3]) -> BTreeMap<u32, AcctV3> {
     records.iter().map(|r| (r.pid, *r)).collect()
 }
 
@@ -139,7 +142,11 @@ pub fn by_pid(records: &[AcctV3]) -> BTreeMap<u32, AcctV3> {
 /// ppid is a member (iterated to a fixpoint). Records that began more than a
 /// second before the root cannot be its descendants (that would be an old,
 /// recycled pid) and are ignored.
-pub fn select_tree(records: &[AcctV3], root_pid: u32, root_comm: &str) -> BTreeMap<u32, AcctV3> {
+pub(crate) fn select_tree(
+    records: &[AcctV3],
+    root_pid: u32,
+    root_comm: &str,
+) -> BTreeMap<u32, AcctV3> {
     let Some(root) = records
         .iter()
         .find(|r| r.pid == root_pid && r.comm_str() == root_comm)
@@ -192,7 +199,7 @@ fn fmt_comm(c: &[u8; 16]) -> String {
 
 /// (field, kernel value, our value) for every field that differs.
 /// `runtime_us`: our exact CPU time for the process, when we have it.
-pub fn field_diffs(
+pub(crate) fn field_diffs(
     k: &AcctV3,
     o: &AcctV3,
     runtime_us: Option<u64>,
@@ -262,7 +269,7 @@ pub fn field_diffs(
 /// Compares the kernel's records with ours (both keyed by pid). Prints a
 /// full report on stderr and panics if the pid sets differ or any field of
 /// any record does.
-pub fn compare_records(
+pub(crate) fn compare_records(
     kernel: &BTreeMap<u32, AcctV3>,
     ours: &BTreeMap<u32, AcctV3>,
     labels: &HashMap<u32, String>,
@@ -353,7 +360,10 @@ pub fn compare_records(
 /// Checks, on the KERNEL's records of the workload tree, that the workload
 /// exercised every interesting case (so that the equality with our records
 /// covers them), and that every process the workload announced is there.
-pub fn assert_workload_coverage(kernel: &BTreeMap<u32, AcctV3>, labels: &HashMap<u32, String>) {
+pub(crate) fn assert_workload_coverage(
+    kernel: &BTreeMap<u32, AcctV3>,
+    labels: &HashMap<u32, String>,
+) {
     let mut missing = Vec::new();
     let mut unannounced: Vec<_> = labels
         .iter()
@@ -423,12 +433,12 @@ static ACCT_LOCK: Mutex<()> = Mutex::new(());
 
 /// Holds [`ACCT_LOCK`] and, across processes (other test binaries, other
 /// `cargo test` runs on the machine), an flock on a well-known file.
-pub struct AcctLock {
+pub(crate) struct AcctLock {
     _file: Option<std::fs::File>,
     _guard: MutexGuard<'static, ()>,
 }
 
-pub fn acct_lock() -> AcctLock {
+pub(crate) fn acct_lock() -> AcctLock {
     // A test that panicked while holding the lock left nothing shared
     // half-updated (its Accounting guard turned accounting off).
     let guard = ACCT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -453,7 +463,7 @@ pub fn acct_lock() -> AcctLock {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Needs {
+pub(crate) struct Needs {
     /// eBPF programs: BPF syscall and kernel BTF.
     pub bpf: bool,
     /// kernel process accounting through `accton`.
@@ -469,7 +479,7 @@ fn in_path(prog: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-pub fn accton_path() -> Option<PathBuf> {
+pub(crate) fn accton_path() -> Option<PathBuf> {
     let fixed = PathBuf::from("/usr/sbin/accton");
     if fixed.is_file() {
         return Some(fixed);
@@ -484,7 +494,7 @@ fn bpf_problem() -> Option<String> {
     // SAFETY: bpf(BPF_MAP_CREATE=0, attr, size) only reads `attr`, which is a
     // valid 128-byte buffer; the all-zero request is rejected, nothing is
     // created.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, 0 as libc::c_long, attr.as_ptr(), attr.len()) };
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), attr.len()) };
     if rc >= 0 {
         // Should not happen; don't leak the fd.
         // SAFETY: rc is a file descriptor we own.
@@ -503,7 +513,7 @@ fn bpf_problem() -> Option<String> {
 /// The privilege gate. Returns true if the test can run. When something is
 /// missing it panics under CI (`CI=true`: CI must never skip), otherwise it
 /// prints `skipped: <test>: <reason>` on stderr and returns false.
-pub fn require_privileges(test: &str, needs: Needs) -> bool {
+pub(crate) fn require_privileges(test: &str, needs: Needs) -> bool {
     let mut reasons: Vec<String> = Vec::new();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -544,12 +554,12 @@ static DIR_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh directory under the system temp dir, removed on drop unless the
 /// test is failing (then it is kept for inspection and its path printed).
-pub struct TempDir {
+pub(crate) struct TempDir {
     path: PathBuf,
 }
 
 impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         let n = DIR_COUNTER.fetch_add(1, Ordering::SeqCst);
         let path =
             std::env::temp_dir().join(format!("tracer-test-{}-{n}-{tag}", std::process::id()));
@@ -559,11 +569,11 @@ impl TempDir {
         TempDir { path }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn join(&self, name: &str) -> PathBuf {
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
 }
@@ -579,12 +589,12 @@ impl Drop for TempDir {
 }
 
 /// Builds tests/workload.c into `dir`; returns the binary's path.
-pub fn compile_workload(dir: &TempDir) -> PathBuf {
+pub(crate) fn compile_workload(dir: &TempDir) -> PathBuf {
     compile_c(dir, "workload")
 }
 
 /// Compiles `tests/<name>.c` into `dir/<name>`.
-pub fn compile_c(dir: &TempDir, name: &str) -> PathBuf {
+pub(crate) fn compile_c(dir: &TempDir, name: &str) -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let candidates = [
         manifest.join(format!("../tests/{name}.c")),
@@ -615,13 +625,13 @@ pub fn compile_c(dir: &TempDir, name: &str) -> PathBuf {
 
 /// Kernel process accounting, on while this guard lives (`accton FILE`),
 /// turned off by [`Accounting::off`] or on drop (also when a test panics).
-pub struct Accounting {
+pub(crate) struct Accounting {
     accton: PathBuf,
     on: bool,
 }
 
 impl Accounting {
-    pub fn on(file: &Path) -> Accounting {
+    pub(crate) fn on(file: &Path) -> Accounting {
         let accton = accton_path().expect("accton not found");
         // accton wants an existing file.
         std::fs::File::create(file).unwrap_or_else(|e| panic!("creating {}: {e}", file.display()));
@@ -660,7 +670,7 @@ impl Accounting {
         }
     }
 
-    pub fn off(mut self) {
+    pub(crate) fn off(mut self) {
         if let Err(e) = self.turn_off() {
             panic!("{e}");
         }
@@ -680,15 +690,15 @@ impl Drop for Accounting {
 // ---------------------------------------------------------------------------
 
 /// Kills and reaps the child on drop if it is still running.
-pub struct ChildGuard(pub Child);
+pub(crate) struct ChildGuard(pub Child);
 
 impl ChildGuard {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.0.id()
     }
 
     /// Waits up to `timeout`; None if it is still running.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             match self.0.try_wait() {
@@ -720,7 +730,7 @@ fn read_all_in_thread<R: Read + Send + 'static>(mut r: R) -> thread::JoinHandle<
 
 /// Runs `cmd` with stdout and stderr captured; kills it and panics if it
 /// runs longer than `timeout`.
-pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+pub(crate) fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
     let what = format!("{cmd:?}");
     let child = cmd
         .stdin(Stdio::null())
@@ -749,7 +759,7 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
     }
 }
 
-pub fn describe_output(out: &Output) -> String {
+pub(crate) fn describe_output(out: &Output) -> String {
     format!(
         "status: {}\nstdout:\n{}\nstderr:\n{}",
         out.status,
@@ -760,7 +770,7 @@ pub fn describe_output(out: &Output) -> String {
 
 /// Parses the workload's `<pid> <label>` lines; returns the workload's own
 /// pid (first line, label `workload`) and the pid → label map.
-pub fn parse_labels(stdout: &[u8]) -> (u32, HashMap<u32, String>) {
+pub(crate) fn parse_labels(stdout: &[u8]) -> (u32, HashMap<u32, String>) {
     let text = String::from_utf8_lossy(stdout);
     let mut labels = HashMap::new();
     let mut root = None;
@@ -784,7 +794,7 @@ pub fn parse_labels(stdout: &[u8]) -> (u32, HashMap<u32, String>) {
 
 /// Spawns a reader of `r` that sends each line through the returned channel
 /// and also returns everything it read when joined.
-pub fn line_reader<R: Read + Send + 'static>(
+pub(crate) fn line_reader<R: Read + Send + 'static>(
     r: R,
 ) -> (
     std::sync::mpsc::Receiver<String>,

@@ -794,10 +794,10 @@ mod tests {
                 assert_eq!(bits, (v as f32).to_bits(), "{v}");
             } else {
                 // Exact truncation: the next representable float is above v.
-                let got = f as f64;
+                let got = f64::from(f);
                 assert!(got <= v as f64 && (got as u64) <= v, "{v} -> {f}");
-                let next = f32::from_bits(bits + 1) as f64;
-                assert!((next as u128) > v as u128, "{v} -> {f}, next {next}");
+                let next = f64::from(f32::from_bits(bits + 1));
+                assert!((next as u128) > u128::from(v), "{v} -> {f}, next {next}");
             }
         }
     }

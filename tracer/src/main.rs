@@ -1,5 +1,9 @@
 //! `tracer`: a thin shell over [`tracer::cli::run`] that turns its result
 //! into an exit status and a one-line error.
+#![expect(
+    unused_crate_dependencies,
+    reason = "the binary is a shell over the library, which uses the rest"
+)]
 
 use std::process::ExitCode;
 

@@ -133,7 +133,7 @@ fn write_flag_list(w: &mut Vec<u8>, flags: u64) {
     write_names(w, clone_flag_names(flags));
 }
 
-pub fn write_thread_exit(w: &mut Vec<u8>, t: &ThreadExitRecord, clock: &Clock) {
+pub(super) fn write_thread_exit(w: &mut Vec<u8>, t: &ThreadExitRecord, clock: &Clock) {
     w.extend_from_slice(br#"{"event":"thread_exit","time":"#);
     push_unix_time(w, clock.realtime_ns(t.time_ns));
     w.extend_from_slice(br#","pid":"#);
@@ -149,7 +149,7 @@ pub fn write_thread_exit(w: &mut Vec<u8>, t: &ThreadExitRecord, clock: &Clock) {
     w.extend_from_slice(b"}\n");
 }
 
-pub fn write_fork(w: &mut Vec<u8>, f: &ForkRecord, clock: &Clock) {
+pub(super) fn write_fork(w: &mut Vec<u8>, f: &ForkRecord, clock: &Clock) {
     let kind = Kind::of(f.clone_flags);
     w.extend_from_slice(br#"{"event":"fork","time":"#);
     push_unix_time(w, clock.realtime_ns(f.time_ns));
@@ -177,7 +177,7 @@ pub fn write_fork(w: &mut Vec<u8>, f: &ForkRecord, clock: &Clock) {
     w.extend_from_slice(b"}\n");
 }
 
-pub fn write_exec(w: &mut Vec<u8>, e: &ExecRecord, clock: &Clock) {
+pub(super) fn write_exec(w: &mut Vec<u8>, e: &ExecRecord, clock: &Clock) {
     w.extend_from_slice(br#"{"event":"exec","time":"#);
     push_unix_time(w, clock.realtime_ns(e.time_ns));
     w.extend_from_slice(br#","pid":"#);
@@ -211,7 +211,7 @@ pub fn write_exec(w: &mut Vec<u8>, e: &ExecRecord, clock: &Clock) {
     w.extend_from_slice(b"}\n");
 }
 
-pub fn write_exit(w: &mut Vec<u8>, e: &Exit<'_>) {
+pub(super) fn write_exit(w: &mut Vec<u8>, e: &Exit<'_>) {
     w.extend_from_slice(br#"{"event":"exit","pid":"#);
     push_int(w, e.pid);
     w.extend_from_slice(br#","ppid":"#);
@@ -322,7 +322,7 @@ pub fn write_exit(w: &mut Vec<u8>, e: &Exit<'_>) {
 /// A JSON string from NUL-padded bytes, lossily decoded ([`push_lossy`]);
 /// escapes quotes, backslashes and control characters (a comm can hold
 /// any of them).
-pub fn write_str(buf: &mut Vec<u8>, bytes: &[u8]) {
+pub(super) fn write_str(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.push(b'"');
     let start = buf.len();
     push_lossy(buf, bytes);

@@ -157,7 +157,7 @@ pub(crate) struct Batched {
 impl Batched {
     const SIZE: usize = 1 << 16;
 
-    pub fn new(out: Box<dyn Write>) -> Self {
+    pub(crate) fn new(out: Box<dyn Write>) -> Self {
         Self {
             out,
             buf: Vec::with_capacity(Self::SIZE + 4096),
@@ -168,7 +168,7 @@ impl Batched {
     }
 
     /// Appends one line with `f`; writes the batch out when it is full.
-    pub fn line(&mut self, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+    pub(crate) fn line(&mut self, f: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
         if self.failed {
             self.lost += 1;
             return Ok(());
@@ -205,14 +205,14 @@ impl Batched {
         res
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         if self.failed {
             return Ok(());
         }
         self.write_out()
     }
 
-    pub fn lost(&self) -> u64 {
+    pub(crate) fn lost(&self) -> u64 {
         self.lost
     }
 }
@@ -439,7 +439,7 @@ pub(crate) mod fixtures {
 
     /// A writer the test keeps a handle on.
     #[derive(Clone, Default)]
-    pub struct Shared(pub Rc<RefCell<Vec<u8>>>);
+    pub(crate) struct Shared(pub Rc<RefCell<Vec<u8>>>);
 
     impl io::Write for Shared {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -452,24 +452,24 @@ pub(crate) mod fixtures {
     }
 
     impl Shared {
-        pub fn text(&self) -> String {
+        pub(crate) fn text(&self) -> String {
             String::from_utf8(self.0.borrow().clone()).unwrap()
         }
     }
 
     /// Unix time 1,795,000,000 s is monotonic 1,000 s.
-    pub fn clock() -> Clock {
+    pub(crate) fn clock() -> Clock {
         Clock::with_offset(1_794_999_000 * 1_000_000_000)
     }
 
-    pub fn comm(bytes: &[u8]) -> [u8; 16] {
+    pub(crate) fn comm(bytes: &[u8]) -> [u8; 16] {
         let mut c = [0u8; 16];
         c[..bytes.len()].copy_from_slice(bytes);
         c
     }
 
     /// An exit with every extra present: forked, never exec'd, su, exit 3.
-    pub fn exit_full() -> ExitRecord {
+    pub(crate) fn exit_full() -> ExitRecord {
         ExitRecord {
             kind: RECORD_EXIT,
             present: present::MAXRSS
@@ -509,7 +509,7 @@ pub(crate) mod fixtures {
 
     /// Killed by SIGSEGV with a core, no extras, an odd comm, no exit
     /// signal, and a start after its exit (clock readings out of order).
-    pub fn exit_bare() -> ExitRecord {
+    pub(crate) fn exit_bare() -> ExitRecord {
         ExitRecord {
             present: 0,
             pid: 7,
@@ -535,7 +535,7 @@ pub(crate) mod fixtures {
 
     /// A process table where 4242 (sh) was vforked by 4200 (bash), itself
     /// created by 1 (init), so exits have an ancestry.
-    pub fn lineage() -> ProcessTable {
+    pub(crate) fn lineage() -> ProcessTable {
         let mut t = ProcessTable::default();
         t.fork(&fork(0, 1, 0, b"swapper/0"));
         t.fork(&fork(1, 4200, 0x11, b"bash"));
@@ -543,7 +543,7 @@ pub(crate) mod fixtures {
         t
     }
 
-    pub fn fork(parent: u32, child: u32, flags: u64, name: &[u8]) -> ForkRecord {
+    pub(crate) fn fork(parent: u32, child: u32, flags: u64, name: &[u8]) -> ForkRecord {
         ForkRecord {
             kind: RECORD_FORK,
             exit_signal: 17,
@@ -558,7 +558,7 @@ pub(crate) mod fixtures {
     }
 
     /// `argv` is NUL separated as in the process; `total` its whole length.
-    pub fn exec(filename: &[u8], argv: &[u8], total: u32) -> ExecRecord {
+    pub(crate) fn exec(filename: &[u8], argv: &[u8], total: u32) -> ExecRecord {
         let mut f = [0u8; FILENAME_LEN];
         f[..filename.len()].copy_from_slice(filename);
         let mut args = [0u8; ARGS_LEN];
@@ -577,7 +577,7 @@ pub(crate) mod fixtures {
         }
     }
 
-    pub fn thread_exit() -> ThreadExitRecord {
+    pub(crate) fn thread_exit() -> ThreadExitRecord {
         ThreadExitRecord {
             kind: RECORD_THREAD_EXIT,
             pid: 4242,

@@ -5,13 +5,13 @@
 //! with these and write it whole.
 
 /// An integer in decimal.
-pub fn push_int(buf: &mut Vec<u8>, v: impl itoa::Integer) {
+pub(crate) fn push_int(buf: &mut Vec<u8>, v: impl itoa::Integer) {
     buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// `ns` as seconds with `precision` (at most 9) decimals, truncated, as
 /// [`super::Secs`] formats them.
-pub fn push_secs(buf: &mut Vec<u8>, ns: u64, precision: u32) {
+pub(crate) fn push_secs(buf: &mut Vec<u8>, ns: u64, precision: u32) {
     let p = precision.min(9);
     let v = ns / 10u64.pow(9 - p);
     if p == 0 {
@@ -24,7 +24,7 @@ pub fn push_secs(buf: &mut Vec<u8>, ns: u64, precision: u32) {
 }
 
 /// Unix time with ns precision (`secs.nnnnnnnnn`); negative is 0.
-pub fn push_unix_time(buf: &mut Vec<u8>, ns: i128) {
+pub(crate) fn push_unix_time(buf: &mut Vec<u8>, ns: i128) {
     let ns = ns.max(0) as u128;
     push_int(buf, ns / 1_000_000_000);
     buf.push(b'.');
@@ -40,7 +40,7 @@ fn push_zero_padded(buf: &mut Vec<u8>, v: u64, width: usize) {
 
 /// A kernel string: the bytes up to the first NUL, each invalid UTF-8
 /// sequence replaced by U+FFFD, as `String::from_utf8_lossy` does.
-pub fn push_lossy(buf: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn push_lossy(buf: &mut Vec<u8>, bytes: &[u8]) {
     for chunk in until_nul(bytes).utf8_chunks() {
         buf.extend_from_slice(chunk.valid().as_bytes());
         if !chunk.invalid().is_empty() {
@@ -59,7 +59,7 @@ pub fn push_lossy(buf: &mut Vec<u8>, bytes: &[u8]) {
 /// `\n`, `\t`, `\r` or `\xNN` (the C1 and bidi characters as their UTF-8
 /// bytes), so a crafted name can neither drive the terminal nor break a
 /// line in two. Other text, backslashes included, is kept as it is.
-pub fn push_escaped(buf: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn push_escaped(buf: &mut Vec<u8>, bytes: &[u8]) {
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
             let mut utf8 = [0; 4];
@@ -81,7 +81,7 @@ pub fn push_escaped(buf: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// [`push_escaped`] into a `String`, for messages and the tree.
-pub fn escaped(bytes: &[u8]) -> String {
+pub(crate) fn escaped(bytes: &[u8]) -> String {
     let mut buf = Vec::with_capacity(bytes.len());
     push_escaped(&mut buf, bytes);
     // Always UTF-8: valid text is copied whole, everything else is ASCII.
@@ -93,7 +93,7 @@ pub fn escaped(bytes: &[u8]) -> String {
 
 /// A path as error messages and human outputs show it: escaped, so that a
 /// hostile file name cannot reach the terminal raw.
-pub fn shown(path: &std::path::Path) -> String {
+pub(crate) fn shown(path: &std::path::Path) -> String {
     escaped(path.as_os_str().as_encoded_bytes())
 }
 
@@ -115,21 +115,21 @@ fn push_hex_escape(buf: &mut Vec<u8>, b: u8) {
     ]);
 }
 
-pub fn until_nul(bytes: &[u8]) -> &[u8] {
+pub(crate) fn until_nul(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     &bytes[..end]
 }
 
 /// Pads what was appended since `start` with spaces after it, to `width`
 /// characters (as `{:<width}` does; longer text is kept whole).
-pub fn pad_right(buf: &mut Vec<u8>, start: usize, width: usize) {
+pub(crate) fn pad_right(buf: &mut Vec<u8>, start: usize, width: usize) {
     let missing = width.saturating_sub(chars(&buf[start..]));
     buf.resize(buf.len() + missing, b' ');
 }
 
 /// Pads what was appended since `start` with spaces before it, to `width`
 /// characters (as `{:>width}` does).
-pub fn pad_left(buf: &mut Vec<u8>, start: usize, width: usize) {
+pub(crate) fn pad_left(buf: &mut Vec<u8>, start: usize, width: usize) {
     let missing = width.saturating_sub(chars(&buf[start..]));
     buf.resize(buf.len() + missing, b' ');
     buf[start..].rotate_right(missing);
