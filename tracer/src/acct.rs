@@ -291,6 +291,7 @@ impl AcctV3 {
     /// with nothing that only the probes know.
     pub fn to_exit(&self) -> Exit<'static> {
         let ticks_to_ns = |ticks: u64| ticks.saturating_mul(1_000_000_000 / AHZ);
+        let elapsed_ns = (f64::from(self.etime_ticks()) * 1e9 / AHZ as f64) as u64;
         Exit {
             pid: self.ac_pid,
             ppid: self.ac_ppid,
@@ -302,7 +303,8 @@ impl AcctV3 {
             exit_code: self.ac_exitcode,
             flags: self.ac_flag,
             btime: self.ac_btime,
-            elapsed_ns: (f64::from(self.etime_ticks()) * 1e9 / AHZ as f64) as u64,
+            exit_time_ns: u64::from(self.ac_btime) * 1_000_000_000 + elapsed_ns,
+            elapsed_ns,
             utime_ns: ticks_to_ns(self.utime_ticks()),
             stime_ns: ticks_to_ns(self.stime_ticks()),
             mem_kb: self.mem_kb(),

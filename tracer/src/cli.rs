@@ -81,6 +81,10 @@ struct OutputArgs {
     /// Print the process tree on standard output at the end.
     #[arg(long)]
     tree: bool,
+    /// The table also shows each exit's command line (escaped), from its
+    /// last exec or, for a process older than the tracer, /proc.
+    #[arg(long)]
+    wide: bool,
     /// JSON lines also get a `thread_exit` event for every thread that dies
     /// before its process.
     #[arg(long)]
@@ -113,6 +117,7 @@ impl OutputArgs {
             table: self.table,
             tree: self.tree,
             threads: self.threads,
+            wide: self.wide,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! not parentage, places a process: the creator is known from
 //! `task_newtask` and does not change when the kernel reparents.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, rc::Rc};
 
 use tracer_common::{ExecRecord, ForkRecord};
 
@@ -90,6 +90,69 @@ impl Kind {
     }
 }
 
+/// What a process last exec'd: shared (an `Rc`) by every process forked
+/// from it that has not exec'd since, so a fork costs a count, not a copy.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ExecContext {
+    /// The executable's path as exec was given it (the kernel's
+    /// `bprm->filename`), or `/proc/PID/exe` for a process found at start.
+    pub exe: Box<[u8]>,
+    /// The arguments, each followed by a NUL, as the process has them.
+    pub argv: Box<[u8]>,
+    /// The arguments were longer than what was kept.
+    pub argv_truncated: bool,
+}
+
+impl ExecContext {
+    fn of_record(e: &ExecRecord) -> Self {
+        let args = &e.args[..(e.args_len as usize).min(e.args.len())];
+        let name_len = e
+            .filename
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(e.filename.len());
+        Self {
+            exe: e.filename[..name_len].into(),
+            argv: args.into(),
+            argv_truncated: e.args_total > e.args_len,
+        }
+    }
+
+    /// A running process, from /proc: bounded to `max_argv` bytes.
+    fn of_proc(pid: u32, max_argv: usize) -> Option<Self> {
+        use std::{io::Read as _, os::unix::ffi::OsStrExt as _};
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        let mut argv = Vec::new();
+        let mut f = std::fs::File::open(format!("/proc/{pid}/cmdline")).ok()?;
+        f.by_ref()
+            .take(max_argv as u64 + 1)
+            .read_to_end(&mut argv)
+            .ok()?;
+        let argv_truncated = argv.len() > max_argv;
+        argv.truncate(max_argv);
+        Some(Self {
+            exe: exe.as_os_str().as_bytes().into(),
+            argv: argv.into(),
+            argv_truncated,
+        })
+    }
+
+    /// The arguments, one slice each; a cut last argument is kept.
+    pub fn args(&self) -> impl Iterator<Item = &[u8]> {
+        let end = self.argv.len();
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            if start >= end {
+                return None;
+            }
+            let rest = &self.argv[start..];
+            let len = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+            start += len + 1;
+            Some(&rest[..len])
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Proc {
     /// The creating process; for one found in /proc at start, its parent.
@@ -100,6 +163,8 @@ struct Proc {
     alive: bool,
     /// Entries whose `creator` is this one and that are still in the table.
     children: u32,
+    /// Its last exec, or its creator's when it has not exec'd.
+    exec: Option<Rc<ExecContext>>,
 }
 
 /// The live process table. Dead entries stay while a live descendant can
@@ -122,8 +187,9 @@ pub struct ProcessTable {
 const MAX_DEPTH: usize = 64;
 
 impl ProcessTable {
-    /// Seeded from `/proc`: every process running now, with its parent.
-    pub fn from_proc() -> Self {
+    /// Seeded from `/proc`: every process running now, with its parent and
+    /// its executable and arguments (at most `max_argv` bytes of them).
+    pub fn from_proc(max_argv: usize) -> Self {
         let mut table = Self::default();
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return table;
@@ -148,6 +214,7 @@ impl ProcessTable {
                         flags: None,
                         alive: true,
                         children: 0,
+                        exec: ExecContext::of_proc(pid, max_argv).map(Rc::new),
                     },
                 );
             }
@@ -182,15 +249,17 @@ impl ProcessTable {
         if Kind::of(f.clone_flags) == Kind::Thread {
             return;
         }
-        if let Some(p) = self.procs.get_mut(&f.parent_pid) {
+        let exec = self.procs.get_mut(&f.parent_pid).and_then(|p| {
             p.children += 1;
-        }
+            p.exec.clone()
+        });
         let proc = Proc {
             creator: Some(f.parent_pid),
             comm: f.comm,
             flags: Some(f.clone_flags),
             alive: true,
             children: 0,
+            exec,
         };
         // A pid reused while a dead entry still waited for its children:
         // the new process takes the slot; the old one's children keep
@@ -206,7 +275,13 @@ impl ProcessTable {
     pub fn exec(&mut self, e: &ExecRecord) {
         if let Some(p) = self.procs.get_mut(&e.pid) {
             p.comm = e.comm;
+            p.exec = Some(Rc::new(ExecContext::of_record(e)));
         }
+    }
+
+    /// What `pid` last exec'd (or its creator, if it never did), when known.
+    pub fn exec_context(&self, pid: u32) -> Option<&ExecContext> {
+        self.procs.get(&pid)?.exec.as_deref()
     }
 
     /// How `pid` was created, if we saw it: (creator, clone flags).
@@ -324,6 +399,7 @@ mod tests {
                 flags: None,
                 alive: true,
                 children: 0,
+                exec: None,
             },
         );
         t.fork(&fork(1, 10, 0, b"shell"));
@@ -350,6 +426,39 @@ mod tests {
         t.set_root(6);
         assert_eq!(chain(&t, 7), [6]);
         assert!(chain(&t, 6).is_empty());
+    }
+
+    #[test]
+    fn a_fork_inherits_the_last_exec_and_an_exec_replaces_it() {
+        let mut t = ProcessTable::default();
+        t.fork(&fork(1, 5, 0, b"sh"));
+        let mut e = crate::output::fixtures::exec(b"/bin/ls", b"ls\0-l\0", 6);
+        e.pid = 5;
+        t.exec(&e);
+        t.fork(&fork(5, 6, 0, b"ls"));
+        let ctx = t.exec_context(6).unwrap();
+        assert_eq!(&*ctx.exe, b"/bin/ls");
+        assert_eq!(ctx.args().collect::<Vec<_>>(), [&b"ls"[..], b"-l"]);
+        assert!(!ctx.argv_truncated);
+        let mut e = crate::output::fixtures::exec(b"/bin/echo", b"echo\0hel", 20);
+        e.pid = 6;
+        t.exec(&e);
+        let ctx = t.exec_context(6).unwrap();
+        assert_eq!(ctx.args().collect::<Vec<_>>(), [&b"echo"[..], b"hel"]);
+        assert!(ctx.argv_truncated);
+        assert_eq!(&*t.exec_context(5).unwrap().exe, b"/bin/ls");
+        assert!(t.exec_context(1).is_none());
+    }
+
+    #[test]
+    fn running_processes_get_theirs_from_proc() {
+        let me = ExecContext::of_proc(std::process::id(), 4096).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(&*me.exe, exe.as_os_str().as_encoded_bytes());
+        assert!(me.args().count() >= 1);
+        let cut = ExecContext::of_proc(std::process::id(), 3).unwrap();
+        assert_eq!(cut.argv.len(), 3);
+        assert!(cut.argv_truncated);
     }
 
     #[test]

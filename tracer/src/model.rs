@@ -13,8 +13,11 @@ use crate::{
     acct::{nsec_to_ahz, old_encode_dev, AHZ},
     decode::Clock,
     exit_status::ExitStatus,
-    lineage::ProcessTable,
+    lineage::{ExecContext, ProcessTable},
 };
+
+/// How much of a process's arguments is kept, in all: 4 KiB.
+pub const ARGV_BYTES: usize = 4096;
 
 /// One thread group's death.
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +41,9 @@ pub struct Exit<'a> {
     pub flags: u8,
     /// Start time, unix seconds, as acct computes it from the exit time.
     pub btime: u32,
+    /// When it died, unix ns: exact from the probes; `btime` + elapsed
+    /// from an acct file.
+    pub exit_time_ns: u64,
     /// Exact from the probes; acct's tick resolution from a file.
     pub elapsed_ns: u64,
     pub utime_ns: u64,
@@ -74,10 +80,19 @@ pub struct Probed {
 }
 
 /// The process table at the moment of an exit (before the exit is applied
-/// to it), for the exit's creator, creation flags and ancestry.
+/// to it), for the exit's creator, creation flags, ancestry, and what it
+/// last exec'd.
 #[derive(Clone, Copy, Debug)]
 pub struct Lineage<'a> {
     pub table: &'a ProcessTable,
+}
+
+impl<'a> Lineage<'a> {
+    /// The executable and arguments of `pid`'s last exec (its creator's,
+    /// if it never exec'd; from /proc for a process older than the tracer).
+    pub fn exec(&self, pid: u32) -> Option<&'a ExecContext> {
+        self.table.exec_context(pid)
+    }
 }
 
 impl Exit<'_> {
@@ -139,6 +154,7 @@ impl<'a> Exit<'a> {
             exit_code: rec.exit_code,
             flags: rec.ac_flag as u8,
             btime,
+            exit_time_ns: u64::try_from(clock.realtime_ns(rec.exit_ns)).unwrap_or(0),
             elapsed_ns,
             utime_ns: rec.utime_ns,
             stime_ns: rec.stime_ns,

@@ -38,6 +38,8 @@ pub struct Session {
     pub probes: Probes,
     ring: Option<RingBuf<MapData>>,
     outputs: Outputs,
+    /// An output shows lineage: the programs send fork and exec events.
+    lineage: bool,
     /// The process table, when an output shows lineage.
     table: Option<ProcessTable>,
     awaiting: AwaitingStamps,
@@ -66,6 +68,7 @@ impl Session {
             probes,
             ring: Some(ring),
             outputs,
+            lineage: opts.lineage,
             table: None,
             awaiting: AwaitingStamps::default(),
             totals: Totals::default(),
@@ -77,10 +80,10 @@ impl Session {
     /// both, which the table handles. `root` bounds every ancestry (the
     /// command of `tracer run`).
     pub fn seed_lineage(&mut self, root: Option<u32>) {
-        if !self.outputs.wants_lineage() {
+        if !self.lineage {
             return;
         }
-        let mut table = ProcessTable::from_proc();
+        let mut table = ProcessTable::from_proc(crate::model::ARGV_BYTES);
         if let Some(root) = root {
             table.set_root(root);
         }

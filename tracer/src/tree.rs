@@ -394,10 +394,6 @@ impl Output for TreeOutput {
         Ok(())
     }
 
-    fn wants_lineage(&self) -> bool {
-        true
-    }
-
     fn finish(&mut self) -> io::Result<()> {
         self.tree.render(&mut self.out, self.color)?;
         self.out.flush()

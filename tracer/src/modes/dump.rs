@@ -19,7 +19,9 @@ pub fn dump(files: &[PathBuf], json: bool) -> Result<i32> {
             Target::Stdout.open()?,
         )));
     } else {
-        outputs.push(Box::new(Table::new(Target::Stdout, Target::Stdout.open()?)));
+        outputs.push(Box::new(
+            Table::new(Target::Stdout, Target::Stdout.open()?).dated(),
+        ));
     }
     // Streamed: what was read before a bad record is printed, then the
     // error. A failed standard output ends the reading at once.

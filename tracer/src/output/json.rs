@@ -49,10 +49,6 @@ impl Output for JsonLines {
         self.out.line(|w| write_thread_exit(w, t, clock))
     }
 
-    fn wants_lineage(&self) -> bool {
-        true
-    }
-
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -251,6 +247,8 @@ pub(super) fn write_exit(w: &mut Vec<u8>, e: &Exit<'_>) {
     write_names(w, flag_names(e.flags));
     w.extend_from_slice(br#","btime":"#);
     push_int(w, e.btime);
+    w.extend_from_slice(br#","exit_time":"#);
+    push_unix_time(w, i128::from(e.exit_time_ns));
     w.extend_from_slice(br#","elapsed_s":"#);
     push_s(w, e.elapsed_ns);
     w.extend_from_slice(br#","utime_s":"#);
@@ -315,6 +313,25 @@ pub(super) fn write_exit(w: &mut Vec<u8>, e: &Exit<'_>) {
             w.push(b'}');
         }
         w.push(b']');
+        match lineage.exec(e.pid) {
+            Some(exec) => {
+                w.extend_from_slice(br#","exe":"#);
+                write_str(w, &exec.exe);
+                w.extend_from_slice(br#","argv":["#);
+                for (i, arg) in exec.args().enumerate() {
+                    if i > 0 {
+                        w.push(b',');
+                    }
+                    write_str(w, arg);
+                }
+                w.extend_from_slice(if exec.argv_truncated {
+                    br#"],"argv_truncated":true"#
+                } else {
+                    br#"],"argv_truncated":false"#
+                });
+            }
+            None => w.extend_from_slice(br#","exe":null,"argv":null,"argv_truncated":null"#),
+        }
     }
     w.extend_from_slice(b"}\n");
 }
@@ -418,10 +435,10 @@ mod tests {
 
     /// What the outputs wrote when this test was added: any change is a
     /// format change.
-    const GOLDEN: &str = r#"{"event":"exit","pid":4242,"ppid":4200,"tid":4243,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"elapsed_s":1.234567890,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12,"exit_signal":"SIGCHLD","start_ns":998765432110,"cgroup_id":18446744073709551615,"maxrss_kb":4000,"rchar":1099511627776,"wchar":65536,"read_bytes":4096,"write_bytes":0,"cpu_runtime_s":1.029999999,"nvcsw":5,"nivcsw":6,"created_by":4200,"kind":"vfork","clone_flags":["CLONE_VM","CLONE_VFORK"],"ancestry":[{"pid":4200,"comm":"bash"},{"pid":1,"comm":"swapper/0"}]}
-{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":139,"exit_status":null,"signal":"SIGSEGV","core_dumped":true,"flags":["CORE","XSIG"],"btime":1795000999,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615,"created_by":null,"kind":null,"clone_flags":null,"ancestry":[]}
-{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":40,"exit_status":null,"signal":"SIGRTMIN+8","core_dumped":false,"flags":["CORE","XSIG"],"btime":1795000999,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":"SIGRTMIN+8","start_ns":2000000000000,"cgroup_id":18446744073709551615}
-{"event":"exit","pid":4242,"ppid":4200,"tid":null,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"elapsed_s":1.230000000,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12}
+    const GOLDEN: &str = r#"{"event":"exit","pid":4242,"ppid":4200,"tid":4243,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"exit_time":1795000000.000000000,"elapsed_s":1.234567890,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12,"exit_signal":"SIGCHLD","start_ns":998765432110,"cgroup_id":18446744073709551615,"maxrss_kb":4000,"rchar":1099511627776,"wchar":65536,"read_bytes":4096,"write_bytes":0,"cpu_runtime_s":1.029999999,"nvcsw":5,"nivcsw":6,"created_by":4200,"kind":"vfork","clone_flags":["CLONE_VM","CLONE_VFORK"],"ancestry":[{"pid":4200,"comm":"bash"},{"pid":1,"comm":"swapper/0"}],"exe":"/bin/sh","argv":["sh","-c","exit 3"],"argv_truncated":false}
+{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":139,"exit_status":null,"signal":"SIGSEGV","core_dumped":true,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615,"created_by":null,"kind":null,"clone_flags":null,"ancestry":[],"exe":null,"argv":null,"argv_truncated":null}
+{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":40,"exit_status":null,"signal":"SIGRTMIN+8","core_dumped":false,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":"SIGRTMIN+8","start_ns":2000000000000,"cgroup_id":18446744073709551615}
+{"event":"exit","pid":4242,"ppid":4200,"tid":null,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"exit_time":1795000000.230000000,"elapsed_s":1.230000000,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12}
 {"event":"fork","time":1795000000.000000001,"parent_pid":4200,"parent_tid":4201,"child_pid":4242,"child_tid":4242,"clone_flags":["CLONE_VM","CLONE_VFORK"],"clone_flags_raw":16657,"exit_signal":"SIGCHLD","kind":"vfork","comm":"bash"}
 {"event":"fork","time":1795000000.000000001,"parent_pid":4242,"parent_tid":4243,"child_pid":4242,"child_tid":4242,"clone_flags":["CLONE_VM","CLONE_FS","CLONE_FILES","CLONE_SIGHAND","CLONE_THREAD","CLONE_SYSVSEM","CLONE_SETTLS","CLONE_PARENT_SETTID","CLONE_CHILD_CLEARTID"],"clone_flags_raw":4001536,"exit_signal":null,"kind":"thread","comm":"sh"}
 {"event":"fork","time":1795000000.000000001,"parent_pid":1,"parent_tid":2,"child_pid":99,"child_tid":99,"clone_flags":["CLONE_NEWTIME","CLONE_NEWNS","CLONE_NEWUTS","CLONE_NEWIPC","CLONE_NEWUSER","CLONE_NEWPID","CLONE_NEWNET","CLONE_CLEAR_SIGHAND","CLONE_INTO_CGROUP"],"clone_flags_raw":14965407872,"exit_signal":"SIGRTMIN+8","kind":"process","comm":"unshare"}

@@ -34,9 +34,6 @@ pub trait Output {
     fn thread_exit(&mut self, _rec: &ThreadExitRecord, _clock: &Clock) -> io::Result<()> {
         Ok(())
     }
-    fn wants_lineage(&self) -> bool {
-        false
-    }
     /// The session is over (outputs that print a summary do it here).
     fn finish(&mut self) -> io::Result<()> {
         Ok(())
@@ -64,6 +61,8 @@ pub struct Spec {
     pub tree: bool,
     /// JSON lines also get a `thread_exit` event for every thread.
     pub threads: bool,
+    /// The table shows each exit's command line.
+    pub wide: bool,
 }
 
 impl Spec {
@@ -81,7 +80,7 @@ impl Spec {
     /// Whether an output shows lineage (needs fork and exec events): known
     /// before any output is opened, so the programs attach first.
     pub fn wants_lineage(&self) -> bool {
-        self.json.is_some() || self.tree
+        self.json.is_some() || self.tree || self.wide
     }
 
     /// Opens the outputs (the table when no other is given).
@@ -99,7 +98,8 @@ impl Spec {
             outputs.push(Box::new(crate::tree::TreeOutput::new(Box::new(out), color)));
         }
         if self.table || outputs.is_empty() {
-            outputs.push(Box::new(Table::new(Target::Stdout, Target::Stdout.open()?)));
+            let table = Table::new(Target::Stdout, Target::Stdout.open()?);
+            outputs.push(Box::new(if self.wide { table.wide() } else { table }));
         }
         Ok(outputs)
     }
@@ -291,10 +291,6 @@ impl Outputs {
         self.each(|s| s.summary(summary))?;
         self.flush()?;
         self.each(|s| s.finish())
-    }
-
-    pub fn wants_lineage(&self) -> bool {
-        self.slots.iter().any(|s| s.output.wants_lineage())
     }
 
     /// Outputs still taking records.
@@ -540,6 +536,7 @@ pub(crate) mod fixtures {
         t.fork(&fork(0, 1, 0, b"swapper/0"));
         t.fork(&fork(1, 4200, 0x11, b"bash"));
         t.fork(&fork(4200, 4242, 0x100 | 0x4000 | 0x11, b"sh\"q"));
+        t.exec(&exec(b"/bin/sh", b"sh\0-c\0exit 3\0", 13));
         t
     }
 

@@ -20,6 +20,13 @@ pub struct Table {
     /// The last start time rendered, and its text: consecutive exits often
     /// started in the same second.
     last_hms: Option<(i64, [u8; 8])>,
+    /// END carries the date when it is not today (`dump` of older files):
+    /// a wider column.
+    dated: bool,
+    /// Today's local date, for `dated`.
+    today: [u8; 10],
+    /// An ARGS column with the command line (`--wide`).
+    wide: bool,
 }
 
 impl Table {
@@ -30,6 +37,29 @@ impl Table {
             users: read_passwd(),
             header_done: false,
             last_hms: None,
+            dated: false,
+            today: local_time(now_s()).0,
+            wide: false,
+        }
+    }
+
+    /// A table with the command line of each exit in a last column.
+    pub fn wide(mut self) -> Self {
+        self.wide = true;
+        self
+    }
+
+    /// A table whose END column gives the date of exits not from today.
+    pub fn dated(mut self) -> Self {
+        self.dated = true;
+        self
+    }
+
+    fn end_width(&self) -> usize {
+        if self.dated {
+            19
+        } else {
+            8
         }
     }
 
@@ -43,10 +73,21 @@ impl Table {
                 text
             }
         };
+        let (date, end_hms) = local_time((ev.exit_time_ns / 1_000_000_000) as i64);
+        let show_date = self.dated && date != self.today;
+        let end_width = self.end_width();
+        let wide = self.wide;
         let users = &self.users;
         self.out.line(|w| {
             w.extend_from_slice(&hms);
             w.push(b' ');
+            column(w, end_width, pad_right, |w| {
+                if show_date {
+                    w.extend_from_slice(&date);
+                    w.push(b' ');
+                }
+                w.extend_from_slice(&end_hms);
+            });
             column(w, 16, pad_right, |w| push_escaped(w, ev.comm_bytes()));
             column(w, 7, pad_left, |w| push_int(w, ev.pid));
             column(w, 7, pad_left, |w| push_int(w, ev.ppid));
@@ -75,6 +116,23 @@ impl Table {
             let start = w.len();
             push_secs(w, ev.elapsed_ns, 2);
             pad_left(w, start, 9);
+            if wide {
+                w.push(b' ');
+                match ev.lineage.and_then(|l| l.exec(ev.pid)) {
+                    Some(exec) => {
+                        for (i, arg) in exec.args().enumerate() {
+                            if i > 0 {
+                                w.push(b' ');
+                            }
+                            push_escaped(w, arg);
+                        }
+                        if exec.argv_truncated {
+                            w.extend_from_slice(" …".as_bytes());
+                        }
+                    }
+                    None => w.push(b'-'),
+                }
+            }
             w.push(b'\n');
         })
     }
@@ -96,12 +154,27 @@ fn column(
 impl Output for Table {
     fn exit(&mut self, ev: &Exit<'_>) -> io::Result<()> {
         if !self.header_done {
+            let end_width = self.end_width();
+            let wide = self.wide;
             self.out.line(|w| {
                 let _ = writeln!(
                     w,
-                    "{:<8} {:<16} {:>7} {:>7} {:<8} {:<22} {:<12} {:>8} {:>9}",
-                    "START", "COMMAND", "PID", "PPID", "USER", "STATUS", "FLAGS", "CPU", "ELAPSED"
+                    "{:<8} {:<end_width$} {:<16} {:>7} {:>7} {:<8} {:<22} {:<12} {:>8} {:>9}",
+                    "START",
+                    "END",
+                    "COMMAND",
+                    "PID",
+                    "PPID",
+                    "USER",
+                    "STATUS",
+                    "FLAGS",
+                    "CPU",
+                    "ELAPSED"
                 );
+                if wide {
+                    w.pop();
+                    w.extend_from_slice(b" ARGS\n");
+                }
             })?;
             self.header_done = true;
         }
@@ -137,6 +210,11 @@ fn read_passwd() -> HashMap<u32, String> {
 
 /// `HH:MM:SS` in local time.
 fn local_hms(epoch_s: i64) -> [u8; 8] {
+    local_time(epoch_s).1
+}
+
+/// `YYYY-MM-DD` and `HH:MM:SS` in local time.
+fn local_time(epoch_s: i64) -> ([u8; 10], [u8; 8]) {
     // SAFETY: localtime_r writes only into the tm we own.
     let tm = unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
@@ -149,7 +227,21 @@ fn local_hms(epoch_s: i64) -> [u8; 8] {
         [b'0' + v / 10, b'0' + v % 10]
     };
     let [h, m, s] = [tm.tm_hour, tm.tm_min, tm.tm_sec].map(two);
-    [h[0], h[1], b':', m[0], m[1], b':', s[0], s[1]]
+    let year = (1900 + tm.tm_year).clamp(0, 9999);
+    let [y1, y2] = [year / 100, year % 100].map(two);
+    let [mo, d] = [tm.tm_mon + 1, tm.tm_mday].map(two);
+    (
+        [
+            y1[0], y1[1], y2[0], y2[1], b'-', mo[0], mo[1], b'-', d[0], d[1],
+        ],
+        [h[0], h[1], b':', m[0], m[1], b':', s[0], s[1]],
+    )
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]
@@ -199,23 +291,80 @@ mod tests {
         // The start column is local time: fill it in as the test's time zone has it.
         let hms = |t| String::from_utf8(local_hms(t).to_vec()).unwrap();
         let expected = GOLDEN
+            .replace("E1795000000", &hms(1_795_000_000))
+            .replace("E1795000999", &hms(1_795_000_999))
+            .replace("E1795998999", &hms(1_795_998_999))
             .replace("T1794999999", &hms(1_794_999_999))
             .replace("T1795000999", &hms(1_795_000_999))
             .replace("T1794999000", &hms(1_794_999_000));
         assert_eq!(got, expected);
     }
 
+    #[test]
+    fn wide_shows_the_command_line_and_dated_the_day() {
+        let clock = clock();
+        let table_of = |t: Table, lineage| {
+            let buf = Shared::default();
+            let mut t = Table {
+                out: Batched::new(Box::new(buf.clone())),
+                ..t
+            };
+            t.exit(&Exit::from_record(&exit_full(), &clock).with_lineage(lineage))
+                .unwrap();
+            t.flush().unwrap();
+            buf.text()
+        };
+        let lineage = lineage();
+        let wide = table_of(
+            Table::new(Target::Stdout, Box::new(io::sink())).wide(),
+            Some(&lineage),
+        );
+        let mut lines = wide.lines();
+        assert!(lines.next().unwrap().ends_with(" ELAPSED ARGS"));
+        assert!(
+            lines.next().unwrap().ends_with(" 1.23 sh -c exit 3"),
+            "{wide}"
+        );
+        let unknown = table_of(
+            Table::new(Target::Stdout, Box::new(io::sink())).wide(),
+            None,
+        );
+        assert!(
+            unknown.lines().nth(1).unwrap().ends_with(" 1.23 -"),
+            "{unknown}"
+        );
+
+        // An exit from another day (the fixtures are in 2026-11) shows its
+        // date, in a column as wide for every line.
+        let dated = table_of(
+            Table::new(Target::Stdout, Box::new(io::sink())).dated(),
+            None,
+        );
+        let (date, hms) = local_time(1_795_000_000);
+        let end = format!(
+            "{} {}",
+            String::from_utf8_lossy(&date),
+            String::from_utf8_lossy(&hms)
+        );
+        let line = dated.lines().nth(1).unwrap();
+        assert_eq!(&line[9..9 + 19], end, "{dated}");
+        assert!(
+            dated.starts_with("START    END                 COMMAND"),
+            "{dated}"
+        );
+    }
+
     /// What the table looked like when this test was added, with `T<unix
-    /// time>` for the local-time start column.
+    /// time>` and `E<unix time>` for the local-time start and end columns.
     const GOLDEN: &str = concat!(
-        "START    COMMAND              PID    PPID USER     STATUS                 FLAGS             CPU   ELAPSED\n",
-        "T1794999999 sh                  4242    4200 root     exit 3                 FORK,SU          1.02      1.23\n",
+        "START    END      COMMAND              PID    PPID USER     STATUS                 FLAGS             CPU   ELAPSED\n",
+        "T1794999999 E1795000000 sh                  4242    4200 root     exit 3                 FORK,SU          1.02      1.23\n",
         // Control characters and invalid UTF-8 escaped (issue 11): the
         // column overflows rather than the line breaking.
-        r#"T1795000999 a\"\t\x7f\xffé \x01zzzzz       7       0 65534    SIGSEGV (core dumped)  CORE,XSIG        0.00      0.00"#,
+        r#"T1795000999 E1795000999 a\"\t\x7f\xffé \x01zzzzz       7       0 65534    SIGSEGV (core dumped)  CORE,XSIG        0.00      0.00"#,
         "\n",
-        "T1794999000 fifteen-chars-x  4294967295 1234567890 averyverylongname SIGRTMIN+3 (core dumped) FORK,SU      123456.78 999999.99\n",
-        "T1794999999 sh                  4242    4200 ünï      exit 255               -                1.03      1.23\n",
-        "T1794999999 sh                  4242    4200 root     exit 3                 FORK,SU          1.03      1.23\n",
+        "T1794999000 E1795998999 fifteen-chars-x  4294967295 1234567890 averyverylongname SIGRTMIN+3 (core dumped) FORK,SU      123456.78 999999.99\n",
+        "T1794999999 E1795000000 sh                  4242    4200 ünï      exit 255               -                1.03      1.23\n",
+        "T1794999999 E1795000000 sh                  4242    4200 root     exit 3                 FORK,SU          1.03      1.23\n",
     );
 }
