@@ -290,31 +290,34 @@ fn tree_shows_cycles_and_orphans() {
     assert!(at(300) < at(301) && at(301) < at(302) && at(301) < at(303) && at(303) < at(304));
 }
 
-/// Peak resident memory of a child, in KiB, from wait4(2): this child's
-/// own, not the largest of every child the test process ever had.
-#[expect(
-    clippy::zombie_processes,
-    reason = "wait4 reaps the child: std's wait would find it gone"
-)]
+/// Peak resident memory of a child, in KiB: the high-water mark of its
+/// own address space (`VmHWM`), read while it runs. Not wait4's
+/// `ru_maxrss`: the standard library spawns with vfork, and exec records
+/// the vforking parent's peak (this test process's, which the 256 MiB file
+/// and concurrent tests inflate) as the child's.
 fn peak_rss_kib(cmd: &mut Command) -> (std::process::ExitStatus, u64) {
-    use std::os::unix::process::ExitStatusExt as _;
-    let child = cmd
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: plain system call on our own child; both out-pointers are to
-    // locals that outlive it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let got = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(got, pid, "wait4: {}", std::io::Error::last_os_error());
-    (
-        std::process::ExitStatus::from_raw(status),
-        usage.ru_maxrss as u64,
-    )
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        // Before the exit is reaped, so the last reading is of the end.
+        if let Ok(text) = std::fs::read_to_string(&status_file) {
+            let hwm = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+            peak = peak.max(hwm.unwrap_or(0));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, peak);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 fn write_valid_acct(path: &Path, bytes: u64) {

@@ -303,7 +303,7 @@ impl AcctV3 {
             exit_code: self.ac_exitcode,
             flags: self.ac_flag,
             btime: self.ac_btime,
-            exit_time_ns: u64::from(self.ac_btime) * 1_000_000_000 + elapsed_ns,
+            exit_time_ns: (u64::from(self.ac_btime) * 1_000_000_000).saturating_add(elapsed_ns),
             elapsed_ns,
             utime_ns: ticks_to_ns(self.utime_ticks()),
             stime_ns: ticks_to_ns(self.stime_ticks()),
