@@ -15,6 +15,7 @@
 pub mod acct;
 pub mod btf;
 pub mod cli;
+pub mod container;
 pub mod decode;
 pub mod dump;
 pub mod exit_status;
