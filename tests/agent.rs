@@ -457,3 +457,65 @@ fn prometheus_scrapes_the_counts_the_session_wrote() {
     );
     assert_eq!(acct_records(&acct), in_file + 1);
 }
+
+#[test]
+fn notes_one_line_by_default_none_with_q_reasons_with_v() {
+    const NAME: &str = "notes_one_line_by_default_none_with_q_reasons_with_v";
+    if !require_privileges(NAME, BPF_ONLY) {
+        return;
+    }
+    let stderr_of = |flags: &[&str]| -> Vec<String> {
+        let out = run_with_timeout(
+            tracer()
+                .args(flags)
+                .args(["run", "--attach", "auto", "--", "/bin/true"]),
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let default = stderr_of(&[]);
+    assert_eq!(
+        default.len(),
+        2,
+        "a start note and the summary: {default:#?}"
+    );
+    assert!(
+        default[0].starts_with("tracer: recording exits from "),
+        "{default:#?}"
+    );
+    assert!(
+        default[1].contains("records written, 0 lost"),
+        "{default:#?}"
+    );
+    let quiet = stderr_of(&["-q"]);
+    assert!(
+        quiet.is_empty(),
+        "-q with nothing lost says nothing: {quiet:#?}"
+    );
+    let verbose = stderr_of(&["-v"]);
+    // Every attach point tried before the one in use says why it was not.
+    let tried = [
+        "fentry/acct_process",
+        "kprobe/acct_process",
+        "tp_btf/sched_process_exit",
+    ];
+    let used = tried
+        .iter()
+        .position(|t| default[0].contains(t))
+        .expect("the note names the exit hook");
+    for refused in &tried[..used] {
+        assert!(
+            verbose
+                .iter()
+                .any(|l| l.starts_with(&format!("tracer: {refused} not available: "))),
+            "-v says why not {refused}: {verbose:#?}"
+        );
+    }
+    assert!(verbose
+        .iter()
+        .any(|l| l.starts_with("tracer: lineage table") || l.contains("records written")));
+}
