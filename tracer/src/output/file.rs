@@ -295,21 +295,27 @@ impl Reopen {
     }
 }
 
-/// FILE.`keep` removed, FILE.n renamed FILE.n+1, FILE renamed FILE.1.
-/// Renames move links and files themselves, never what a link points to.
+/// FILE.n renamed FILE.n+1 for the files FILE.1, FILE.2... there are
+/// (FILE.`keep` removed when they are all there), FILE renamed FILE.1.
+/// Only the files that exist are touched, so a rotation costs as many
+/// system calls as there are files, whatever `keep` is. Renames move links
+/// and files themselves, never what a link points to.
 pub fn shift(path: &Path, keep: u32) -> io::Result<()> {
     let numbered = |n: u32| {
         let mut name = path.as_os_str().to_owned();
         name.push(format!(".{n}"));
         PathBuf::from(name)
     };
-    let absent_ok = |r: io::Result<()>| match r {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    };
-    absent_ok(std::fs::remove_file(numbered(keep)))?;
-    for n in (1..keep).rev() {
-        absent_ok(std::fs::rename(numbered(n), numbered(n + 1)))?;
+    let mut last = 0;
+    while last < keep && std::fs::symlink_metadata(numbered(last + 1)).is_ok() {
+        last += 1;
+    }
+    if last == keep {
+        std::fs::remove_file(numbered(keep))?;
+        last -= 1;
+    }
+    for n in (1..=last).rev() {
+        std::fs::rename(numbered(n), numbered(n + 1))?;
     }
     std::fs::rename(path, numbered(1))
 }
