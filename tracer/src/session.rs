@@ -63,19 +63,13 @@ impl Session {
             bail!("--check-clone-args compares fork events: give --json too");
         }
         let mut probes = Probes::load(&opts)?;
-        // One line by default; why the others were refused with -v.
+        // The attach choice with -v: by default a session says one line
+        // at start, `tracer: recording` (which `cargo xtask bench` and the
+        // tests wait for), from its mode.
         for (mode, why) in &probes.fallbacks {
             notes::detail(format_args!("{mode} not available: {why}"));
         }
-        notes::note(format_args!(
-            "recording exits from {}{}",
-            probes.exit_hook,
-            if probes.fallbacks.is_empty() || notes::level() >= notes::Level::Verbose {
-                ""
-            } else {
-                " (-v says why not an earlier attach point)"
-            }
-        ));
+        notes::detail(format_args!("exit records from {}", probes.exit_hook));
         let ring = probes.take_ring()?;
         let outputs = spec.open()?;
         Ok(Self {

@@ -36,6 +36,7 @@ async fn session(
     }
     let (mut signals, reopen) = shutdown::watch_record();
     session.reopen_on(reopen);
+    crate::notes::note(format_args!("recording"));
     if let Some(d) = duration {
         shutdown::deadline_in(d.saturating_add(shutdown::DRAIN));
     }

@@ -45,6 +45,7 @@ async fn session(
     if let Some(addr) = metrics {
         session.serve_metrics(addr)?;
     }
+    crate::notes::note(format_args!("recording"));
 
     // Track ourselves while we create the command: the fork tracker then
     // marks it tracked before it first runs, so none of its own children
