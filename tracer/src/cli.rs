@@ -1,14 +1,14 @@
 //! The `tracer` command line: its options and their values; each command
 //! runs in its own module under `modes`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    modes,
-    output::{Spec, Target},
+    modes, notes,
+    output::{file::Rotate, Spec, Target},
     probes::{AttachMode, ProbeOptions},
 };
 
@@ -23,16 +23,28 @@ pub use crate::modes::EXIT_ERROR;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Say nothing on standard error but warnings, errors, and the summary
+    /// line when something was lost.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Explain on standard error: why an attach point was not used, the
+    /// lineage table's size.
+    #[arg(short, long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Record every thread group that dies, system-wide, until Ctrl-C,
-    /// SIGTERM or --duration.
+    /// SIGTERM or --duration. SIGHUP reopens the output files (logrotate).
     Record {
         /// Stop after this long (e.g. 30s, 5m, 1h30m; a bare number is seconds).
         #[arg(long, value_parser = parse_duration)]
         duration: Option<Duration>,
+        /// Serve Prometheus metrics on http://ADDR/metrics (e.g.
+        /// 127.0.0.1:9617, [::1]:9617).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
         #[command(flatten)]
         outputs: OutputArgs,
         #[command(flatten)]
@@ -41,6 +53,9 @@ enum Command {
     /// Start CMD and record it and every thread group descended from it;
     /// exit with CMD's status (128+N when killed by signal N).
     Run {
+        /// Serve Prometheus metrics on http://ADDR/metrics.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<SocketAddr>,
         #[command(flatten)]
         outputs: OutputArgs,
         #[command(flatten)]
@@ -63,6 +78,13 @@ enum Command {
         json: bool,
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// Write the man pages and the bash, zsh and fish completions into DIR
+    /// (for packages; see packaging/).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -89,6 +111,16 @@ struct OutputArgs {
     /// before its process.
     #[arg(long)]
     threads: bool,
+    /// Rotate the --acct-file and --json files before one grows past
+    /// BYTES (e.g. 100M): FILE becomes FILE.1, FILE.1 FILE.2 and so on.
+    /// Whole records and lines only. For hosts without logrotate.
+    #[arg(long, value_name = "BYTES", value_parser = parse_rotate_size)]
+    rotate_size: Option<u64>,
+    /// How many rotated files to keep (FILE.1 to FILE.N; older ones are
+    /// removed).
+    #[arg(long, value_name = "N", default_value_t = 5, requires = "rotate_size",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rotate_keep: u32,
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +150,10 @@ impl OutputArgs {
             tree: self.tree,
             threads: self.threads,
             wide: self.wide,
+            rotate: self.rotate_size.map(|size| Rotate {
+                size,
+                keep: self.rotate_keep,
+            }),
         }
     }
 }
@@ -139,20 +175,77 @@ impl ProbeArgs {
 
 /// Runs the command line; returns the process exit status.
 pub fn run(cli: Cli) -> Result<i32> {
+    notes::set_level(if cli.quiet {
+        notes::Level::Quiet
+    } else if cli.verbose {
+        notes::Level::Verbose
+    } else {
+        notes::Level::Normal
+    });
     match cli.command {
+        Command::Generate { dir } => generate(&dir).map(|()| 0),
         Command::Dump { json, files } => modes::dump::dump(&files, json),
         Command::Tree { file } => modes::tree::tree(file.as_deref()),
         Command::Record {
             duration,
+            metrics,
             outputs,
             probes,
-        } => modes::record::record(duration, &outputs.spec(), probes.options()),
+        } => modes::record::record(duration, metrics, &outputs.spec(), probes.options()),
         Command::Run {
+            metrics,
             outputs,
             probes,
             command,
-        } => modes::run::run(&command, &outputs.spec(), probes.options()),
+        } => modes::run::run(&command, metrics, &outputs.spec(), probes.options()),
     }
+}
+
+/// The man pages (tracer.1, tracer-record.1, ...) and completions
+/// (tracer.bash, _tracer, tracer.fish), from the definitions above so that
+/// they cannot drift from them.
+fn generate(dir: &std::path::Path) -> Result<()> {
+    use anyhow::Context as _;
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd.clone(), dir)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "tracer", dir)?;
+    }
+    Ok(())
+}
+
+/// `--rotate-size`: a size (K, M, G) of at least 4K, so that a file holds
+/// more than a few records.
+fn parse_rotate_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 64K, 100M, 1G)"))?;
+    let bytes = n
+        .checked_mul(unit_bytes(s, unit)?)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes < 4096 {
+        return Err(format!("{s:?} is too small (at least 4K)"));
+    }
+    Ok(bytes)
+}
+
+fn unit_bytes(s: &str, unit: &str) -> Result<u64, String> {
+    Ok(match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
+    })
 }
 
 /// The longest `--duration`: ten years is "until stopped" for any session,
@@ -184,13 +277,7 @@ fn parse_size(s: &str) -> Result<u32, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a size (examples: 256K, 8M, 64M)"))?;
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
-    };
+    let mult = unit_bytes(s, unit)?;
     let bytes = n
         .checked_mul(mult)
         .filter(|&b| b <= 1 << 31)
@@ -218,6 +305,9 @@ mod tests {
         assert!(parse_size("2048").is_err());
         assert!(parse_size("0").is_err());
         assert_eq!(parse_size("2G"), Ok(1 << 31));
+        assert_eq!(parse_rotate_size("100M"), Ok(100 << 20));
+        assert!(parse_rotate_size("1K").is_err());
+        assert!(parse_rotate_size("99999999999G").is_err());
         assert_eq!(crate::probes::DEFAULT_RING_BYTES, parse_size("2M").unwrap());
     }
 
@@ -263,6 +353,10 @@ mod tests {
         assert!(Cli::try_parse_from(["tracer", "record", "--bogus"]).is_err());
         assert!(Cli::try_parse_from(["tracer", "record", "--attach", "uprobe"]).is_err());
         assert!(Cli::try_parse_from(["tracer", "dump"]).is_err());
+        assert!(Cli::try_parse_from(["tracer", "record", "--rotate-keep", "3"]).is_err());
+        assert!(Cli::try_parse_from(["tracer", "-q", "-v", "record"]).is_err());
+        let cli = Cli::try_parse_from(["tracer", "record", "-q", "--metrics", "127.0.0.1:0"]);
+        assert!(cli.is_ok_and(|c| c.quiet));
     }
 
     use clap::CommandFactory as _;

@@ -10,7 +10,8 @@
 //! process table that places each exit in its ancestry. `acct` is the acct
 //! v3 format, written by the acct-file output and read back by `dump`;
 //! `exit_status` names how a process ended. `modes` holds the commands,
-//! `cli` their options, `shutdown` how a session ends.
+//! `cli` their options, `shutdown` how a session ends, `notes` what is
+//! said on stderr, `metrics` what `--metrics` serves.
 
 pub mod acct;
 pub mod btf;
@@ -20,8 +21,10 @@ pub mod decode;
 pub mod dump;
 pub mod exit_status;
 pub mod lineage;
+pub mod metrics;
 pub mod model;
 pub mod modes;
+pub mod notes;
 pub mod output;
 pub mod probes;
 pub mod session;

@@ -6,13 +6,15 @@ use std::{future::Future, time::Duration};
 
 use anyhow::{bail, Result};
 use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
+use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tracer_common::{ExitRecord, STAMP_TIMEOUT_NS};
 
 use crate::{
     decode::{decode, Clock, Record},
     lineage::ProcessTable,
+    metrics::{self, Metrics},
     model::Exit,
+    notes,
     output::{self, Outputs, Summary},
     probes::{ProbeOptions, Probes},
     shutdown,
@@ -44,6 +46,11 @@ pub struct Session {
     table: Option<ProcessTable>,
     awaiting: AwaitingStamps,
     totals: Totals,
+    /// SIGHUP: reopen the file outputs (`record`).
+    reopen: Option<mpsc::UnboundedReceiver<()>>,
+    /// `--metrics`.
+    metrics: Option<Metrics>,
+    ring_bytes: u32,
 }
 
 impl Session {
@@ -58,10 +65,13 @@ impl Session {
             bail!("--check-clone-args compares fork events: give --json too");
         }
         let mut probes = Probes::load(&opts)?;
+        // The attach choice with -v: by default a session says one line
+        // at start, `tracer: recording` (which `cargo xtask bench` and the
+        // tests wait for), from its mode.
         for (mode, why) in &probes.fallbacks {
-            eprintln!("tracer: {mode} not available: {why}");
+            notes::detail(format_args!("{mode} not available: {why}"));
         }
-        eprintln!("tracer: exit records from {}", probes.exit_hook);
+        notes::detail(format_args!("exit records from {}", probes.exit_hook));
         let ring = probes.take_ring()?;
         let outputs = spec.open()?;
         Ok(Self {
@@ -72,6 +82,9 @@ impl Session {
             table: None,
             awaiting: AwaitingStamps::default(),
             totals: Totals::default(),
+            reopen: None,
+            metrics: None,
+            ring_bytes: opts.ring_bytes,
         })
     }
 
@@ -90,6 +103,28 @@ impl Session {
         self.table = Some(table);
     }
 
+    /// Serves `/metrics` on `addr` from now on (a thread of its own).
+    pub fn serve_metrics(&mut self, addr: std::net::SocketAddr) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let listener = metrics::bind(addr)?;
+        let hook = self.probes.exit_hook.to_string();
+        let ring_fd = self.ring.as_ref().map(AsRawFd::as_raw_fd);
+        self.metrics = Some(Metrics::serve(
+            listener,
+            &self.outputs,
+            ring_fd,
+            self.ring_bytes,
+            &hook,
+        )?);
+        Ok(())
+    }
+
+    /// Each message on `reopen` makes the file outputs open their paths
+    /// again, after what is in the ring was written to the old files.
+    pub fn reopen_on(&mut self, reopen: mpsc::UnboundedReceiver<()>) {
+        self.reopen = Some(reopen);
+    }
+
     /// Drains the ring into the outputs until `stop` resolves (or, with
     /// `until_outputs_gone`, until no output takes records any more), then
     /// drains what is left within the drain deadline.
@@ -104,6 +139,7 @@ impl Session {
         let mut tick = tokio::time::interval(DRAIN_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
+        let mut reopen = self.reopen.take();
         loop {
             if until_outputs_gone && self.outputs.live() == 0 {
                 break;
@@ -116,9 +152,19 @@ impl Session {
                     self.drain(guard.get_inner_mut())?;
                     guard.clear_ready();
                 }
+                Some(()) = async {
+                    match &mut reopen {
+                        Some(r) => r.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.drain(ring.get_mut())?;
+                    self.outputs.reopen();
+                }
                 _ = tick.tick() => {
                     self.drain(ring.get_mut())?;
                     self.expire(STAMP_TIMEOUT_NS)?;
+                    self.update_metrics()?;
                 }
             }
         }
@@ -126,7 +172,15 @@ impl Session {
         // the drain deadline; an output that blocks past it is given up.
         shutdown::deadline_in(shutdown::DRAIN);
         self.drain(ring.get_mut())?;
-        self.expire(0)
+        self.expire(0)?;
+        self.update_metrics()
+    }
+
+    fn update_metrics(&mut self) -> Result<()> {
+        if let Some(m) = &mut self.metrics {
+            m.update(&self.probes.counters()?, &self.outputs);
+        }
+        Ok(())
     }
 
     /// The counts of the whole session, the programs' and the loader's.
@@ -155,11 +209,11 @@ impl Session {
     /// every output took everything it was given.
     pub fn finish(&mut self) -> Result<bool> {
         if let Some(t) = &self.table {
-            eprintln!(
-                "tracer: lineage table: {} processes at the end, {} at most",
+            notes::detail(format_args!(
+                "lineage table: {} processes at the end, {} at most",
                 t.len(),
                 t.peak()
-            );
+            ));
         }
         let summary = self.summary()?;
         self.outputs.finish(&summary)?;
@@ -168,7 +222,14 @@ impl Session {
             output_lost: self.summary()?.output_lost,
             ..summary
         };
-        eprintln!("{}", summary_line(&summary));
+        // -q keeps the summary only when something was lost.
+        if notes::level() >= notes::Level::Normal
+            || summary.lost() > 0
+            || summary.events_lost > 0
+            || !summary.output_lost.is_empty()
+        {
+            eprintln!("{}", summary_line(&summary));
+        }
         let mut ok = true;
         for f in self.outputs.failures() {
             if f.closed {
@@ -225,6 +286,9 @@ impl Session {
     fn exit(&mut self, exit: &ExitRecord, clock: &Clock) -> Result<()> {
         let decoded = Exit::from_record(exit, clock).with_lineage(self.table.as_ref());
         self.outputs.exit(&decoded)?;
+        if let Some(m) = &mut self.metrics {
+            m.exit(&decoded, &self.outputs);
+        }
         if let Some(t) = &mut self.table {
             t.exit(exit.pid);
         }

@@ -53,13 +53,14 @@ pub fn monotonic_ns() -> u64 {
 /// What the signal thread reports to the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// `record`: SIGINT, SIGTERM or SIGHUP: stop.
+    /// `record`: SIGINT or SIGTERM: stop.
     Stop(i32),
     /// `run`: the command exited; its raw wait status.
     CommandExited(i32),
 }
 
-/// Signals `record` stops on.
+/// Signals `record` takes: it stops on SIGINT and SIGTERM and reopens its
+/// files on SIGHUP.
 const RECORD_SIGNALS: &[i32] = &[libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 /// Signals `tracer run` passes on to its command, as `tini` and `dumb-init`
@@ -125,21 +126,28 @@ pub fn unblock_signals_in_child() {
     }
 }
 
-/// `record`: the first SIGINT, SIGTERM or SIGHUP stops the session; its
-/// drain deadline starts then.
-pub fn watch_record() -> mpsc::UnboundedReceiver<Event> {
+/// `record`: the first SIGINT or SIGTERM stops the session (its drain
+/// deadline starts then); each SIGHUP is a request to reopen the file
+/// outputs, on the second receiver (logrotate's `create` mode).
+pub fn watch_record() -> (mpsc::UnboundedReceiver<Event>, mpsc::UnboundedReceiver<()>) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (reopen_tx, reopen_rx) = mpsc::unbounded_channel();
     std::thread::spawn(move || {
         let set = sigset(RECORD_SIGNALS);
         loop {
             let sig = wait(&set).signo;
+            if sig == libc::SIGHUP {
+                // Nobody left to reopen for once the session is over.
+                let _ = reopen_tx.send(());
+                continue;
+            }
             deadline_in(DRAIN);
             if tx.send(Event::Stop(sig)).is_err() {
                 return;
             }
         }
     });
-    rx
+    (rx, reopen_rx)
 }
 
 /// `run`: passes signals on to the command `pid` and reports its exit,

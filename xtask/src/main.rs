@@ -1,5 +1,5 @@
 //! Developer tasks: `cargo xtask setup`, `cargo xtask build-ebpf [--check]`,
-//! `cargo xtask vm-test`.
+//! `cargo xtask vm-test`, `cargo xtask deb`.
 //!
 //! The eBPF object is built with nightly, build-std and bpf-linker, then
 //! committed into the tracer crate, so users and CI build the tool itself
@@ -47,6 +47,11 @@ enum Task {
     /// Measure what tracing costs: workloads untraced, under the tracer,
     /// exitsnoop and kernel accounting (root; writes bench/results/).
     Bench(bench::BenchArgs),
+    /// Build the Debian package (target/debian/tracer_*.deb): release
+    /// binary, man pages and completions generated from the clap
+    /// definitions, systemd unit, default config, logrotate snippet. Needs
+    /// cargo-deb (`cargo install cargo-deb --locked`).
+    Deb,
 }
 
 fn main() -> Result<()> {
@@ -55,7 +60,31 @@ fn main() -> Result<()> {
         Task::BuildEbpf { check } => build_ebpf(check),
         Task::VmTest(args) => vm::vm_test(args),
         Task::Bench(args) => bench::bench(args),
+        Task::Deb => deb(),
     }
+}
+
+fn deb() -> Result<()> {
+    let root = workspace_root();
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "tracer",
+    ]))?;
+    run(Command::new(target.join("release/tracer"))
+        .arg("generate")
+        .arg(target.join("release/generated")))?;
+    run(Command::new("cargo").current_dir(&root).args([
+        "deb",
+        "-p",
+        "tracer",
+        "--no-build",
+        "--locked",
+    ]))
 }
 
 fn workspace_root() -> PathBuf {

@@ -1,20 +1,26 @@
 //! `tracer record`: every thread group that dies, system-wide, until
-//! SIGINT, SIGTERM, SIGHUP or `--duration`.
+//! SIGINT, SIGTERM or `--duration`; SIGHUP reopens the file outputs.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Result;
 
 use super::{child_pid_namespace, runtime, EXIT_OUTPUT_FAILED};
 use crate::{output, probes::ProbeOptions, session::Session, shutdown};
 
-pub fn record(duration: Option<Duration>, spec: &output::Spec, opts: ProbeOptions) -> Result<i32> {
+pub fn record(
+    duration: Option<Duration>,
+    metrics: Option<SocketAddr>,
+    spec: &output::Spec,
+    opts: ProbeOptions,
+) -> Result<i32> {
     shutdown::block_signals(false)?;
-    runtime()?.block_on(session(duration, spec, opts))
+    runtime()?.block_on(session(duration, metrics, spec, opts))
 }
 
 async fn session(
     duration: Option<Duration>,
+    metrics: Option<SocketAddr>,
     spec: &output::Spec,
     opts: ProbeOptions,
 ) -> Result<i32> {
@@ -25,11 +31,15 @@ async fn session(
         );
     }
     let mut session = Session::start(spec, opts)?;
-    let mut signals = shutdown::watch_record();
+    if let Some(addr) = metrics {
+        session.serve_metrics(addr)?;
+    }
+    let (mut signals, reopen) = shutdown::watch_record();
+    session.reopen_on(reopen);
+    crate::notes::note(format_args!("recording"));
     if let Some(d) = duration {
         shutdown::deadline_in(d.saturating_add(shutdown::DRAIN));
     }
-    eprintln!("tracer: recording");
     let stop = async move {
         let sleep = async {
             match duration {

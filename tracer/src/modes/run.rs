@@ -1,7 +1,7 @@
 //! `tracer run -- CMD`: start CMD and record it and every thread group
 //! descended from it; exit with CMD's status.
 
-use std::ffi::OsString;
+use std::{ffi::OsString, net::SocketAddr};
 
 use anyhow::{bail, Result};
 
@@ -10,9 +10,14 @@ use crate::{output, probes::ProbeOptions, session::Session, shutdown};
 
 /// A failure of the tracer's own is reported as 125, as timeout(1), env(1)
 /// and docker run do, so that it cannot be taken for the command's status.
-pub fn run(command: &[OsString], spec: &output::Spec, opts: ProbeOptions) -> Result<i32> {
+pub fn run(
+    command: &[OsString],
+    metrics: Option<SocketAddr>,
+    spec: &output::Spec,
+    opts: ProbeOptions,
+) -> Result<i32> {
     shutdown::block_signals(true)?;
-    match runtime()?.block_on(session(command, spec, opts)) {
+    match runtime()?.block_on(session(command, metrics, spec, opts)) {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("tracer: {e:#}");
@@ -21,7 +26,12 @@ pub fn run(command: &[OsString], spec: &output::Spec, opts: ProbeOptions) -> Res
     }
 }
 
-async fn session(command: &[OsString], spec: &output::Spec, mut opts: ProbeOptions) -> Result<i32> {
+async fn session(
+    command: &[OsString],
+    metrics: Option<SocketAddr>,
+    spec: &output::Spec,
+    mut opts: ProbeOptions,
+) -> Result<i32> {
     if let Some(ns) = child_pid_namespace() {
         bail!(
             "tracer run is inside a pid namespace of its own (pid namespace {ns}): the programs \
@@ -32,6 +42,10 @@ async fn session(command: &[OsString], spec: &output::Spec, mut opts: ProbeOptio
     }
     opts.follow_tracked = true;
     let mut session = Session::start(spec, opts)?;
+    if let Some(addr) = metrics {
+        session.serve_metrics(addr)?;
+    }
+    crate::notes::note(format_args!("recording"));
 
     // Track ourselves while we create the command: the fork tracker then
     // marks it tracked before it first runs, so none of its own children

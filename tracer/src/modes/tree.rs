@@ -19,7 +19,7 @@ pub fn tree(file: Option<&Path>) -> Result<i32> {
         None => Tree::from_json(std::io::stdin().lock(), "standard input")?,
     };
     let stdout = std::io::stdout();
-    let color = stdout.is_terminal();
+    let color = crate::notes::color(stdout.is_terminal());
     let mut out = std::io::BufWriter::new(stdout.lock());
     match tree.render(&mut out, color).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use super::{
-    file::{OutFile, Units},
+    file::{OutFile, Reopen, Rotate, Units},
     text::shown,
     Output,
 };
@@ -25,6 +25,8 @@ pub struct AcctFile {
     buf: Vec<u8>,
     failed: bool,
     lost: u64,
+    /// The path, for SIGHUP and `--rotate-size`.
+    reopen: Reopen,
 }
 
 impl AcctFile {
@@ -41,7 +43,22 @@ impl AcctFile {
             buf: Vec::with_capacity(RECORD_SIZE * 1024),
             failed: false,
             lost: 0,
+            reopen: Reopen::new(path, Units::Records(RECORD_SIZE as u64), None),
         })
+    }
+
+    /// Rotates by size (`--rotate-size`).
+    pub fn rotating(mut self, rotate: Option<Rotate>) -> Self {
+        self.reopen = Reopen::new(&self.path, Units::Records(RECORD_SIZE as u64), rotate);
+        self
+    }
+
+    /// A file opened again (SIGHUP, rotation) is taken only if it is empty
+    /// or acct v3, as at the start.
+    fn replace(&mut self, file: OutFile) -> io::Result<()> {
+        check_acct_v3(&file, &self.path).map_err(|e| io::Error::other(format!("{e:#}")))?;
+        self.file = file;
+        Ok(())
     }
 }
 
@@ -83,6 +100,23 @@ impl Output for AcctFile {
             self.lost += 1;
             return Ok(());
         }
+        if self
+            .reopen
+            .full_before(self.buf.len() as u64, RECORD_SIZE as u64)
+        {
+            if let Err(e) = self.flush() {
+                self.lost += 1;
+                return Err(e);
+            }
+            if let Some(file) = self.reopen.rotate() {
+                if let Err(e) = self.replace(file) {
+                    eprintln!(
+                        "tracer: warning: cannot rotate {}: {e}; writing on to {0}.1",
+                        shown(&self.path)
+                    );
+                }
+            }
+        }
         self.buf
             .extend_from_slice(&AcctV3::from_model(exit).to_bytes());
         if self.buf.len() >= self.buf.capacity() {
@@ -98,6 +132,7 @@ impl Output for AcctFile {
         let mut done = 0;
         let res = loop {
             if done == self.buf.len() {
+                self.reopen.wrote(done as u64);
                 break Ok(());
             }
             match self.file.write(&self.buf[done..]) {
@@ -118,6 +153,15 @@ impl Output for AcctFile {
 
     fn lost(&self) -> u64 {
         self.lost
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        self.flush()?;
+        let file = self.reopen.reopen()?;
+        self.replace(file)
     }
 
     fn name(&self) -> String {

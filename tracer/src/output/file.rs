@@ -22,7 +22,7 @@ use std::{
         fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
         unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
     },
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use anyhow::{anyhow, Result};
@@ -223,6 +223,103 @@ impl Write for OutFile {
     }
 }
 
+/// `--rotate-size` and `--rotate-keep`: a file output that would grow past
+/// `size` bytes is renamed FILE.1 (FILE.1 becomes FILE.2 and so on, up to
+/// FILE.`keep`; the oldest is removed) and a new FILE started, with the
+/// same rules as the first. Files hold whole lines or records: one is
+/// larger than `size` only when a single line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotate {
+    pub size: u64,
+    pub keep: u32,
+}
+
+/// A file output's path, opened again on SIGHUP (after logrotate moved the
+/// file away) and rotated by size.
+#[derive(Debug)]
+pub struct Reopen {
+    path: PathBuf,
+    units: Units,
+    rotate: Option<Rotate>,
+    /// Bytes in the file: its size when opened, plus what we wrote.
+    size: u64,
+}
+
+impl Reopen {
+    pub fn new(path: &Path, units: Units, rotate: Option<Rotate>) -> Self {
+        Self {
+            path: path.to_owned(),
+            units,
+            rotate,
+            size: std::fs::metadata(path).map_or(0, |m| m.len()),
+        }
+    }
+
+    /// Whether a unit of `added` bytes, after `pending` bytes not yet
+    /// written, would take a file that holds something past the size.
+    pub fn full_before(&self, pending: u64, added: u64) -> bool {
+        self.rotate.is_some_and(|r| {
+            let before = self.size + pending;
+            before > 0 && before + added > r.size
+        })
+    }
+
+    pub fn wrote(&mut self, bytes: u64) {
+        self.size += bytes;
+    }
+
+    /// Opens the path again, with the rules of [`OutFile::open`].
+    pub fn reopen(&mut self) -> io::Result<OutFile> {
+        let file = OutFile::open(&self.path, self.units, self.units != Units::Lines)
+            .map_err(|e| io::Error::other(format!("{e:#}")))?;
+        self.size = file.file.metadata()?.len();
+        Ok(file)
+    }
+
+    /// Shifts the numbered files and starts a new one. On an error
+    /// (a directory where FILE.1 should go) the output goes on writing to
+    /// the file it has, without rotating any more, and says so.
+    pub fn rotate(&mut self) -> Option<OutFile> {
+        let keep = self.rotate?.keep;
+        match shift(&self.path, keep).and_then(|()| self.reopen()) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                eprintln!(
+                    "tracer: warning: cannot rotate {}: {e}; writing on to it without rotating",
+                    super::text::shown(&self.path)
+                );
+                self.rotate = None;
+                None
+            }
+        }
+    }
+}
+
+/// FILE.n renamed FILE.n+1 for the files FILE.1, FILE.2... there are
+/// (FILE.`keep` removed when they are all there), FILE renamed FILE.1.
+/// Only the files that exist are touched, so a rotation costs as many
+/// system calls as there are files, whatever `keep` is. Renames move links
+/// and files themselves, never what a link points to.
+pub fn shift(path: &Path, keep: u32) -> io::Result<()> {
+    let numbered = |n: u32| {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{n}"));
+        PathBuf::from(name)
+    };
+    let mut last = 0;
+    while last < keep && std::fs::symlink_metadata(numbered(last + 1)).is_ok() {
+        last += 1;
+    }
+    if last == keep {
+        std::fs::remove_file(numbered(keep))?;
+        last -= 1;
+    }
+    for n in (1..=last).rev() {
+        std::fs::rename(numbered(n), numbered(n + 1))?;
+    }
+    std::fs::rename(path, numbered(1))
+}
+
 fn kind_of(file: &File) -> Result<Kind> {
     let ft = file.metadata()?.file_type();
     Ok(if ft.is_file() {
@@ -249,7 +346,7 @@ fn open_error(path: &Path, e: &io::Error) -> anyhow::Error {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> std::path::PathBuf {
+    fn scratch(name: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("tracer-outfile-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -289,6 +386,20 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let err = OutFile::open(&fifo, Units::Lines, false).unwrap_err();
         assert!(err.to_string().contains("no process reads"), "{err}");
+    }
+
+    #[test]
+    fn shift_keeps_the_newest_keep() {
+        let dir = scratch("shift");
+        let path = dir.join("rec.acct");
+        for round in 0..4u8 {
+            std::fs::write(&path, [round]).unwrap();
+            shift(&path, 2).unwrap();
+        }
+        assert!(!path.exists());
+        assert_eq!(std::fs::read(dir.join("rec.acct.1")).unwrap(), [3]);
+        assert_eq!(std::fs::read(dir.join("rec.acct.2")).unwrap(), [2]);
+        assert!(!dir.join("rec.acct.3").exists());
     }
 
     #[test]

@@ -30,6 +30,11 @@ impl JsonLines {
             out: Batched::new(out),
         }
     }
+
+    /// `out` is the file at `path`: see [`Batched::reopens`].
+    pub fn reopens(&mut self, path: &std::path::Path, rotate: Option<super::file::Rotate>) {
+        self.out.reopens(path, rotate);
+    }
 }
 
 impl Output for JsonLines {
@@ -59,6 +64,10 @@ impl Output for JsonLines {
 
     fn lost(&self) -> u64 {
         self.out.lost()
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        self.out.reopen()
     }
 
     fn name(&self) -> String {

@@ -50,6 +50,17 @@ pub trait Output {
     fn lost(&self) -> u64 {
         0
     }
+    /// SIGHUP: write out what is buffered and open the file's path again
+    /// (logrotate moved it away). On an error the output keeps writing to
+    /// the file it has open, and says so.
+    fn reopen(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// Items waiting to be sent, for outputs that queue (OTLP); `None` for
+    /// the others. Shown as `tracer_output_queue_length`.
+    fn queue_len(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The outputs a session was asked for.
@@ -63,6 +74,8 @@ pub struct Spec {
     pub threads: bool,
     /// The table shows each exit's command line.
     pub wide: bool,
+    /// `--rotate-size`: file outputs rotate themselves.
+    pub rotate: Option<file::Rotate>,
 }
 
 impl Spec {
@@ -71,10 +84,17 @@ impl Spec {
         if self.threads && self.json.is_none() {
             anyhow::bail!("--threads adds events to the JSON lines: give --json too");
         }
+        if self.rotate.is_some() && self.acct_file.is_none() && !self.json_is_file() {
+            anyhow::bail!("--rotate-size rotates --acct-file and --json files: give one");
+        }
         if self.table && self.json == Some(Target::Stdout) {
             anyhow::bail!("--table and --json - would both write to standard output; pick one");
         }
         Ok(())
+    }
+
+    fn json_is_file(&self) -> bool {
+        matches!(self.json, Some(Target::File(_)))
     }
 
     /// Whether an output shows lineage (needs fork and exec events): known
@@ -87,13 +107,17 @@ impl Spec {
     pub fn open(&self) -> Result<Outputs> {
         let mut outputs = Outputs::default();
         if let Some(path) = &self.acct_file {
-            outputs.push(Box::new(AcctFile::open(path)?));
+            outputs.push(Box::new(AcctFile::open(path)?.rotating(self.rotate)));
         }
         if let Some(target) = &self.json {
-            outputs.push(Box::new(JsonLines::new(target.clone(), target.open()?)));
+            let mut json = JsonLines::new(target.clone(), target.open()?);
+            if let Target::File(path) = target {
+                json.reopens(path, self.rotate);
+            }
+            outputs.push(Box::new(json));
         }
         if self.tree {
-            let color = io::IsTerminal::is_terminal(&io::stdout());
+            let color = crate::notes::color(io::IsTerminal::is_terminal(&io::stdout()));
             let out = io::BufWriter::new(Target::Stdout.open()?);
             outputs.push(Box::new(crate::tree::TreeOutput::new(Box::new(out), color)));
         }
@@ -152,6 +176,9 @@ pub(crate) struct Batched {
     lines: u64,
     failed: bool,
     lost: u64,
+    /// The file behind `out`, when it is one: reopened on SIGHUP and
+    /// rotated by size.
+    file: Option<file::Reopen>,
 }
 
 impl Batched {
@@ -164,7 +191,15 @@ impl Batched {
             lines: 0,
             failed: false,
             lost: 0,
+            file: None,
         }
+    }
+
+    /// `out` is the file at `path`: SIGHUP opens the path again, and with
+    /// `rotate` the file is rotated before a line would take it past the
+    /// size.
+    pub(crate) fn reopens(&mut self, path: &std::path::Path, rotate: Option<file::Rotate>) {
+        self.file = Some(file::Reopen::new(path, file::Units::Lines, rotate));
     }
 
     /// Appends one line with `f`; writes the batch out when it is full.
@@ -173,10 +208,43 @@ impl Batched {
             self.lost += 1;
             return Ok(());
         }
+        let start = self.buf.len();
         f(&mut self.buf);
         self.lines += 1;
+        let added = (self.buf.len() - start) as u64;
+        if self
+            .file
+            .as_ref()
+            .is_some_and(|r| r.full_before(start as u64, added))
+        {
+            // Whole lines only: what came before this line ends the file.
+            let line = self.buf.split_off(start);
+            self.lines -= 1;
+            if let Err(e) = self.write_out() {
+                self.lost += 1;
+                return Err(e);
+            }
+            if let Some(out) = self.file.as_mut().and_then(file::Reopen::rotate) {
+                self.out = Box::new(out);
+            }
+            self.buf.extend_from_slice(&line);
+            self.lines += 1;
+        }
         if self.buf.len() >= Self::SIZE {
             self.write_out()?;
+        }
+        Ok(())
+    }
+
+    /// SIGHUP: the batch to the file it was meant for, then the path
+    /// opened again.
+    pub(crate) fn reopen(&mut self) -> io::Result<()> {
+        if self.failed || self.file.is_none() {
+            return Ok(());
+        }
+        self.write_out()?;
+        if let Some(r) = &mut self.file {
+            self.out = Box::new(r.reopen()?);
         }
         Ok(())
     }
@@ -194,6 +262,9 @@ impl Batched {
                 Err(e) => break Err(e),
             }
         };
+        if let Some(r) = &mut self.file {
+            r.wrote(done as u64);
+        }
         if res.is_err() {
             // The writer cut a line it left half written; count it too.
             let whole = self.buf[..done].iter().filter(|&&b| b == b'\n').count() as u64;
@@ -291,6 +362,37 @@ impl Outputs {
         self.each(|s| s.summary(summary))?;
         self.flush()?;
         self.each(|s| s.finish())
+    }
+
+    /// SIGHUP: every file output opens its path again. One that cannot
+    /// keeps the file it has, and a warning says why.
+    pub fn reopen(&mut self) {
+        for slot in self.slots.iter_mut().filter(|s| s.failure.is_none()) {
+            if let Err(e) = slot.output.reopen() {
+                eprintln!(
+                    "tracer: warning: cannot reopen {}: {e}; still writing to the file it had open",
+                    slot.output.name()
+                );
+            }
+        }
+    }
+
+    /// The outputs' names, in the order they were given.
+    pub fn names(&self) -> Vec<String> {
+        self.slots.iter().map(|s| s.output.name()).collect()
+    }
+
+    /// For each output in that order: whether it still takes records.
+    pub fn live_flags(&self) -> impl Iterator<Item = bool> + '_ {
+        self.slots.iter().map(|s| s.failure.is_none())
+    }
+
+    /// For each output in that order: what [`Output::lost`] and
+    /// [`Output::queue_len`] say.
+    pub fn lost_and_queued(&self) -> impl Iterator<Item = (u64, Option<u64>)> + '_ {
+        self.slots
+            .iter()
+            .map(|s| (s.output.lost(), s.output.queue_len()))
     }
 
     /// Outputs still taking records.
