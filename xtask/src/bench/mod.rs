@@ -37,7 +37,7 @@ use report::Report;
 use workloads::{ensure_tool, run_once, Ctx, CONFIGS, WORKLOADS};
 
 #[derive(clap::Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Fewer rounds and smaller workloads, for development (the numbers are
     /// not worth reporting).
     #[arg(long)]
@@ -102,7 +102,7 @@ impl Drop for Restore {
 // ---------------------------------------------------------------------------
 // The command.
 
-pub fn bench(args: BenchArgs) -> Result<()> {
+pub(crate) fn bench(args: BenchArgs) -> Result<()> {
     let root = workspace_root();
     let quick = args.quick;
     let rounds = args.rounds.unwrap_or(if quick { 2 } else { 7 });
