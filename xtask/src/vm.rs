@@ -101,6 +101,10 @@ pub struct VmTestArgs {
     /// --kernel; none by default.
     #[arg(long, value_delimiter = ',')]
     loaded: Vec<String>,
+    /// Attach modes for the --loaded runs (same names as --attach); by
+    /// default those of --attach.
+    #[arg(long, value_delimiter = ',')]
+    loaded_attach: Vec<String>,
     /// Attach modes to test: fentry, kprobe, tracepoint or all
     /// (comma-separated list allowed). One VM boot per mode.
     #[arg(long, value_delimiter = ',', default_value = "all")]
@@ -182,6 +186,11 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     let series = select(&args.kernel, &names, "kernel")?;
     let loaded = select(&args.loaded, &names, "kernel")?;
     let modes = select(&args.attach, MODES, "attach mode")?;
+    let loaded_modes = if args.loaded_attach.is_empty() {
+        modes.clone()
+    } else {
+        select(&args.loaded_attach, MODES, "attach mode")?
+    };
     let root = workspace_root();
     let cache = root.join("target/vm-kernels");
     fs::create_dir_all(cache.join("logs"))?;
@@ -232,8 +241,8 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     // tracepoint for `all`), then the loaded runs the same way: a --budget
     // cut drops the last ones first.
     let mut plan = Vec::new();
-    for (kernel_names, load) in [(&series, false), (&loaded, true)] {
-        for &mode in &modes {
+    for (kernel_names, load, modes) in [(&series, false, &modes), (&loaded, true, &loaded_modes)] {
+        for &mode in modes {
             for k in kernels.iter().filter(|k| kernel_names.contains(&k.series)) {
                 plan.push((k, mode, load));
             }
