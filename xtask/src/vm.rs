@@ -315,9 +315,9 @@ fn run_label(mode: &str, load: bool) -> String {
 
 /// Times the record-fidelity tests run in a row in a loaded VM.
 const LOADED_REPEATS: usize = 3;
-/// The tests a loaded run repeats: the ones comparing every record with the
-/// kernel's (a libtest name filter).
-const LOADED_FILTER: &str = "matches_kernel_acct";
+/// The tests a loaded run repeats: the workload's records compared with the
+/// kernel's, in run and record mode (libtest names, matched exactly).
+const LOADED_TESTS: &str = "run_mode_matches_kernel_acct record_mode_matches_kernel_acct --exact";
 
 /// `stress-ng --cpu N` on the host, one worker per host CPU, for a loaded
 /// run; stopped (with its process group) when dropped.
@@ -695,7 +695,7 @@ fn vm_script(root: &Path, mode: &str, test_bins: &[PathBuf], unmount: bool, load
         for _ in 0..LOADED_REPEATS {
             let _ = writeln!(
                 s,
-                "CI=true TRACER_ATTACH={mode} RUST_BACKTRACE=0 '{}' {LOADED_FILTER} --test-threads=1 --color never 2>&1 || rc=1",
+                "CI=true TRACER_ATTACH={mode} RUST_BACKTRACE=0 '{}' {LOADED_TESTS} --test-threads=1 --color never 2>&1 || rc=1",
                 test_bins[0].display()
             );
         }
