@@ -544,11 +544,60 @@ static void do_forknoexec(void)
 	exit(0);
 }
 
-int main(void)
+/* ---- fork storm (`workload storm WORKERS FORKS`) ---- */
+
+/*
+ * WORKERS processes at once, each forking FORKS children one after the
+ * other; every seventh child forks a grandchild first.  Many tasks forking
+ * and exiting together on every CPU: where the kernel runs tracing
+ * programs preemptible (7.x), this is what makes it skip one.
+ */
+static int storm(int workers, int forks)
+{
+	int status, bad = 0;
+
+	announce(getpid(), "workload");
+	for (int i = 0; i < workers; i++) {
+		pid_t w = fork();
+
+		if (w == -1)
+			fail("storm: fork: %s", strerror(errno));
+		if (w != 0)
+			continue;
+		for (int j = 0; j < forks; j++) {
+			pid_t c = fork();
+
+			if (c == 0) {
+				if (j % 7 == 0) {
+					pid_t g = fork();
+
+					if (g == 0)
+						_exit(2);
+					if (g > 0)
+						waitpid(g, &status, 0);
+				}
+				_exit(j & 3);
+			}
+			if (c > 0)
+				waitpid(c, &status, 0);
+		}
+		_exit(0);
+	}
+	while (wait(&status) > 0)
+		bad += status != 0;
+	if (bad)
+		fail("storm: %d workers failed", bad);
+	return failures ? 1 : 0;
+}
+
+int main(int argc, char **argv)
 {
 	double start = now();
 	int status;
 	pid_t pid;
+
+	if (argc == 4 && strcmp(argv[1], "storm") == 0)
+		return storm(atoi(argv[2]), atoi(argv[3]));
 
 	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == -1) {
 		fprintf(stderr, "workload: PR_SET_CHILD_SUBREAPER: %s\n", strerror(errno));

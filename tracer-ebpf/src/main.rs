@@ -58,9 +58,24 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT
 static REPORTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1 << 12, 0);
 
 /// Thread groups `tracer run` follows: the command, then every group created
-/// by a tracked one (see `follow_fork`). Keyed by tgid.
+/// by a tracked one (see `follow_fork`). Keyed by tgid, valued by
+/// [`FOLLOWED`], [`REPORTED_AWAITING_STAMP`] or [`REPORTED_DONE`]; a group stays
+/// until its leader is freed ([`track_free`]), so that a second copy of an
+/// exit program, or a later look at its ancestry, finds it reported.
 #[map]
 static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(1 << 16, 0);
+
+/// A `TRACKED` group whose exit has not been reported yet.
+const FOLLOWED: u8 = 1;
+/// A `TRACKED` group whose exit record went out and waits for its
+/// `exit_mmap` stamp: a second copy of the exit program must not send it
+/// again.
+const REPORTED_AWAITING_STAMP: u8 = 2;
+/// A `TRACKED` group whose exit record (and stamp) went out.
+const REPORTED_DONE: u8 = 3;
+
+/// Ancestors `emit_exit` looks at for a group no follow program saw created.
+const ANCESTORS: usize = 4;
 
 /// One member offset from `OFFSETS`, read on its own: the verifier then
 /// knows it as a constant (the global is a frozen read-only map), so an
@@ -293,7 +308,7 @@ fn emit<T: 'static>(loss: Loss, fill: impl FnOnce(*mut T) -> u64) {
 #[inline(always)]
 fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool) {
     let tgid = K::u32(task, off!(task_tgid));
-    if !wanted(tgid) {
+    if cfg!(follow_tracked) != 0 && !unreported::<K>(task, tgid) {
         return;
     }
     let mut record_flags = 0;
@@ -303,10 +318,15 @@ fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool) {
             record_flags |= flags::AWAITS_MMAP_STAMP;
         }
     }
-    if cfg!(follow_tracked) != 0 && record_flags & flags::AWAITS_MMAP_STAMP == 0 {
-        // The group is gone: stop following its tgid (after the stamp,
-        // when one is coming).
-        let _ = TRACKED.remove(&tgid);
+    if cfg!(follow_tracked) != 0 {
+        // Marked, so that another copy of the exit program does not report
+        // the group again; `track_free` forgets it.
+        let state = if record_flags & flags::AWAITS_MMAP_STAMP == 0 {
+            REPORTED_DONE
+        } else {
+            REPORTED_AWAITING_STAMP
+        };
+        let _ = TRACKED.insert(&tgid, &state, 0);
     }
     emit(Loss::Exit, |r: *mut ExitRecord| {
         fill::<K>(r, task, tgid);
@@ -316,6 +336,34 @@ fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool) {
             (*r).exit_ns
         }
     });
+}
+
+/// `tracer run`: whether the dying group `tgid` is one we follow and its
+/// exit has not been reported yet. A group no follow program saw created
+/// (both skipped by the kernel, see `follow_fork`) is still ours when a
+/// tracked group is among its nearest ancestors: only the command's
+/// descendants have one (orphans go to the nearest subreaper or init).
+#[inline(always)]
+fn unreported<K: Kernel>(task: u64, tgid: u32) -> bool {
+    // SAFETY: a u8 value, copied out at once.
+    match unsafe { TRACKED.get(&tgid) } {
+        Some(&FOLLOWED) => return true,
+        Some(_) => return false,
+        None => {}
+    }
+    let mut t = task;
+    for _ in 0..ANCESTORS {
+        t = K::u64(t, off!(task_real_parent));
+        let pid = K::u32(t, off!(task_tgid));
+        if pid == 0 {
+            return false;
+        }
+        // SAFETY: a lookup whose value is not used.
+        if unsafe { TRACKED.get(&pid) }.is_some() {
+            return true;
+        }
+    }
+    false
 }
 
 /// Every field of the record, read the way `fill_ac()` reads them.
@@ -448,8 +496,13 @@ fn fill_extras<K: Kernel>(r: *mut ExitRecord, task: u64) {
 /// times into `signal->pacct` (on every kernel version).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
+    exit_tp(&ctx)
+}
+
+#[inline(always)]
+fn exit_tp(ctx: &BtfTracePointContext) -> i32 {
     let task = ctx.arg::<u64>(0);
-    if !group_is_dead(&ctx, task) {
+    if !group_is_dead(ctx, task) {
         return 0;
     }
     // With group_dead in the prototype (>= 6.16) the tracepoint fires
@@ -461,6 +514,14 @@ pub fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
     }
     emit_exit::<Btf>(task, before_exit_mm);
     0
+}
+
+/// A second copy of [`exit_tp_btf`] for `tracer run`: see [`follow_fork`]
+/// for why; the first copy to run reports the group, the other finds it
+/// reported (`TRACKED`).
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn exit_tp_btf_again(ctx: BtfTracePointContext) -> i32 {
+    exit_tp(&ctx)
 }
 
 /// The same tracepoint for `--threads`: a thread dying before its group.
@@ -534,11 +595,23 @@ fn emit_thread_exit(task: u64) {
 /// dead group, with current as the last thread.
 #[fentry(function = "acct_process")]
 pub fn exit_fentry(_ctx: FEntryContext) -> i32 {
+    exit_current()
+}
+
+#[inline(always)]
+fn exit_current() -> i32 {
     // SAFETY: the helper returns current's task_struct, typed for the
     // verifier.
     let task = unsafe { bpf_get_current_task_btf() } as u64;
     emit_exit::<Btf>(task, false);
     0
+}
+
+/// A second copy of [`exit_fentry`] for `tracer run` (see
+/// [`exit_tp_btf_again`]).
+#[fentry(function = "acct_process")]
+pub fn exit_fentry_again(_ctx: FEntryContext) -> i32 {
+    exit_current()
 }
 
 #[kprobe(function = "acct_process")]
@@ -554,6 +627,19 @@ pub fn exit_kprobe(_ctx: ProbeContext) -> u32 {
 /// are plain loads, so the address spaces `exec` drops cost next to nothing.
 #[btf_tracepoint(function = "exit_mmap")]
 pub fn exit_mmap_stamp(_ctx: BtfTracePointContext) -> i32 {
+    mmap_stamp()
+}
+
+/// A second copy of [`exit_mmap_stamp`] for `tracer run` (see
+/// [`exit_tp_btf_again`]): the first copy that runs sends the stamp and
+/// stops following the group, so the other finds nothing to do.
+#[btf_tracepoint(function = "exit_mmap")]
+pub fn exit_mmap_stamp_again(_ctx: BtfTracePointContext) -> i32 {
+    mmap_stamp()
+}
+
+#[inline(always)]
+fn mmap_stamp() -> i32 {
     // SAFETY: the helper returns current's task_struct, typed for the
     // verifier.
     let task = unsafe { bpf_get_current_task_btf() } as u64;
@@ -565,12 +651,14 @@ pub fn exit_mmap_stamp(_ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let tgid = Btf::u32(task, off!(task_tgid));
-    if !wanted(tgid) {
-        return 0;
-    }
     if cfg!(follow_tracked) != 0 {
-        // Its exit record left it tracked for this stamp.
-        let _ = TRACKED.remove(&tgid);
+        // Its exit record marked it as awaiting this stamp; once sent, it
+        // is marked reported, and another copy finds nothing to do.
+        // SAFETY: a u8 value, copied out at once.
+        if unsafe { TRACKED.get(&tgid) } != Some(&REPORTED_AWAITING_STAMP) {
+            return 0;
+        }
+        let _ = TRACKED.insert(&tgid, &REPORTED_DONE, 0);
     }
     let tid = Btf::u32(task, off!(task_pid));
     emit(Loss::Stamp, |r: *mut MmapStamp| {
@@ -748,21 +836,73 @@ fn read_args(dst: *mut [u8; ARGS_LEN], src: u64, len: u64) -> u32 {
 /// a tracked group is tracked too. Runs before the child is first scheduled,
 /// so no exit of it can be missed; creation, not parentage, decides, so
 /// reparenting and CLONE_PARENT do not lose anyone.
+///
+/// The kernel may skip a tracing program: it runs each with a per-CPU
+/// guard against recursion, and where tracing programs run preemptible
+/// (fentry always; tp_btf too on 7.x, preempt=full or lazy by default) a
+/// task preempted inside the program makes the guard turn away the next
+/// task on that CPU, silently but for the program's `recursion_misses`.
+/// So every step `tracer run` depends on has two programs of its own, on
+/// different hooks or as two copies on one, each with its own guard: the
+/// fork here and in [`follow_newtask`], the exit and the stamp in their
+/// `_again` copies. What both miss is recovered (`unreported`) or counted
+/// ([`track_free`]).
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn follow_fork(ctx: BtfTracePointContext) -> i32 {
+    follow(ctx.arg::<u64>(1));
+    0
+}
+
+/// `task_newtask(task, clone_flags)`, the second follow program (see
+/// [`follow_fork`]): in `copy_process()`, current is the creator.
+#[btf_tracepoint(function = "task_newtask")]
+pub fn follow_newtask(ctx: BtfTracePointContext) -> i32 {
+    follow(ctx.arg::<u64>(0));
+    0
+}
+
+/// Tracks `child` when the current (creating) group is tracked.
+#[inline(always)]
+fn follow(child: u64) {
     if cfg!(follow_tracked) == 0 {
-        return 0;
+        return;
     }
     let parent_tgid = current_tgid();
     // SAFETY: a lookup whose value is not used.
     if unsafe { TRACKED.get(&parent_tgid) }.is_none() {
-        return 0;
+        return;
     }
-    let child = ctx.arg::<u64>(1);
     let child_tgid = Btf::u32(child, off!(task_tgid));
-    if child_tgid != 0 && child_tgid != parent_tgid && TRACKED.insert(&child_tgid, &1, 0).is_err() {
+    if child_tgid != 0
+        && child_tgid != parent_tgid
+        && TRACKED.insert(&child_tgid, &FOLLOWED, 0).is_err()
+    {
         count(counter::TRACK_FULL);
     }
+}
+
+/// `sched_process_free(task)`: a reaped task is freed, and with its leader
+/// a tracked group stops being followed. One still marked [`FOLLOWED`]
+/// died without a record (both exit programs skipped): counted as lost, so
+/// that the summary's count stays true.
+#[btf_tracepoint(function = "sched_process_free")]
+pub fn track_free(ctx: BtfTracePointContext) -> i32 {
+    if cfg!(follow_tracked) == 0 {
+        return 0;
+    }
+    let task = ctx.arg::<u64>(0);
+    let tgid = Btf::u32(task, off!(task_tgid));
+    if Btf::u32(task, off!(task_pid)) != tgid {
+        return 0;
+    }
+    // SAFETY: a u8 value, copied out at once.
+    let Some(&state) = (unsafe { TRACKED.get(&tgid) }) else {
+        return 0;
+    };
+    if state == FOLLOWED {
+        count(counter::TRACK_FULL);
+    }
+    let _ = TRACKED.remove(&tgid);
     0
 }
 

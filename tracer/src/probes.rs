@@ -86,12 +86,13 @@ const SAMPLED_WAKEUP_MIN_RING: u32 = 256 << 10;
 /// it holds, and kernel_clone's costs about 8 MiB of peak RSS.
 const ATTACH_FUNCS: [&str; 1] = ["acct_process"];
 const CHECK_FUNCS: [&str; 2] = ["acct_process", "kernel_clone"];
-const ATTACH_TRACEPOINTS: [&str; 5] = [
+const ATTACH_TRACEPOINTS: [&str; 6] = [
     "sched_process_exit",
     "exit_mmap",
     "task_newtask",
     "sched_process_exec",
     "sched_process_fork",
+    "sched_process_free",
 ];
 
 /// Loaded and attached programs; detached when dropped.
@@ -173,8 +174,12 @@ impl Probes {
                 // Before the exit hook, so no record waits without it.
                 attach_tp_btf(&mut ebpf, &btf, "exit_mmap_stamp", "exit_mmap")
                     .context("cannot hook tp_btf/exit_mmap")?;
+                if opts.follow_tracked {
+                    attach_tp_btf(&mut ebpf, &btf, "exit_mmap_stamp_again", "exit_mmap")
+                        .context("cannot hook tp_btf/exit_mmap twice")?;
+                }
             }
-            match attach_exit(&mut ebpf, &btf, mode) {
+            match attach_exit(&mut ebpf, &btf, mode, opts.follow_tracked) {
                 Ok(()) => {
                     exit_hook = Some(mode);
                     break;
@@ -211,8 +216,17 @@ impl Probes {
             }
         }
         if opts.follow_tracked {
-            attach_tp_btf(&mut ebpf, &btf, "follow_fork", "sched_process_fork")
-                .context("cannot hook the fork tracker (tp_btf/sched_process_fork)")?;
+            // Two follow programs (see `follow_fork` in tracer-ebpf), then
+            // the count of groups that died unreported.
+            for (name, tracepoint) in [
+                ("follow_fork", "sched_process_fork"),
+                ("follow_newtask", "task_newtask"),
+                ("track_free", "sched_process_free"),
+            ] {
+                attach_tp_btf(&mut ebpf, &btf, name, tracepoint).with_context(|| {
+                    format!("cannot hook the fork tracker (tp_btf/{tracepoint})")
+                })?;
+            }
         }
         drop(btf);
         release_freed_heap();
@@ -312,11 +326,28 @@ where
     Ok(prog.try_into()?)
 }
 
-fn attach_exit(ebpf: &mut Ebpf, btf: &Btf, mode: AttachMode) -> Result<()> {
+/// Attaches the exit program of `mode`; with `twice` (`tracer run`), a
+/// second copy of it where the kernel may skip one (fentry and tp_btf run
+/// preemptible on some kernels, and a per-program guard then turns tasks
+/// away; kprobes run with preemption off and share one guard, so a copy
+/// would not help): the first copy that runs reports the group.
+fn attach_exit(ebpf: &mut Ebpf, btf: &Btf, mode: AttachMode, twice: bool) -> Result<()> {
     match mode {
-        AttachMode::Fentry => attach_fentry(ebpf, btf, "exit_fentry", "acct_process"),
+        AttachMode::Fentry => {
+            attach_fentry(ebpf, btf, "exit_fentry", "acct_process")?;
+            if twice {
+                attach_fentry(ebpf, btf, "exit_fentry_again", "acct_process")?;
+            }
+            Ok(())
+        }
         AttachMode::Kprobe => attach_kprobe(ebpf, "exit_kprobe", "acct_process"),
-        AttachMode::Tracepoint => attach_tp_btf(ebpf, btf, "exit_tp_btf", "sched_process_exit"),
+        AttachMode::Tracepoint => {
+            attach_tp_btf(ebpf, btf, "exit_tp_btf", "sched_process_exit")?;
+            if twice {
+                attach_tp_btf(ebpf, btf, "exit_tp_btf_again", "sched_process_exit")?;
+            }
+            Ok(())
+        }
         AttachMode::Auto => unreachable!("auto is resolved by the caller"),
     }
 }

@@ -1,16 +1,23 @@
 //! `cargo xtask vm-test`: the privileged integration tests on other kernels.
 //!
-//! Boots Debian's 6.1 and 6.12 kernels under qemu (software emulation, no
-//! KVM) with virtme-ng, over the host's own filesystem, and runs the host's
+//! Boots Debian's 6.1, 6.12, 7.3 (trixie-backports) and 7.2 PREEMPT_RT
+//! (unstable) kernels under qemu (software emulation, no KVM) with virtme-ng, over the host's own filesystem, and runs the host's
 //! already-built `exit_records` test binary inside, once per attach mode
 //! (`TRACER_ATTACH`), with `CI=true` so that nothing skips. The tests compare
 //! the tracer's records with the kernel's own accounting (`accton`) in the
 //! VM, so a pass proves equality on that kernel.
 //!
 //! Everything it needs is installed idempotently: Debian packages
-//! (qemu-system-x86, kmod, busybox-static, acct, gcc), virtme-ng from PyPI,
-//! and the kernel packages, downloaded and extracted into
+//! (qemu-system-x86, kmod, busybox-static, acct, gcc, stress-ng), virtme-ng
+//! from PyPI, and the kernel packages, downloaded and extracted into
 //! `target/vm-kernels/` with their modules linked under `/lib/modules`.
+//! Kernels from suites the machine's apt sources lack come through a
+//! private source list under `target/vm-kernels/apt/` (the machine's own
+//! sources are never changed).
+//!
+//! `--loaded KERNELS` adds runs with the host's CPUs saturated
+//! (`stress-ng --cpu N` outside the VM) while the record-fidelity tests run
+//! three times in a row.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -39,6 +46,7 @@ const APT_PACKAGES: &[&str] = &[
     "acct",
     "gcc",
     "libc6-dev",
+    "stress-ng",
 ];
 const MODES: &[&str] = &["fentry", "kprobe", "tracepoint"];
 /// Printed by virtme-ng's init right before it runs the command.
@@ -49,26 +57,54 @@ const MARK: &str = "VMTEST";
 /// A kernel series and how to find Debian's newest package of it.
 struct Series {
     name: &'static str,
-    /// Regex for `apt-cache search --names-only`.
+    /// Regex for `apt-cache search --names-only`: the image package
+    /// (`linux-image-*`, or since 7.x `linux-binary-*`, whose modules are in
+    /// the `linux-modules-*` package of the same name).
     pattern: &'static str,
+    /// The Debian suite, when the machine's own apt sources lack it: then a
+    /// private source list is used.
+    suite: Option<&'static str>,
 }
 
 const SERIES: &[Series] = &[
     Series {
         name: "6.1",
         pattern: r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+        suite: None,
     },
     Series {
         name: "6.12",
         pattern: r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
+        suite: None,
+    },
+    Series {
+        name: "7.3",
+        pattern: r"^linux-binary-7\.3\.[0-9]+\+deb13-amd64$",
+        suite: Some("trixie-backports"),
+    },
+    Series {
+        name: "7.2-rt",
+        pattern: r"^linux-binary-7\.2\.[0-9]+\+deb14-rt-amd64$",
+        suite: Some("unstable"),
     },
 ];
 
 #[derive(clap::Args)]
 pub struct VmTestArgs {
-    /// Kernel series to boot: 6.1, 6.12 or all (comma-separated list allowed).
+    /// Kernel series to boot: 6.1, 6.12, 7.3, 7.2-rt, all or none
+    /// (comma-separated list allowed).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     kernel: Vec<String>,
+    /// Kernel series to boot again with the host's CPUs saturated
+    /// (`stress-ng --cpu N` outside the VM) while the record-fidelity tests
+    /// run three times in a row, once per attach mode. Same names as
+    /// --kernel; none by default.
+    #[arg(long, value_delimiter = ',')]
+    loaded: Vec<String>,
+    /// Attach modes for the --loaded runs (same names as --attach); by
+    /// default those of --attach.
+    #[arg(long, value_delimiter = ',')]
+    loaded_attach: Vec<String>,
     /// Attach modes to test: fentry, kprobe, tracepoint or all
     /// (comma-separated list allowed). One VM boot per mode.
     #[arg(long, value_delimiter = ',', default_value = "all")]
@@ -92,6 +128,9 @@ pub struct VmTestArgs {
 fn select<'a>(asked: &[String], all: &[&'a str], what: &str) -> Result<Vec<&'a str>> {
     let mut out = Vec::new();
     for a in asked {
+        if a == "none" {
+            continue;
+        }
         if a == "all" {
             out.extend_from_slice(all);
         } else if let Some(x) = all.iter().find(|x| **x == a.as_str()) {
@@ -119,7 +158,8 @@ struct Kernel {
 struct RunResult {
     series: &'static str,
     version: String,
-    mode: &'static str,
+    /// The attach mode, `+load` for a loaded run.
+    mode: String,
     passed: usize,
     failed: usize,
     /// Names of failed tests, or why the run did not complete.
@@ -144,7 +184,13 @@ const BOOT_TAIL: usize = 25;
 pub fn vm_test(args: VmTestArgs) -> Result<()> {
     let names: Vec<&str> = SERIES.iter().map(|s| s.name).collect();
     let series = select(&args.kernel, &names, "kernel")?;
+    let loaded = select(&args.loaded, &names, "kernel")?;
     let modes = select(&args.attach, MODES, "attach mode")?;
+    let loaded_modes = if args.loaded_attach.is_empty() {
+        modes.clone()
+    } else {
+        select(&args.loaded_attach, MODES, "attach mode")?
+    };
     let root = workspace_root();
     let cache = root.join("target/vm-kernels");
     fs::create_dir_all(cache.join("logs"))?;
@@ -152,7 +198,10 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     let started = Instant::now();
     install_tools()?;
     let mut kernels = Vec::new();
-    for s in SERIES.iter().filter(|s| series.contains(&s.name)) {
+    for s in SERIES
+        .iter()
+        .filter(|s| series.contains(&s.name) || loaded.contains(&s.name))
+    {
         kernels.push(prepare_kernel(s, &cache)?);
     }
     for k in &kernels {
@@ -189,50 +238,58 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
     let timeout = || left().map_or(args.timeout, |l| l.min(args.timeout));
     let mut results = Vec::new();
     // Mode by mode across kernels, in the order given (fentry, kprobe, then
-    // tracepoint for `all`): a --budget cut drops the last mode first.
-    for &mode in &modes {
-        for k in &kernels {
-            if !has_time() {
-                println!(
-                    "vm-test: kernel {} --attach {mode}: not run, the --budget of {} s is used up",
-                    k.series,
-                    args.budget.unwrap_or_default()
-                );
-                results.push(RunResult {
-                    series: k.series,
-                    version: k.version.clone(),
-                    mode,
-                    passed: 0,
-                    failed: 1,
-                    failures: vec!["(not run: --budget used up)".into()],
-                    secs: 0.0,
-                    log: PathBuf::new(),
-                    boot_failed: false,
-                    first_boot: None,
-                });
-                continue;
+    // tracepoint for `all`), then the loaded runs the same way: a --budget
+    // cut drops the last ones first.
+    let mut plan = Vec::new();
+    for (kernel_names, load, modes) in [(&series, false, &modes), (&loaded, true, &loaded_modes)] {
+        for &mode in modes {
+            for k in kernels.iter().filter(|k| kernel_names.contains(&k.series)) {
+                plan.push((k, mode, load));
             }
-            let mut attempt = 1;
-            let mut result = run_one(&setup, k, mode, timeout(), attempt)?;
-            // qemu without KVM occasionally ends a boot early (seen once in
-            // CI, never in 40 boots here); a second boot tells a flaky VM
-            // from a kernel that cannot run us.
-            while result.boot_failed && attempt < BOOT_ATTEMPTS && has_time() {
-                println!(
-                    "vm-test: kernel {} --attach {mode}: the VM ended before its script; booting it again",
+        }
+    }
+    for (k, mode, load) in plan {
+        let label = run_label(mode, load);
+        if !has_time() {
+            println!(
+                "vm-test: kernel {} --attach {label}: not run, the --budget of {} s is used up",
+                k.series,
+                args.budget.unwrap_or_default()
+            );
+            results.push(RunResult {
+                series: k.series,
+                version: k.version.clone(),
+                mode: label,
+                passed: 0,
+                failed: 1,
+                failures: vec!["(not run: --budget used up)".into()],
+                secs: 0.0,
+                log: PathBuf::new(),
+                boot_failed: false,
+                first_boot: None,
+            });
+            continue;
+        }
+        let mut attempt = 1;
+        let mut result = run_one(&setup, k, mode, load, timeout(), attempt)?;
+        // qemu without KVM occasionally ends a boot early (seen once in
+        // CI, never in 40 boots here); a second boot tells a flaky VM
+        // from a kernel that cannot run us.
+        while result.boot_failed && attempt < BOOT_ATTEMPTS && has_time() {
+            println!(
+                    "vm-test: kernel {} --attach {label}: the VM ended before its script; booting it again",
                     k.series
                 );
-                let first_boot = format!(
-                    "{} (log {})",
-                    result.failures.join(", "),
-                    result.log.display()
-                );
-                attempt += 1;
-                result = run_one(&setup, k, mode, timeout(), attempt)?;
-                result.first_boot = Some(first_boot);
-            }
-            results.push(result);
+            let first_boot = format!(
+                "{} (log {})",
+                result.failures.join(", "),
+                result.log.display()
+            );
+            attempt += 1;
+            result = run_one(&setup, k, mode, load, timeout(), attempt)?;
+            result.first_boot = Some(first_boot);
         }
+        results.push(result);
     }
 
     let total = started.elapsed().as_secs_f64();
@@ -245,6 +302,54 @@ pub fn vm_test(args: VmTestArgs) -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// How runs are named in the output and the logs: `fentry`, `fentry+load`.
+fn run_label(mode: &str, load: bool) -> String {
+    if load {
+        format!("{mode}+load")
+    } else {
+        mode.to_owned()
+    }
+}
+
+/// Times the record-fidelity tests run in a row in a loaded VM.
+const LOADED_REPEATS: usize = 3;
+/// The tests a loaded run repeats: the workload's records compared with the
+/// kernel's, in run and record mode (libtest names, matched exactly).
+const LOADED_TESTS: &str = "run_mode_matches_kernel_acct record_mode_matches_kernel_acct --exact";
+
+/// `stress-ng --cpu N` on the host, one worker per host CPU, for a loaded
+/// run; stopped (with its process group) when dropped.
+struct HostLoad(std::process::Child);
+
+impl HostLoad {
+    fn start(timeout: u64) -> Result<HostLoad> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let child = Command::new("stress-ng")
+            .args(["--cpu", &cpus.to_string(), "--timeout"])
+            .arg(format!("{}s", timeout + 30))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("cannot start stress-ng")?;
+        println!(
+            "vm-test: host load: stress-ng --cpu {cpus} (pid {})",
+            child.id()
+        );
+        Ok(HostLoad(child))
+    }
+}
+
+impl Drop for HostLoad {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
 }
 
 fn dpkg_installed(package: &str) -> bool {
@@ -309,25 +414,97 @@ fn version_key(name: &str) -> Vec<u64> {
         .collect()
 }
 
+/// apt for one series: the machine's own sources, or for a suite they lack
+/// a private source list and package lists under `cache/apt/<suite>`.
+struct Apt {
+    /// `-o` options that point apt at the private list.
+    opts: Vec<String>,
+    lists: Option<PathBuf>,
+}
+
+impl Apt {
+    fn for_series(series: &Series, cache: &Path) -> Result<Apt> {
+        let Some(suite) = series.suite else {
+            return Ok(Apt {
+                opts: Vec::new(),
+                lists: None,
+            });
+        };
+        let dir = cache.join("apt").join(suite);
+        let lists = dir.join("lists");
+        fs::create_dir_all(lists.join("partial"))?;
+        let list = dir.join("sources.list");
+        fs::write(
+            &list,
+            format!("deb [trusted=yes] {} {suite} main\n", debian_mirror()),
+        )?;
+        Ok(Apt {
+            opts: vec![
+                format!("Dir::Etc::sourcelist={}", list.display()),
+                "Dir::Etc::sourceparts=-".into(),
+                format!("Dir::State::Lists={}", lists.display()),
+            ],
+            lists: Some(lists),
+        })
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        for o in &self.opts {
+            cmd.args(["-o", o]);
+        }
+        cmd
+    }
+
+    fn update(&self) -> Result<()> {
+        run(self.command("apt-get").args(["update", "-qq"]))
+    }
+
+    /// The newest package whose name matches `pattern`, if the lists have one.
+    fn newest(&self, pattern: &str) -> Result<Option<String>> {
+        let list = capture(
+            self.command("apt-cache")
+                .args(["search", "--names-only", pattern]),
+        )?;
+        Ok(list
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .max_by_key(|n| version_key(n))
+            .map(str::to_owned))
+    }
+}
+
+/// The Debian mirror of the machine's own sources (deb822 or one-line),
+/// for the private lists.
+fn debian_mirror() -> String {
+    let text = fs::read_to_string("/etc/apt/sources.list.d/debian.sources")
+        .or_else(|_| fs::read_to_string("/etc/apt/sources.list"))
+        .unwrap_or_default();
+    text.lines()
+        .flat_map(|l| l.split_whitespace())
+        .find(|w| w.starts_with("http") && w.trim_end_matches('/').ends_with("/debian"))
+        .unwrap_or("http://deb.debian.org/debian")
+        .to_owned()
+}
+
 /// Finds the newest Debian package of the series, downloads and extracts it
-/// into the cache (once), and links its modules under /lib/modules.
+/// (with its modules package, since 7.x a package of its own) into the
+/// cache, once, and links its modules under /lib/modules.
 fn prepare_kernel(series: &'static Series, cache: &Path) -> Result<Kernel> {
-    let list = capture(Command::new("apt-cache").args(["search", "--names-only", series.pattern]))?;
-    let package = list
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .max_by_key(|n| version_key(n))
-        .map(str::to_owned);
-    let package = match package {
+    let apt = Apt::for_series(series, cache)?;
+    let fresh_private_lists = apt
+        .lists
+        .as_ref()
+        .is_some_and(|l| fs::read_dir(l).is_ok_and(|d| d.count() <= 1));
+    if fresh_private_lists {
+        apt.update()?;
+    }
+    let package = match apt.newest(series.pattern)? {
         Some(p) => p,
         None => {
             // Empty package lists (a fresh container): fetch them once.
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
-            capture(Command::new("apt-cache").args(["search", "--names-only", series.pattern]))?
-                .lines()
-                .filter_map(|l| l.split_whitespace().next())
-                .max_by_key(|n| version_key(n))
-                .map(str::to_owned)
+            apt.update()?;
+            apt.newest(series.pattern)?
                 .with_context(|| format!("no Debian package matches {}", series.pattern))?
         }
     };
@@ -338,42 +515,74 @@ fn prepare_kernel(series: &'static Series, cache: &Path) -> Result<Kernel> {
     if done.exists() {
         eprintln!("vm-test: {package} already extracted in {}", dir.display());
     } else {
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir)?;
-        run(Command::new("apt-get").current_dir(&dir).args([
-            "download",
-            "-qq",
-            "-o",
-            "APT::Sandbox::User=root",
-            &package,
-        ]))
-        .with_context(|| format!("downloading {package}"))?;
-        let deb = fs::read_dir(&dir)?
+        let mut packages = vec![package.clone()];
+        if let Some(rest) = package.strip_prefix("linux-binary-") {
+            packages.push(format!("linux-modules-{rest}"));
+        }
+        let download = |dir: &Path| -> Result<()> {
+            let _ = fs::remove_dir_all(dir);
+            fs::create_dir_all(dir)?;
+            run(apt
+                .command("apt-get")
+                .current_dir(dir)
+                .args(["download", "-qq", "-o", "APT::Sandbox::User=root"])
+                .args(&packages))
+        };
+        if download(&dir).is_err() {
+            // Only a suite's newest build can be downloaded: stale lists
+            // name one that is gone. Fresh lists, then the newest again.
+            apt.update()?;
+            let newest = apt.newest(series.pattern)?;
+            if newest.as_deref() != Some(package.as_str()) {
+                bail!(
+                    "{package} can no longer be downloaded; the lists now offer {newest:?}: run vm-test again"
+                );
+            }
+            download(&dir).with_context(|| format!("downloading {}", packages.join(" ")))?;
+        }
+        let debs: Vec<PathBuf> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|e| e == "deb"))
-            .with_context(|| format!("apt-get download left no .deb in {}", dir.display()))?;
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&extracted))?;
-        fs::remove_file(&deb)?;
+            .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+            .collect();
+        if debs.len() != packages.len() {
+            bail!(
+                "apt-get download left {} .deb files in {}, expected {}",
+                debs.len(),
+                dir.display(),
+                packages.len()
+            );
+        }
+        for deb in &debs {
+            run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&extracted))?;
+            fs::remove_file(deb)?;
+        }
         fs::write(&done, &package)?;
     }
 
-    let modules = extracted.join("lib/modules");
+    // Up to 6.x: lib/modules/V and boot/vmlinuz-V; since 7.x:
+    // usr/lib/modules/V, with the kernel at usr/lib/modules/V/vmlinuz.
+    let base = if extracted.join("usr/lib/modules").is_dir() {
+        extracted.join("usr")
+    } else {
+        extracted.clone()
+    };
+    let modules = base.join("lib/modules");
     let version = fs::read_dir(&modules)
         .with_context(|| format!("reading {}", modules.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .next()
         .with_context(|| format!("no kernel version under {}", modules.display()))?;
-    let vmlinuz = extracted.join(format!("boot/vmlinuz-{version}"));
-    if !vmlinuz.is_file() {
-        bail!("{} missing from {package}", vmlinuz.display());
-    }
     let moddir = modules.join(&version);
+    let vmlinuz = [
+        extracted.join(format!("boot/vmlinuz-{version}")),
+        moddir.join("vmlinuz"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .with_context(|| format!("no vmlinuz for {version} in {package}"))?;
     if !moddir.join("modules.dep").exists() {
-        run(Command::new("depmod")
-            .arg("-b")
-            .arg(&extracted)
-            .arg(&version))?;
+        run(Command::new("depmod").arg("-b").arg(&base).arg(&version))?;
     }
     // virtme-ng finds the modules (virtio, 9p) of the kernel it boots under
     // /lib/modules of the filesystem it shares with the VM.
@@ -441,7 +650,7 @@ fn build_tests(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// The script the VM runs: tracefs and debugfs (mounted, or unmounted on
 /// request), then the tests, timed.
-fn vm_script(root: &Path, mode: &str, test_bins: &[PathBuf], unmount: bool) -> String {
+fn vm_script(root: &Path, mode: &str, test_bins: &[PathBuf], unmount: bool, load: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -480,12 +689,24 @@ fn vm_script(root: &Path, mode: &str, test_bins: &[PathBuf], unmount: bool) -> S
     let _ = writeln!(s, "cd '{}' || exit 1", root.display());
     let _ = writeln!(s, "t0=$(date +%s.%N)");
     let _ = writeln!(s, "rc=0");
-    for test_bin in test_bins {
-        let _ = writeln!(
-            s,
-            "CI=true TRACER_ATTACH={mode} RUST_BACKTRACE=0 '{}' --test-threads=1 --color never 2>&1 || rc=1",
-            test_bin.display()
-        );
+    if load {
+        // The first binary is exit_records: its fidelity tests, again and
+        // again, while the host's CPUs are saturated.
+        for _ in 0..LOADED_REPEATS {
+            let _ = writeln!(
+                s,
+                "CI=true TRACER_ATTACH={mode} RUST_BACKTRACE=0 '{}' {LOADED_TESTS} --test-threads=1 --color never 2>&1 || rc=1",
+                test_bins[0].display()
+            );
+        }
+    } else {
+        for test_bin in test_bins {
+            let _ = writeln!(
+                s,
+                "CI=true TRACER_ATTACH={mode} RUST_BACKTRACE=0 '{}' --test-threads=1 --color never 2>&1 || rc=1",
+                test_bin.display()
+            );
+        }
     }
     let _ = writeln!(s, "echo \"{MARK} done rc=$rc tests_s=$(echo \"$(date +%s.%N) $t0\" | awk '{{printf \"%.1f\", $1 - $2}}')\"");
     let _ = writeln!(s, "exit $rc");
@@ -524,29 +745,31 @@ fn run_one(
     setup: &VmSetup,
     k: &Kernel,
     mode: &'static str,
+    load: bool,
     timeout: u64,
     attempt: u32,
 ) -> Result<RunResult> {
+    let label = run_label(mode, load);
     let VmSetup {
         root,
         cache,
         test_bins,
         unmount_tracefs,
     } = *setup;
-    let script_path = cache.join(format!("run-{}-{mode}.sh", k.series));
+    let script_path = cache.join(format!("run-{}-{label}.sh", k.series));
     fs::write(
         &script_path,
-        vm_script(root, mode, test_bins, unmount_tracefs),
+        vm_script(root, mode, test_bins, unmount_tracefs, load),
     )?;
     let log_path = if attempt == 1 {
-        cache.join(format!("logs/{}-{mode}.log", k.version))
+        cache.join(format!("logs/{}-{label}.log", k.version))
     } else {
-        cache.join(format!("logs/{}-{mode}.boot{attempt}.log", k.version))
+        cache.join(format!("logs/{}-{label}.boot{attempt}.log", k.version))
     };
     let mut log = fs::File::create(&log_path)?;
 
     println!(
-        "== vm-test: kernel {} ({}), --attach {mode}",
+        "== vm-test: kernel {} ({}), --attach {label}",
         k.series, k.version
     );
     let mut cmd = Command::new("vng");
@@ -568,6 +791,11 @@ fn run_one(
         .stderr(Stdio::piped())
         .process_group(0);
     let _ = writeln!(log, "{cmd:?}");
+    let host_load = if load {
+        Some(HostLoad::start(timeout)?)
+    } else {
+        None
+    };
     let started = Instant::now();
     let mut child = cmd.spawn().context("cannot start vng")?;
     let (tx, rx) = mpsc::channel();
@@ -655,6 +883,7 @@ fn run_one(
             .status();
     }
     let status = child.wait()?;
+    drop(host_load);
     let secs = started.elapsed().as_secs_f64();
 
     let mut failures: Vec<String> = tests
@@ -691,7 +920,14 @@ fn run_one(
         Some(format!(
             "the VM did not reach its script (vng: {status}; last console line: {last})"
         ))
-    } else if results_seen < TEST_BINARIES.len() || done_line.is_none() {
+    } else if results_seen
+        < if load {
+            LOADED_REPEATS
+        } else {
+            test_bins.len()
+        }
+        || done_line.is_none()
+    {
         Some(format!("a test binary did not finish (vng: {status})"))
     } else if any_failed_result && failed == 0 {
         Some("a test binary failed".into())
@@ -703,14 +939,14 @@ fn run_one(
         failed += 1;
     }
     println!(
-        "vm-test: kernel {} --attach {mode}: {passed} passed, {failed} failed in {secs:.0} s (log {})",
+        "vm-test: kernel {} --attach {label}: {passed} passed, {failed} failed in {secs:.0} s (log {})",
         k.series,
         log_path.display()
     );
     Ok(RunResult {
         series: k.series,
         version: k.version.clone(),
-        mode,
+        mode: label,
         passed,
         failed,
         failures,
@@ -755,13 +991,13 @@ fn summarize(results: &[RunResult], total: f64) -> String {
     let _ = writeln!(s, "== vm-test summary");
     let _ = writeln!(
         s,
-        "{:<6} {:<22} {:<11} {:>6} {:>6} {:>7}",
+        "{:<7} {:<22} {:<16} {:>6} {:>6} {:>7}",
         "kernel", "version", "attach", "passed", "failed", "seconds"
     );
     for r in results {
         let _ = writeln!(
             s,
-            "{:<6} {:<22} {:<11} {:>6} {:>6} {:>7.0}",
+            "{:<7} {:<22} {:<16} {:>6} {:>6} {:>7.0}",
             r.series, r.version, r.mode, r.passed, r.failed, r.secs
         );
     }
