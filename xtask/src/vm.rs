@@ -90,7 +90,7 @@ const SERIES: &[Series] = &[
 ];
 
 #[derive(clap::Args)]
-pub struct VmTestArgs {
+pub(crate) struct VmTestArgs {
     /// Kernel series to boot: 6.1, 6.12, 7.3, 7.2-rt, all or none
     /// (comma-separated list allowed).
     #[arg(long, value_delimiter = ',', default_value = "all")]
@@ -181,7 +181,7 @@ const MIN_RUN_SECS: u64 = 60;
 /// boot fails so that CI's output says why.
 const BOOT_TAIL: usize = 25;
 
-pub fn vm_test(args: VmTestArgs) -> Result<()> {
+pub(crate) fn vm_test(args: VmTestArgs) -> Result<()> {
     let names: Vec<&str> = SERIES.iter().map(|s| s.name).collect();
     let series = select(&args.kernel, &names, "kernel")?;
     let loaded = select(&args.loaded, &names, "kernel")?;
@@ -742,7 +742,7 @@ struct VmSetup<'a> {
 }
 
 fn run_one(
-    setup: &VmSetup,
+    setup: &VmSetup<'_>,
     k: &Kernel,
     mode: &'static str,
     load: bool,

@@ -1,0 +1,320 @@
+//! Exit records: one per thread group death, read where the kernel's
+//! `fill_ac()` reads (`signal->pacct`), from whichever hook this kernel
+//! allows (see the table in `main.rs`), and `--threads`' thread exits.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
+    macros::{btf_tracepoint, fentry, kprobe, map},
+    maps::LruHashMap,
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext},
+};
+use tracer_common::{
+    flags, present, ExitRecord, ThreadExitRecord, ABSENT, RECORD_EXIT, RECORD_THREAD_EXIT,
+};
+
+use crate::{
+    follow::{unreported, wanted, REPORTED_AWAITING_STAMP, REPORTED_DONE, TRACKED},
+    kernel::{member, Btf, Kernel, Probe},
+    ring::{emit, Loss},
+};
+
+/// Groups already reported, by `signal_struct` address, valued by the
+/// leader's start time (an address reused by a later group has another):
+/// before 6.16, `group_dead` is derived from `signal->live` at the
+/// tracepoint, which two threads exiting at once can both see as 0.
+#[map]
+pub(crate) static REPORTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1 << 12, 0);
+
+/// Writes the record for the dying thread group of `task` (the current
+/// task). `before_exit_mm`: the hook runs before `exit_mm()`, so a group
+/// that tears its address space down itself gets its exit time from
+/// `exit_mmap` (see [`MmapStamp`]).
+#[inline(always)]
+pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool) {
+    let tgid = K::u32(task, off!(task_tgid));
+    if cfg!(follow_tracked) != 0 && !unreported::<K>(task, tgid) {
+        return;
+    }
+    let mut record_flags = 0;
+    if before_exit_mm && cfg!(defer_to_exit_mmap) != 0 {
+        let mm = K::u64(task, off!(task_mm));
+        if mm != 0 && K::u32(mm, off!(mm_users)) == 1 {
+            record_flags |= flags::AWAITS_MMAP_STAMP;
+        }
+    }
+    if cfg!(follow_tracked) != 0 {
+        // Marked, so that another copy of the exit program does not report
+        // the group again; `track_free` forgets it.
+        let state = if record_flags & flags::AWAITS_MMAP_STAMP == 0 {
+            REPORTED_DONE
+        } else {
+            REPORTED_AWAITING_STAMP
+        };
+        let _ = TRACKED.insert(tgid, state, 0);
+    }
+    emit(Loss::Exit, |r: *mut ExitRecord| {
+        fill::<K>(r, task, tgid);
+        // SAFETY: our reserved ring slot.
+        unsafe {
+            (*r).flags = record_flags;
+            (*r).exit_ns
+        }
+    });
+}
+
+/// Every field of the record, read the way `fill_ac()` reads them.
+#[inline(always)]
+pub(crate) fn fill<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32) {
+    fill_identity::<K>(r, task, tgid);
+    fill_acct::<K>(r, task);
+    fill_extras::<K>(r, task);
+    // SAFETY: `r` is our reserved ring slot.
+    unsafe {
+        (*r).exit_ns = bpf_ktime_get_ns();
+        (*r).kind = RECORD_EXIT;
+    }
+}
+
+#[inline(always)]
+pub(crate) fn fill_identity<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32) {
+    let leader = K::u64(task, off!(task_group_leader));
+    let cred = K::u64(task, off!(task_cred));
+    // SAFETY: `r` is our reserved ring slot.
+    unsafe {
+        (*r).pid = tgid;
+        (*r).tid = K::u32(task, off!(task_pid));
+        (*r).ppid = K::u32(K::u64(task, off!(task_real_parent)), off!(task_tgid));
+        (*r).uid = K::u32(cred, off!(cred_uid));
+        (*r).gid = K::u32(cred, off!(cred_gid));
+        (*r).exit_signal = K::u32(leader, off!(task_exit_signal)) as i32;
+        (*r).start_ns = K::u64(leader, off!(task_start_time));
+        (*r).cgroup_id = K::cgroup_id(task);
+        (*r).comm = K::comm(task);
+    }
+}
+
+/// `signal->pacct`, as acct_collect() left it, and the controlling tty.
+#[inline(always)]
+pub(crate) fn fill_acct<K: Kernel>(r: *mut ExitRecord, task: u64) {
+    let signal = K::u64(task, off!(task_signal));
+    let pacct = member(signal, off!(signal_pacct));
+    // SAFETY: `r` is our reserved ring slot.
+    unsafe {
+        if !K::DIRECT && cfg!(pacct_std) != 0 && pacct != 0 {
+            // ac_flag (int), ac_exitcode (long), ac_mem, ac_utime, ac_stime,
+            // ac_minflt, ac_majflt: one helper call instead of seven.
+            let p = bpf_probe_read_kernel(pacct as *const [u64; 7]).unwrap_or([0; 7]);
+            (*r).ac_flag = p[0] as u32;
+            (*r).exit_code = p[1] as u32;
+            (*r).mem_kb = p[2];
+            (*r).utime_ns = p[3];
+            (*r).stime_ns = p[4];
+            (*r).minflt = p[5];
+            (*r).majflt = p[6];
+        } else {
+            (*r).ac_flag = K::u32(pacct, off!(pacct_flag));
+            // `long ac_exitcode`: the low half on a little-endian machine.
+            (*r).exit_code = K::u32(pacct, off!(pacct_exitcode));
+            (*r).mem_kb = K::u64(pacct, off!(pacct_mem));
+            (*r).utime_ns = K::u64(pacct, off!(pacct_utime));
+            (*r).stime_ns = K::u64(pacct, off!(pacct_stime));
+            (*r).minflt = K::u64(pacct, off!(pacct_minflt));
+            (*r).majflt = K::u64(pacct, off!(pacct_majflt));
+        }
+        // The controlling tty as dev_t, as tty_devnum() computes it.
+        let tty = K::u64(signal, off!(signal_tty));
+        (*r).tty_dev = if tty == 0 {
+            0
+        } else {
+            let driver = K::u64(tty, off!(tty_driver));
+            let major = K::u32(driver, off!(driver_major));
+            let minor_start = K::u32(driver, off!(driver_minor_start));
+            ((major << 20) | minor_start).wrapping_add(K::u32(tty, off!(tty_index)))
+        };
+    }
+}
+
+/// What acct drops: peak RSS, I/O, context switches, exact CPU time. Group
+/// totals so far plus this last thread's own: other threads folded theirs
+/// into signal_struct when they were released.
+#[inline(always)]
+pub(crate) fn fill_extras<K: Kernel>(r: *mut ExitRecord, task: u64) {
+    let signal = K::u64(task, off!(task_signal));
+    let sig_io = member(signal, off!(signal_ioac));
+    let task_io = member(task, off!(task_ioac));
+    // Presence is a property of the kernel's layout, known from the offsets.
+    let mut present_bits = 0u32;
+    if off!(signal_maxrss) != ABSENT {
+        present_bits |= present::MAXRSS;
+    }
+    let io = sig_io != 0 && task_io != 0;
+    if io && off!(ioac_rchar) != ABSENT && off!(ioac_wchar) != ABSENT {
+        present_bits |= present::IO_CHARS;
+    }
+    if io && off!(ioac_read_bytes) != ABSENT && off!(ioac_write_bytes) != ABSENT {
+        present_bits |= present::IO_BYTES;
+    }
+    if off!(signal_nvcsw) != ABSENT && off!(task_nvcsw) != ABSENT {
+        present_bits |= present::CSW;
+    }
+    if off!(signal_runtime) != ABSENT && off!(task_se_runtime) != ABSENT {
+        present_bits |= present::RUNTIME;
+    }
+    // SAFETY: `r` is our reserved ring slot.
+    unsafe {
+        (*r).present = present_bits;
+        (*r).maxrss_pages = K::u64(signal, off!(signal_maxrss));
+        if !K::DIRECT && cfg!(ioac_std) != 0 && io {
+            // rchar, wchar, syscr, syscw, read_bytes, write_bytes.
+            let a = bpf_probe_read_kernel(sig_io as *const [u64; 6]).unwrap_or([0; 6]);
+            let b = bpf_probe_read_kernel(task_io as *const [u64; 6]).unwrap_or([0; 6]);
+            (*r).rchar = a[0] + b[0];
+            (*r).wchar = a[1] + b[1];
+            (*r).read_bytes = a[4] + b[4];
+            (*r).write_bytes = a[5] + b[5];
+        } else {
+            (*r).rchar = K::u64(sig_io, off!(ioac_rchar)) + K::u64(task_io, off!(ioac_rchar));
+            (*r).wchar = K::u64(sig_io, off!(ioac_wchar)) + K::u64(task_io, off!(ioac_wchar));
+            (*r).read_bytes =
+                K::u64(sig_io, off!(ioac_read_bytes)) + K::u64(task_io, off!(ioac_read_bytes));
+            (*r).write_bytes =
+                K::u64(sig_io, off!(ioac_write_bytes)) + K::u64(task_io, off!(ioac_write_bytes));
+        }
+        (*r).nvcsw = K::u64(signal, off!(signal_nvcsw)) + K::u64(task, off!(task_nvcsw));
+        (*r).nivcsw = K::u64(signal, off!(signal_nivcsw)) + K::u64(task, off!(task_nivcsw));
+        (*r).runtime_ns =
+            K::u64(signal, off!(signal_runtime)) + K::u64(task, off!(task_se_runtime));
+    }
+}
+
+/// `sched_process_exit(struct task_struct *p[, bool group_dead])`: runs for
+/// every exiting thread, after `acct_collect()` has folded the thread's
+/// times into `signal->pacct` (on every kernel version).
+#[btf_tracepoint(function = "sched_process_exit")]
+pub(crate) fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
+    exit_tp(&ctx)
+}
+
+#[inline(always)]
+pub(crate) fn exit_tp(ctx: &BtfTracePointContext) -> i32 {
+    let task = ctx.arg::<u64>(0);
+    if !group_is_dead(ctx, task) {
+        return 0;
+    }
+    // With group_dead in the prototype (>= 6.16) the tracepoint fires
+    // before exit_mm(); before that it fires after acct_process(), and two
+    // threads exiting together can both see the group dead.
+    let before_exit_mm = cfg!(exit_tp_has_group_dead) != 0;
+    if !before_exit_mm && !first_report(task) {
+        return 0;
+    }
+    emit_exit::<Btf>(task, before_exit_mm);
+    0
+}
+
+/// A second copy of [`exit_tp_btf`] for `tracer run`: see [`follow_fork`]
+/// for why; the first copy to run reports the group, the other finds it
+/// reported (`TRACKED`).
+#[btf_tracepoint(function = "sched_process_exit")]
+pub(crate) fn exit_tp_btf_again(ctx: BtfTracePointContext) -> i32 {
+    exit_tp(&ctx)
+}
+
+/// The same tracepoint for `--threads`: a thread dying before its group.
+/// A program of its own, so it can join any exit hook.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub(crate) fn thread_exit_tp(ctx: BtfTracePointContext) -> i32 {
+    let task = ctx.arg::<u64>(0);
+    if !group_is_dead(&ctx, task) {
+        emit_thread_exit(task);
+    }
+    0
+}
+
+/// Whether this exit at `sched_process_exit` ends the thread group.
+#[inline(always)]
+pub(crate) fn group_is_dead(ctx: &BtfTracePointContext, task: u64) -> bool {
+    if cfg!(exit_tp_has_group_dead) != 0 {
+        ctx.arg::<u64>(1) & 0xff != 0
+    } else {
+        // Before 6.16 the tracepoint has no group_dead.
+        live_threads_gone(task)
+    }
+}
+
+/// Whether the task's group has no live thread left: do_exit() decrements
+/// `signal->live` before both `sched_process_exit` and `exit_mm()`, so 0
+/// means this is the group's last thread on its way out.
+#[inline(always)]
+pub(crate) fn live_threads_gone(task: u64) -> bool {
+    let signal = Btf::u64(task, off!(task_signal));
+    signal != 0 && Btf::u32(signal, off!(signal_live)) == 0
+}
+
+/// Whether this dead group is reported for the first time (see `REPORTED`).
+#[inline(always)]
+pub(crate) fn first_report(task: u64) -> bool {
+    let signal = Btf::u64(task, off!(task_signal));
+    let leader = Btf::u64(task, off!(task_group_leader));
+    let start = Btf::u64(leader, off!(task_start_time));
+    // SAFETY: a plain u64 value, copied out at once.
+    if unsafe { REPORTED.get(signal) }.is_some_and(|&s| s == start) {
+        return false;
+    }
+    let _ = REPORTED.insert(signal, start, 0);
+    true
+}
+
+/// A thread dying before its group (`--threads`).
+#[inline(always)]
+pub(crate) fn emit_thread_exit(task: u64) {
+    let pid = Btf::u32(task, off!(task_tgid));
+    if !wanted(pid) {
+        return;
+    }
+    emit(Loss::Event, |r: *mut ThreadExitRecord| {
+        // SAFETY: our reserved ring slot; every field is written.
+        unsafe {
+            (*r).kind = RECORD_THREAD_EXIT;
+            (*r).pid = pid;
+            (*r).tid = Btf::u32(task, off!(task_pid));
+            (*r).exit_code = Btf::u32(task, off!(task_exit_code));
+            (*r).time_ns = bpf_ktime_get_ns();
+            (*r).runtime_ns = Btf::u64(task, off!(task_se_runtime));
+            (*r).comm = Btf::comm(task);
+            (*r).time_ns
+        }
+    });
+}
+
+/// `acct_process()`: the kernel's own accounting hook, called exactly once per
+/// dead group, with current as the last thread.
+#[fentry(function = "acct_process")]
+pub(crate) fn exit_fentry(_ctx: FEntryContext) -> i32 {
+    exit_current()
+}
+
+#[inline(always)]
+pub(crate) fn exit_current() -> i32 {
+    // SAFETY: the helper returns current's task_struct, typed for the
+    // verifier.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    emit_exit::<Btf>(task, false);
+    0
+}
+
+/// A second copy of [`exit_fentry`] for `tracer run` (see
+/// [`exit_tp_btf_again`]).
+#[fentry(function = "acct_process")]
+pub(crate) fn exit_fentry_again(_ctx: FEntryContext) -> i32 {
+    exit_current()
+}
+
+#[kprobe(function = "acct_process")]
+pub(crate) fn exit_kprobe(_ctx: ProbeContext) -> u32 {
+    // SAFETY: the helper returns current's task_struct address.
+    emit_exit::<Probe>(unsafe { bpf_get_current_task() }, false);
+    0
+}

@@ -1,0 +1,152 @@
+//! `tracer run`: the thread groups it follows, from the command down, by
+//! creation; every step twice, because the kernel may skip a program.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{btf_tracepoint, map},
+    maps::HashMap,
+    programs::BtfTracePointContext,
+};
+use tracer_common::counter;
+
+use crate::{
+    kernel::{Btf, Kernel},
+    ring::count,
+};
+
+/// Thread groups `tracer run` follows: the command, then every group created
+/// by a tracked one (see `follow_fork`). Keyed by tgid, valued by
+/// [`FOLLOWED`], [`REPORTED_AWAITING_STAMP`] or [`REPORTED_DONE`]; a group stays
+/// until its leader is freed ([`track_free`]), so that a second copy of an
+/// exit program, or a later look at its ancestry, finds it reported.
+#[map]
+pub(crate) static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(1 << 16, 0);
+
+/// A `TRACKED` group whose exit has not been reported yet.
+pub(crate) const FOLLOWED: u8 = 1;
+
+/// A `TRACKED` group whose exit record went out and waits for its
+/// `exit_mmap` stamp: a second copy of the exit program must not send it
+/// again.
+pub(crate) const REPORTED_AWAITING_STAMP: u8 = 2;
+
+/// A `TRACKED` group whose exit record (and stamp) went out.
+pub(crate) const REPORTED_DONE: u8 = 3;
+
+/// Ancestors `emit_exit` looks at for a group no follow program saw created.
+pub(crate) const ANCESTORS: usize = 4;
+
+#[inline(always)]
+pub(crate) fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+/// `tracer run`: whether the dying group `tgid` is one we follow and its
+/// exit has not been reported yet. A group no follow program saw created
+/// (both skipped by the kernel, see `follow_fork`) is still ours when a
+/// tracked group is among its nearest ancestors: only the command's
+/// descendants have one (orphans go to the nearest subreaper or init).
+#[inline(always)]
+pub(crate) fn unreported<K: Kernel>(task: u64, tgid: u32) -> bool {
+    // SAFETY: a u8 value, copied out at once.
+    match unsafe { TRACKED.get(tgid) } {
+        Some(&FOLLOWED) => return true,
+        Some(_) => return false,
+        None => {}
+    }
+    let mut t = task;
+    for _ in 0..ANCESTORS {
+        t = K::u64(t, off!(task_real_parent));
+        let pid = K::u32(t, off!(task_tgid));
+        if pid == 0 {
+            return false;
+        }
+        // SAFETY: a lookup whose value is not used.
+        if unsafe { TRACKED.get(pid) }.is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the current thread group's events are wanted: always system-wide,
+/// only for tracked groups under `tracer run`.
+#[inline(always)]
+pub(crate) fn wanted(tgid: u32) -> bool {
+    // SAFETY: a lookup whose value is not used.
+    cfg!(follow_tracked) == 0 || unsafe { TRACKED.get(tgid) }.is_some()
+}
+
+/// `sched_process_fork(parent, child)`: for `tracer run`, a group created by
+/// a tracked group is tracked too. Runs before the child is first scheduled,
+/// so no exit of it can be missed; creation, not parentage, decides, so
+/// reparenting and CLONE_PARENT do not lose anyone.
+///
+/// The kernel may skip a tracing program: it runs each with a per-CPU
+/// guard against recursion, and where tracing programs run preemptible
+/// (fentry always; tp_btf too on 7.x, preempt=full or lazy by default) a
+/// task preempted inside the program makes the guard turn away the next
+/// task on that CPU, silently but for the program's `recursion_misses`.
+/// So every step `tracer run` depends on has two programs of its own, on
+/// different hooks or as two copies on one, each with its own guard: the
+/// fork here and in [`follow_newtask`], the exit and the stamp in their
+/// `_again` copies. What both miss is recovered (`unreported`) or counted
+/// ([`track_free`]).
+#[btf_tracepoint(function = "sched_process_fork")]
+pub(crate) fn follow_fork(ctx: BtfTracePointContext) -> i32 {
+    follow(ctx.arg::<u64>(1));
+    0
+}
+
+/// `task_newtask(task, clone_flags)`, the second follow program (see
+/// [`follow_fork`]): in `copy_process()`, current is the creator.
+#[btf_tracepoint(function = "task_newtask")]
+pub(crate) fn follow_newtask(ctx: BtfTracePointContext) -> i32 {
+    follow(ctx.arg::<u64>(0));
+    0
+}
+
+/// Tracks `child` when the current (creating) group is tracked.
+#[inline(always)]
+pub(crate) fn follow(child: u64) {
+    if cfg!(follow_tracked) == 0 {
+        return;
+    }
+    let parent_tgid = current_tgid();
+    // SAFETY: a lookup whose value is not used.
+    if unsafe { TRACKED.get(parent_tgid) }.is_none() {
+        return;
+    }
+    let child_tgid = Btf::u32(child, off!(task_tgid));
+    if child_tgid != 0
+        && child_tgid != parent_tgid
+        && TRACKED.insert(child_tgid, FOLLOWED, 0).is_err()
+    {
+        count(counter::TRACK_FULL);
+    }
+}
+
+/// `sched_process_free(task)`: a reaped task is freed, and with its leader
+/// a tracked group stops being followed. One still marked [`FOLLOWED`]
+/// died without a record (both exit programs skipped): counted as lost, so
+/// that the summary's count stays true.
+#[btf_tracepoint(function = "sched_process_free")]
+pub(crate) fn track_free(ctx: BtfTracePointContext) -> i32 {
+    if cfg!(follow_tracked) == 0 {
+        return 0;
+    }
+    let task = ctx.arg::<u64>(0);
+    let tgid = Btf::u32(task, off!(task_tgid));
+    if Btf::u32(task, off!(task_pid)) != tgid {
+        return 0;
+    }
+    // SAFETY: a u8 value, copied out at once.
+    let Some(&state) = (unsafe { TRACKED.get(tgid) }) else {
+        return 0;
+    };
+    if state == FOLLOWED {
+        count(counter::TRACK_FULL);
+    }
+    let _ = TRACKED.remove(tgid);
+    0
+}
