@@ -15,7 +15,8 @@ mod common;
 
 use common::*;
 use std::io::Read as _;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -353,21 +354,22 @@ fn blocked_outputs_cannot_hold_a_session() {
     }
 
     // A reader that never reads: --duration, SIGTERM and SIGINT end it.
+    // Its pipes are shrunk to one page, so a few records fill them
+    // whatever the machine's load.
     let _churn = churn();
-    let _reader = ChildGuard(
-        Command::new("/bin/sh")
-            .arg("-c")
-            .arg(format!("exec 3<'{}'; sleep 600", fifo.display()))
-            .spawn()
-            .unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    let reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    shrink_pipe(reader.as_raw_fd());
     let out = run_with_timeout(
         tracer()
-            .args(["record", "--duration", "2", "--json"])
+            .args(["record", "--duration", "4", "--json"])
             .arg(&fifo),
         LIMIT,
     );
+    assert!(queued(reader.as_raw_fd()) > 0, "nothing reached the FIFO");
     assert_eq!(out.status.code(), Some(3), "{}", describe_output(&out));
     assert!(
         stderr_of(&out).contains("not written"),
@@ -381,11 +383,19 @@ fn blocked_outputs_cannot_hold_a_session() {
             tracer()
                 .arg("record")
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
+                .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
         );
-        std::thread::sleep(Duration::from_secs(3));
+        let stdout = session.0.stdout.take().unwrap();
+        shrink_pipe(stdout.as_raw_fd());
+        // Once a write has filled the one page, the next ones block.
+        let start = Instant::now();
+        while queued(stdout.as_raw_fd()) == 0 {
+            assert!(start.elapsed() < LIMIT, "nothing reached the pipe");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(1));
         // SAFETY: our child.
         unsafe { libc::kill(session.pid() as i32, sig) };
         let status = session
@@ -393,6 +403,25 @@ fn blocked_outputs_cannot_hold_a_session() {
             .unwrap_or_else(|| panic!("signal {sig} did not end a blocked session"));
         assert_eq!(status.code(), Some(3), "signal {sig}: {status}");
     }
+}
+
+/// One page: the smallest pipe the kernel gives.
+fn shrink_pipe(fd: i32) {
+    // SAFETY: fcntl on a pipe descriptor we hold.
+    let size = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 4096) };
+    assert!(
+        size >= 4096,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Bytes waiting in the pipe.
+fn queued(fd: i32) -> libc::c_int {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int we own.
+    unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+    queued
 }
 
 #[test]
