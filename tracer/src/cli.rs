@@ -81,10 +81,19 @@ struct OutputArgs {
     /// Print the process tree on standard output at the end.
     #[arg(long)]
     tree: bool,
-    /// JSON lines also get a `thread_exit` event for every thread that dies
+    /// JSON lines (and OTLP) also get an event for every thread that dies
     /// before its process.
     #[arg(long)]
     threads: bool,
+    /// Send every exit as an OpenTelemetry log record to URL/v1/logs
+    /// (OTLP/HTTP, protobuf, gzip). Without it, OTEL_EXPORTER_OTLP_ENDPOINT
+    /// and the other OTEL_* variables decide (README: "OTLP export").
+    #[arg(long, value_name = "URL")]
+    otlp: Option<String>,
+    /// Also send command lines (process.command_args) over OTLP. They
+    /// carry secrets: off unless asked for.
+    #[arg(long)]
+    otlp_argv: bool,
 }
 
 #[derive(Args, Debug)]
@@ -106,14 +115,16 @@ struct ProbeArgs {
 }
 
 impl OutputArgs {
-    fn spec(&self) -> Spec {
-        Spec {
+    /// Reads the `OTEL_*` variables too, when `--otlp` is not given.
+    fn spec(&self) -> Result<Spec> {
+        Ok(Spec {
             json: self.json.clone(),
             acct_file: self.acct_file.clone(),
             table: self.table,
             tree: self.tree,
+            otlp: crate::output::otlp::Config::from_env(self.otlp.as_deref(), self.otlp_argv)?,
             threads: self.threads,
-        }
+        })
     }
 }
 
@@ -141,12 +152,19 @@ pub fn run(cli: Cli) -> Result<i32> {
             duration,
             outputs,
             probes,
-        } => modes::record::record(duration, &outputs.spec(), probes.options()),
+        } => modes::record::record(duration, &outputs.spec()?, probes.options()),
         Command::Run {
             outputs,
             probes,
             command,
-        } => modes::run::run(&command, &outputs.spec(), probes.options()),
+        } => match outputs.spec() {
+            Ok(spec) => modes::run::run(&command, &spec, probes.options()),
+            Err(e) => {
+                // As any failure of the tracer's own in `run`.
+                eprintln!("tracer: {e:#}");
+                Ok(modes::EXIT_RUN_FAILED)
+            }
+        },
     }
 }
 

@@ -61,6 +61,9 @@ pub struct Probed {
     pub exit_signal: i32,
     /// Start time, CLOCK_MONOTONIC ns.
     pub start_ns: u64,
+    /// Exit time, unix ns (the exit's CLOCK_MONOTONIC time on the clock
+    /// of its batch).
+    pub exit_unix_ns: u64,
     pub cgroup_id: u64,
     pub maxrss_kb: Option<u64>,
     pub rchar: Option<u64>,
@@ -148,6 +151,9 @@ impl<'a> Exit<'a> {
             probed: Some(Probed {
                 exit_signal: rec.exit_signal,
                 start_ns: rec.start_ns,
+                exit_unix_ns: clock
+                    .realtime_ns(rec.exit_ns)
+                    .clamp(0, i128::from(u64::MAX)) as u64,
                 cgroup_id: rec.cgroup_id,
                 maxrss_kb: has(present::MAXRSS).then(|| rec.maxrss_pages * page_kb),
                 rchar: has(present::IO_CHARS).then_some(rec.rchar),

@@ -4,6 +4,7 @@
 mod acct_file;
 pub mod file;
 mod json;
+pub mod otlp;
 mod table;
 pub(crate) mod text;
 
@@ -37,6 +38,13 @@ pub trait Output {
     fn wants_lineage(&self) -> bool {
         false
     }
+    /// The session is over: an output that delivers in the background
+    /// (OTLP) delivers what it holds, within the drain deadline, and
+    /// fails with what it could not deliver. Called before the summary is
+    /// made, so that the summary counts it.
+    fn deliver(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// The session is over (outputs that print a summary do it here).
     fn finish(&mut self) -> io::Result<()> {
         Ok(())
@@ -62,15 +70,19 @@ pub struct Spec {
     pub acct_file: Option<PathBuf>,
     pub table: bool,
     pub tree: bool,
-    /// JSON lines also get a `thread_exit` event for every thread.
+    /// OpenTelemetry log records over OTLP/HTTP (`--otlp`, `OTEL_*`).
+    pub otlp: Option<otlp::Config>,
+    /// JSON lines and OTLP also get an event for every thread.
     pub threads: bool,
 }
 
 impl Spec {
     /// Checks what can be checked without touching a file.
     pub fn check(&self) -> Result<()> {
-        if self.threads && self.json.is_none() {
-            anyhow::bail!("--threads adds events to the JSON lines: give --json too");
+        if self.threads && self.json.is_none() && self.otlp.is_none() {
+            anyhow::bail!(
+                "--threads adds events to the JSON lines or OTLP: give --json or --otlp too"
+            );
         }
         if self.table && self.json == Some(Target::Stdout) {
             anyhow::bail!("--table and --json - would both write to standard output; pick one");
@@ -92,6 +104,13 @@ impl Spec {
         }
         if let Some(target) = &self.json {
             outputs.push(Box::new(JsonLines::new(target.clone(), target.open()?)));
+        }
+        if let Some(config) = &self.otlp {
+            eprintln!(
+                "tracer: sending OpenTelemetry log records to {} (from {})",
+                config.endpoint.url, config.source
+            );
+            outputs.push(Box::new(otlp::Otlp::start(config.clone())?));
         }
         if self.tree {
             let color = io::IsTerminal::is_terminal(&io::stdout());
@@ -283,6 +302,12 @@ impl Outputs {
 
     pub fn flush(&mut self) -> Result<()> {
         self.each(|s| s.flush())
+    }
+
+    /// The outputs that deliver in the background deliver what they hold
+    /// (bounded by the drain deadline).
+    pub fn deliver(&mut self) -> Result<()> {
+        self.each(|s| s.deliver())
     }
 
     /// The session is over: the summary to the outputs that keep one, a

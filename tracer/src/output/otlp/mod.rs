@@ -1,0 +1,635 @@
+//! `--otlp URL`: every exit as an OpenTelemetry log record, sent over
+//! OTLP/HTTP with protobuf (gzip) to `URL/v1/logs`.
+//!
+//! The reading loop only builds each record and queues it ([`Otlp::exit`]);
+//! a thread of its own owns the network: it sends the queue in batches
+//! (by count and by time), retries with backoff what the collector could
+//! not take (429, 502, 503, 504, a connection that fails), honouring
+//! `Retry-After`. The queue is bounded: when it is full the oldest record
+//! is dropped and counted. At the end of the session what is queued is
+//! sent within the drain deadline; what could not be is counted, and the
+//! session names the loss under this output's name, `otlp`.
+
+mod config;
+mod http;
+
+use std::{
+    collections::VecDeque,
+    io,
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use opentelemetry_proto::tonic::{
+    collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
+    common::v1::{any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue},
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber},
+    resource::v1::Resource,
+};
+use prost::Message as _;
+use tracer_common::ThreadExitRecord;
+
+pub use config::{parse_pairs, Config, Endpoint};
+
+use super::{flag_names, text::until_nul, Output};
+use crate::{decode::Clock, exit_status::ExitStatus, model::Exit, shutdown};
+
+/// The name the session's summary gives this output's losses.
+pub const NAME: &str = "otlp";
+
+pub struct Otlp {
+    shared: Arc<Shared>,
+    url: String,
+    argv: bool,
+    batch: usize,
+}
+
+/// What the session's thread and the sender share.
+struct Shared {
+    state: Mutex<State>,
+    /// The sender waits on it for records; `deliver` waits on it for the
+    /// sender.
+    wake: Condvar,
+    /// The queue's bound.
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<LogRecord>,
+    /// When the oldest queued record was queued.
+    oldest: Option<Instant>,
+    /// Records the sender has taken and not yet settled.
+    in_flight: usize,
+    /// The session is over: send everything now.
+    stopping: bool,
+    /// The drain deadline passed: the sender stops.
+    abandoned: bool,
+    delivered: u64,
+    /// Dropped, oldest first, with the queue full.
+    dropped: u64,
+    /// Refused by the collector (an error that retrying cannot fix, or
+    /// records rejected in a partial success).
+    rejected: u64,
+    /// Queued or in flight when the drain deadline passed.
+    unsent: u64,
+    last_error: Option<String>,
+    /// Said once on stderr.
+    said_full: bool,
+}
+
+impl State {
+    fn lost(&self) -> u64 {
+        self.dropped + self.rejected + self.unsent
+    }
+}
+
+impl Otlp {
+    /// Starts the sender thread (nothing is connected until the first
+    /// batch).
+    pub fn start(config: Config) -> io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            capacity: config.queue,
+        });
+        let url = config.endpoint.url.clone();
+        let (argv, batch) = (config.argv, config.batch);
+        let sender = Sender::new(config, Arc::clone(&shared));
+        std::thread::Builder::new()
+            .name("otlp".into())
+            .spawn(move || sender.run())?;
+        Ok(Self {
+            shared,
+            url,
+            argv,
+            batch,
+        })
+    }
+
+    fn push(&mut self, record: LogRecord) {
+        let mut st = self.shared.lock();
+        if st.queue.is_empty() {
+            st.oldest = Some(Instant::now());
+            // Only the first of a batch wakes the sender (to start its
+            // timer) and a full batch: a wakeup is a system call.
+            self.shared.wake.notify_all();
+        } else if st.queue.len() + 1 == self.batch {
+            self.shared.wake.notify_all();
+        }
+        if st.queue.len() >= self.shared.capacity {
+            st.queue.pop_front();
+            st.dropped += 1;
+            if !st.said_full {
+                st.said_full = true;
+                eprintln!(
+                    "tracer: otlp: the queue is full ({} records): the oldest are dropped \
+                     and counted",
+                    st.queue.len() + 1
+                );
+            }
+        }
+        st.queue.push_back(record);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A sender that panicked left counts that are still counts.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Output for Otlp {
+    fn exit(&mut self, e: &Exit<'_>) -> io::Result<()> {
+        self.push(exit_record(e, self.argv, now_ns()));
+        Ok(())
+    }
+
+    fn thread_exit(&mut self, t: &ThreadExitRecord, clock: &Clock) -> io::Result<()> {
+        self.push(thread_exit_record(t, clock, now_ns()));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Sends what is queued, until everything is settled or the drain
+    /// deadline (or, without one, [`shutdown::DRAIN`] from now) passes.
+    fn deliver(&mut self) -> io::Result<()> {
+        let limit = Instant::now() + shutdown::DRAIN;
+        let mut st = self.shared.lock();
+        st.stopping = true;
+        self.shared.wake.notify_all();
+        while !st.queue.is_empty() || st.in_flight > 0 {
+            let Some(ms) = shutdown::poll_timeout_ms() else {
+                break;
+            };
+            let left = limit.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let slice = left.min(Duration::from_millis(ms as u64));
+            st = self
+                .shared
+                .wake
+                .wait_timeout(st, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if !st.queue.is_empty() || st.in_flight > 0 {
+            // Whatever the sender still holds, it may have reached the
+            // collector or not: it is not known delivered.
+            st.unsent += (st.queue.len() + st.in_flight) as u64;
+            st.queue.clear();
+            st.in_flight = 0;
+            st.abandoned = true;
+            self.shared.wake.notify_all();
+        }
+        if st.lost() == 0 {
+            return Ok(());
+        }
+        let mut why = Vec::new();
+        for (n, what) in [
+            (st.dropped, "dropped with the queue full"),
+            (st.rejected, "refused by the collector"),
+            (st.unsent, "not sent by the end of the drain"),
+        ] {
+            if n > 0 {
+                why.push(format!("{n} {what}"));
+            }
+        }
+        let mut msg = format!(
+            "{} of {} records not delivered to {} ({})",
+            st.lost(),
+            st.lost() + st.delivered,
+            self.url,
+            why.join(", ")
+        );
+        if let Some(e) = &st.last_error {
+            msg += &format!("; last error: {e}");
+        }
+        Err(io::Error::other(msg))
+    }
+
+    fn lost(&self) -> u64 {
+        self.shared.lock().lost()
+    }
+
+    fn name(&self) -> String {
+        NAME.into()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+// ---------------------------------------------------------------------------
+// Records: one per exit, attributes named by the semantic conventions where
+// they have a name, the project's own under `tracer.`.
+// ---------------------------------------------------------------------------
+
+/// A record's attributes, one call a line.
+struct Attrs(Vec<KeyValue>);
+
+impl Attrs {
+    fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
+    fn value(&mut self, key: &str, value: Value) {
+        self.0.push(KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        });
+    }
+
+    fn int(&mut self, key: &str, v: impl Into<i64>) {
+        self.value(key, Value::IntValue(v.into()));
+    }
+
+    /// An unsigned count: as an int while it fits one, else as text.
+    fn uint(&mut self, key: &str, v: u64) {
+        match i64::try_from(v) {
+            Ok(v) => self.int(key, v),
+            Err(_) => self.str(key, v.to_string()),
+        }
+    }
+
+    fn opt_uint(&mut self, key: &str, v: Option<u64>) {
+        if let Some(v) = v {
+            self.uint(key, v);
+        }
+    }
+
+    fn str(&mut self, key: &str, v: String) {
+        self.value(key, Value::StringValue(v));
+    }
+
+    fn bool(&mut self, key: &str, v: bool) {
+        self.value(key, Value::BoolValue(v));
+    }
+
+    /// Seconds from ns, as a double.
+    fn secs(&mut self, key: &str, ns: u64) {
+        self.value(key, Value::DoubleValue(ns as f64 / 1e9));
+    }
+
+    fn strs<'a>(&mut self, key: &str, v: impl Iterator<Item = &'a str>) {
+        let values = v
+            .map(|s| AnyValue {
+                value: Some(Value::StringValue(s.to_string())),
+            })
+            .collect();
+        self.value(key, Value::ArrayValue(ArrayValue { values }));
+    }
+}
+
+/// A kernel string (NUL-padded bytes), invalid UTF-8 replaced.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(until_nul(bytes)).into_owned()
+}
+
+/// ISO 8601 (RFC 3339) in UTC with ns.
+fn iso8601(unix_ns: u64) -> String {
+    humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(unix_ns)).to_string()
+}
+
+fn severity(status: ExitStatus) -> (SeverityNumber, &'static str) {
+    match status {
+        ExitStatus::Exited(0) => (SeverityNumber::Info, "INFO"),
+        ExitStatus::Exited(_) => (SeverityNumber::Warn, "WARN"),
+        ExitStatus::Signaled { .. } => (SeverityNumber::Error, "ERROR"),
+    }
+}
+
+/// The event of a process's death.
+pub const EXIT_EVENT: &str = "process.exit";
+/// The event of a thread's death before its process (`--threads`).
+pub const THREAD_EXIT_EVENT: &str = "tracer.thread.exit";
+
+fn exit_record(e: &Exit<'_>, _argv: bool, observed_ns: u64) -> LogRecord {
+    let status = e.status();
+    // Exact from the probes; from acct's start second and elapsed ticks
+    // otherwise.
+    let (created_ns, exited_ns) = match &e.probed {
+        Some(p) => (p.exit_unix_ns.saturating_sub(e.elapsed_ns), p.exit_unix_ns),
+        None => {
+            let start = u64::from(e.btime) * 1_000_000_000;
+            (start, start + e.elapsed_ns)
+        }
+    };
+    let comm = text(&e.comm);
+    let mut a = Attrs::with_capacity(32);
+    a.int("process.pid", e.pid);
+    a.int("process.parent_pid", e.ppid);
+    a.str("process.executable.name", comm.clone());
+    // process.executable.path: not in the exit model yet.
+    a.int("process.exit.code", status.shell_status());
+    a.str("process.exit.time", iso8601(exited_ns));
+    a.str("process.creation.time", iso8601(created_ns));
+    a.int("process.real_user.id", e.uid);
+    a.int("process.real_group.id", e.gid);
+    // process.linux.cgroup, container.id, k8s.pod.uid: not in the exit
+    // model yet. process.command_args: not in it yet either; when it is,
+    // only `if argv` (command lines carry secrets).
+    if let Some(tid) = e.tid {
+        a.int("tracer.tid", tid);
+    }
+    a.uint("tracer.exit_code", u64::from(e.exit_code));
+    if let ExitStatus::Signaled {
+        signal,
+        core_dumped,
+    } = status
+    {
+        a.str("tracer.signal", signal_text(signal));
+        a.bool("tracer.core_dumped", core_dumped);
+    }
+    a.strs("tracer.flags", flag_names(e.flags));
+    a.int("tracer.tty", e.tty);
+    a.secs("tracer.elapsed_s", e.elapsed_ns);
+    a.secs("tracer.utime_s", e.utime_ns);
+    a.secs("tracer.stime_s", e.stime_ns);
+    a.uint("tracer.mem_kb", e.mem_kb);
+    a.uint("tracer.minflt", e.minflt);
+    a.uint("tracer.majflt", e.majflt);
+    if let Some(p) = &e.probed {
+        if let Some(sig) = u8::try_from(p.exit_signal).ok().filter(|&s| s != 0) {
+            a.str("tracer.exit_signal", signal_text(sig));
+        }
+        a.uint("tracer.cgroup_id", p.cgroup_id);
+        a.opt_uint("tracer.maxrss_kb", p.maxrss_kb);
+        a.opt_uint("tracer.rchar", p.rchar);
+        a.opt_uint("tracer.wchar", p.wchar);
+        a.opt_uint("tracer.read_bytes", p.read_bytes);
+        a.opt_uint("tracer.write_bytes", p.write_bytes);
+        if let Some(ns) = p.cpu_runtime_ns {
+            a.secs("tracer.cpu_runtime_s", ns);
+        }
+        a.opt_uint("tracer.nvcsw", p.nvcsw);
+        a.opt_uint("tracer.nivcsw", p.nivcsw);
+    }
+    let (number, text) = severity(status);
+    LogRecord {
+        time_unix_nano: exited_ns,
+        observed_time_unix_nano: observed_ns,
+        severity_number: number as i32,
+        severity_text: text.into(),
+        body: Some(AnyValue {
+            value: Some(Value::StringValue(format!("{comm} ({}): {status}", e.pid))),
+        }),
+        attributes: a.0,
+        event_name: EXIT_EVENT.into(),
+        ..Default::default()
+    }
+}
+
+fn thread_exit_record(t: &ThreadExitRecord, clock: &Clock, observed_ns: u64) -> LogRecord {
+    let status = ExitStatus::from_code(t.exit_code);
+    let time = clock.realtime_ns(t.time_ns).clamp(0, i128::from(u64::MAX)) as u64;
+    let name = text(&t.comm);
+    let mut a = Attrs::with_capacity(6);
+    a.int("process.pid", t.pid);
+    a.int("thread.id", t.tid);
+    a.str("thread.name", name.clone());
+    a.uint("tracer.exit_code", u64::from(t.exit_code));
+    a.secs("tracer.cpu_runtime_s", t.runtime_ns);
+    let (number, text) = severity(status);
+    LogRecord {
+        time_unix_nano: time,
+        observed_time_unix_nano: observed_ns,
+        severity_number: number as i32,
+        severity_text: text.into(),
+        body: Some(AnyValue {
+            value: Some(Value::StringValue(format!(
+                "{name} (thread {} of {}): {status}",
+                t.tid, t.pid
+            ))),
+        }),
+        attributes: a.0,
+        event_name: THREAD_EXIT_EVENT.into(),
+        ..Default::default()
+    }
+}
+
+fn signal_text(sig: u8) -> String {
+    match crate::exit_status::signal_label(sig) {
+        Some(label) => label.to_string(),
+        None => format!("signal {sig}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The sender thread.
+// ---------------------------------------------------------------------------
+
+struct Sender {
+    shared: Arc<Shared>,
+    client: http::Client,
+    resource: Resource,
+    scope: InstrumentationScope,
+    gzip: bool,
+    timeout: Duration,
+    batch: usize,
+    delay: Duration,
+    url: String,
+    /// A failure streak was reported on stderr.
+    failing: bool,
+}
+
+/// The first wait after a failed export; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A `Retry-After` longer than this is cut to it.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+
+impl Sender {
+    fn new(config: Config, shared: Arc<Shared>) -> Self {
+        let attributes = config
+            .resource
+            .iter()
+            .map(|(k, v)| KeyValue {
+                key: k.clone(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue(v.clone())),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        Self {
+            shared,
+            client: http::Client::new(config.endpoint.clone(), &config.headers, config.gzip),
+            resource: Resource {
+                attributes,
+                ..Default::default()
+            },
+            scope: InstrumentationScope {
+                name: "tracer".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            },
+            gzip: config.gzip,
+            timeout: config.timeout,
+            batch: config.batch,
+            delay: config.delay,
+            url: config.endpoint.url,
+            failing: false,
+        }
+    }
+
+    fn run(mut self) {
+        while let Some(batch) = self.next_batch() {
+            let n = batch.len();
+            let (delivered, rejected) = self.send(batch);
+            let mut st = self.shared.lock();
+            if st.abandoned {
+                return;
+            }
+            st.in_flight -= n;
+            st.delivered += delivered;
+            st.rejected += rejected;
+            self.shared.wake.notify_all();
+        }
+    }
+
+    /// Waits for a full batch, the oldest record's delay, or the stop.
+    fn next_batch(&self) -> Option<Vec<LogRecord>> {
+        let mut st = self.shared.lock();
+        loop {
+            if st.abandoned {
+                return None;
+            }
+            let due = st
+                .oldest
+                .map(|t| t + self.delay)
+                .filter(|_| !st.queue.is_empty());
+            let now = Instant::now();
+            if st.queue.len() >= self.batch
+                || (!st.queue.is_empty() && (st.stopping || due.is_some_and(|d| d <= now)))
+            {
+                let n = st.queue.len().min(self.batch);
+                let batch: Vec<_> = st.queue.drain(..n).collect();
+                st.in_flight += n;
+                st.oldest = if st.queue.is_empty() { None } else { Some(now) };
+                return Some(batch);
+            }
+            let wait = due.map_or(Duration::from_secs(1), |d| d - now);
+            st = self
+                .shared
+                .wake
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Sends one batch until it is settled: (delivered, rejected).
+    fn send(&mut self, batch: Vec<LogRecord>) -> (u64, u64) {
+        let n = batch.len() as u64;
+        let body = self.encode(batch);
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            let deadline = Instant::now() + self.timeout;
+            let shared = Arc::clone(&self.shared);
+            let abandon = move || shared.lock().abandoned;
+            let outcome = self.client.post(&body, deadline, &abandon);
+            let (error, wait) = match outcome {
+                Ok(r) if (200..300).contains(&r.status) => {
+                    if self.failing {
+                        self.failing = false;
+                        eprintln!("tracer: otlp: export to {} works again", self.url);
+                    }
+                    let rejected = ExportLogsServiceResponse::decode(r.body.as_slice())
+                        .ok()
+                        .and_then(|r| r.partial_success)
+                        .map_or(0, |p| (p.rejected_log_records.max(0) as u64).min(n));
+                    if rejected > 0 {
+                        self.shared.lock().last_error =
+                            Some(format!("the collector rejected {rejected} records"));
+                    }
+                    return (n - rejected, rejected);
+                }
+                Ok(r) if matches!(r.status, 429 | 502 | 503 | 504) => (
+                    format!("HTTP {}", r.status),
+                    r.retry_after.map(|d| d.min(RETRY_AFTER_MAX)),
+                ),
+                Ok(r) => {
+                    let e = format!(
+                        "HTTP {}: {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
+                    );
+                    eprintln!("tracer: otlp: {} refused {n} records: {e}", self.url);
+                    self.shared.lock().last_error = Some(e);
+                    return (0, n);
+                }
+                Err(e) => (e.to_string(), None),
+            };
+            if !self.failing {
+                self.failing = true;
+                eprintln!(
+                    "tracer: otlp: export to {} failed ({error}); retrying",
+                    self.url
+                );
+            }
+            self.shared.lock().last_error = Some(error);
+            let wait = wait.unwrap_or(backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            if !self.pause(wait) {
+                return (0, 0);
+            }
+        }
+    }
+
+    /// Waits before a retry; false when the output was given up.
+    fn pause(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        let mut st = self.shared.lock();
+        loop {
+            if st.abandoned {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            st = self
+                .shared
+                .wake
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// One request: the resource, the scope, the records; gzipped.
+    fn encode(&self, log_records: Vec<LogRecord>) -> Vec<u8> {
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: Some(self.resource.clone()),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(self.scope.clone()),
+                    log_records,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let raw = request.encode_to_vec();
+        if !self.gzip {
+            return raw;
+        }
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(raw.len() / 4),
+            flate2::Compression::fast(),
+        );
+        // Into a Vec: cannot fail.
+        let _ = io::Write::write_all(&mut gz, &raw);
+        gz.finish().unwrap_or_default()
+    }
+}
