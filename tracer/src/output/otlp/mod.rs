@@ -633,3 +633,237 @@ impl Sender {
         gz.finish().unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read as _, Write as _},
+        net::TcpListener,
+    };
+
+    use super::*;
+    use crate::output::fixtures::{clock, exit_bare, exit_full};
+
+    fn config(url: &str, vars: &[(&str, &str)]) -> Config {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::resolve(Some(url), false, &|n| {
+            vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    fn attrs(r: &LogRecord) -> Vec<(&str, &Value)> {
+        r.attributes
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key.as_str(),
+                    kv.value.as_ref().unwrap().value.as_ref().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exit_attributes() {
+        let clock = clock();
+        let full = exit_record(&Exit::from_record(&exit_full(), &clock), false, 7);
+        assert_eq!(full.event_name, "process.exit");
+        assert_eq!(
+            (full.severity_number, full.severity_text.as_str()),
+            (13, "WARN")
+        );
+        assert_eq!(full.observed_time_unix_nano, 7);
+        assert_eq!(full.time_unix_nano, 1_795_000_000 * 1_000_000_000);
+        let a = attrs(&full);
+        let get = |k: &str| a.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+        assert_eq!(get("process.pid"), Some(&Value::IntValue(4242)));
+        assert_eq!(get("process.parent_pid"), Some(&Value::IntValue(4200)));
+        assert_eq!(
+            get("process.executable.name"),
+            Some(&Value::StringValue("sh".into()))
+        );
+        assert_eq!(get("process.exit.code"), Some(&Value::IntValue(3)));
+        assert_eq!(
+            get("process.exit.time"),
+            Some(&Value::StringValue("2026-11-18T11:06:40.000000000Z".into()))
+        );
+        assert_eq!(
+            get("process.creation.time"),
+            Some(&Value::StringValue("2026-11-18T11:06:38.765432110Z".into()))
+        );
+        // u64::MAX does not fit an int.
+        assert_eq!(
+            get("tracer.cgroup_id"),
+            Some(&Value::StringValue(u64::MAX.to_string()))
+        );
+        assert_eq!(get("tracer.signal"), None);
+        assert_eq!(get("process.command_args"), None);
+        assert_eq!(
+            get("tracer.cpu_runtime_s"),
+            Some(&Value::DoubleValue(1.029999999))
+        );
+        // Every key once.
+        let mut keys: Vec<_> = a.iter().map(|(k, _)| *k).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), a.len());
+
+        let bare = exit_record(&Exit::from_record(&exit_bare(), &clock), false, 7);
+        assert_eq!(
+            (bare.severity_number, bare.severity_text.as_str()),
+            (17, "ERROR")
+        );
+        let a = attrs(&bare);
+        let get = |k: &str| a.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+        assert_eq!(get("process.exit.code"), Some(&Value::IntValue(139)));
+        assert_eq!(
+            get("tracer.signal"),
+            Some(&Value::StringValue("SIGSEGV".into()))
+        );
+        assert_eq!(get("tracer.core_dumped"), Some(&Value::BoolValue(true)));
+        assert_eq!(get("tracer.maxrss_kb"), None, "absent on this kernel");
+
+        let ok = ExitRecord {
+            exit_code: 0,
+            ..exit_full()
+        };
+        let ok = exit_record(&Exit::from_record(&ok, &clock), false, 7);
+        assert_eq!((ok.severity_number, ok.severity_text.as_str()), (9, "INFO"));
+    }
+
+    use tracer_common::ExitRecord;
+
+    /// A collector that takes everything and counts the requests, and the
+    /// CPU time its threads used.
+    fn sink() -> (String, Arc<Mutex<u64>>, Arc<Mutex<u64>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(0u64));
+        let count = Arc::clone(&requests);
+        let cpu = Arc::new(Mutex::new(0u64));
+        let cpu_all = Arc::clone(&cpu);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let count = Arc::clone(&count);
+                let cpu = Arc::clone(&cpu_all);
+                std::thread::spawn(move || {
+                    let mut mine = 0;
+                    let mut buf = Vec::new();
+                    let mut chunk = vec![0u8; 1 << 16];
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .unwrap()
+                            .trim()
+                            .parse()
+                            .unwrap();
+                        while buf.len() < end + 4 + len {
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..end + 4 + len);
+                        *count.lock().unwrap() += 1;
+                        let now = thread_cpu_ns();
+                        *cpu.lock().unwrap() += now - mine;
+                        mine = now;
+                        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        (url, requests, cpu)
+    }
+
+    #[test]
+    fn delivers_everything_in_batches() {
+        let (url, requests, _) = sink();
+        let mut out =
+            Otlp::start(config(&url, &[("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "100")])).unwrap();
+        let exit = Exit::from_record(&exit_full(), &clock());
+        for _ in 0..1000 {
+            out.exit(&exit).unwrap();
+        }
+        out.deliver().unwrap();
+        assert_eq!(out.shared.lock().delivered, 1000);
+        assert_eq!(out.lost(), 0);
+        assert_eq!(*requests.lock().unwrap(), 10);
+    }
+
+    fn thread_cpu_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid clock id and a timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    fn process_cpu_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid clock id and a timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    /// The loader's cost of exporting: `cargo test --release -p tracer --lib
+    /// otlp_cpu_per_million -- --ignored --nocapture`. The session's
+    /// thread (build and queue) is timed on its own; the sender's is the
+    /// process's CPU time less the session thread's and the in-process
+    /// collector's (timed by its own thread).
+    #[test]
+    #[ignore = "a measurement, not a check: run it in release"]
+    fn otlp_cpu_per_million() {
+        let (url, _requests, sink_cpu) = sink();
+        let n = 1_000_000u64;
+        let mut out = Otlp::start(config(&url, &[])).unwrap();
+        let exit = Exit::from_record(&exit_full(), &clock());
+        let process0 = process_cpu_ns();
+        let thread0 = thread_cpu_ns();
+        for i in 0..n {
+            out.exit(&exit).unwrap();
+            // Stay below the queue bound, as a session at a sustainable
+            // rate does: nothing may be dropped here.
+            if i % 256 == 0 {
+                while out.shared.lock().queue.len() > 1024 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+        let session_ns = thread_cpu_ns() - thread0;
+        out.deliver().unwrap();
+        let total_ns = process_cpu_ns() - process0;
+        assert_eq!(out.shared.lock().delivered, n);
+        let sink_ns = *sink_cpu.lock().unwrap();
+        let sender_ns = total_ns - session_ns - sink_ns;
+        eprintln!(
+            "otlp: {n} exits: session thread {:.3} CPU-s, sender {:.3} CPU-s, loader \
+             total {:.3} CPU-s (collector {:.3} CPU-s, not counted)",
+            session_ns as f64 / 1e9,
+            sender_ns as f64 / 1e9,
+            (session_ns + sender_ns) as f64 / 1e9,
+            sink_ns as f64 / 1e9
+        );
+    }
+}
