@@ -39,6 +39,8 @@ pub const NAME: &str = "otlp";
 
 pub struct Otlp {
     shared: Arc<Shared>,
+    /// Records back from the sender, to be filled again.
+    spare: Vec<LogRecord>,
     url: String,
     argv: bool,
     batch: usize,
@@ -57,6 +59,8 @@ struct Shared {
 #[derive(Default)]
 struct State {
     queue: VecDeque<LogRecord>,
+    /// Records the sender has encoded, for the session to fill again.
+    free: Vec<LogRecord>,
     /// When the oldest queued record was queued.
     oldest: Option<Instant>,
     /// Records the sender has taken and not yet settled.
@@ -101,13 +105,21 @@ impl Otlp {
             .spawn(move || sender.run())?;
         Ok(Self {
             shared,
+            spare: Vec::new(),
             url,
             argv,
             batch,
         })
     }
 
-    fn push(&mut self, record: LogRecord) {
+    /// Queues the record `fill` makes, in a recycled one when there is.
+    fn push(&mut self, fill: impl FnOnce(&mut LogRecord)) {
+        if self.spare.is_empty() {
+            // One lock for a batch's worth of records.
+            std::mem::swap(&mut self.spare, &mut self.shared.lock().free);
+        }
+        let mut record = self.spare.pop().unwrap_or_default();
+        fill(&mut record);
         let mut st = self.shared.lock();
         if st.queue.is_empty() {
             st.oldest = Some(Instant::now());
@@ -118,7 +130,9 @@ impl Otlp {
             self.shared.wake.notify_all();
         }
         if st.queue.len() >= self.shared.capacity {
-            st.queue.pop_front();
+            if let Some(old) = st.queue.pop_front() {
+                self.spare.push(old);
+            }
             st.dropped += 1;
             if !st.said_full {
                 st.said_full = true;
@@ -142,12 +156,13 @@ impl Shared {
 
 impl Output for Otlp {
     fn exit(&mut self, e: &Exit<'_>) -> io::Result<()> {
-        self.push(exit_record(e, self.argv, now_ns()));
+        let argv = self.argv;
+        self.push(|r| fill_exit(r, e, argv, now_ns()));
         Ok(())
     }
 
     fn thread_exit(&mut self, t: &ThreadExitRecord, clock: &Clock) -> io::Result<()> {
-        self.push(thread_exit_record(t, clock, now_ns()));
+        self.push(|r| fill_thread_exit(r, t, clock, now_ns()));
         Ok(())
     }
 
@@ -233,31 +248,43 @@ fn now_ns() -> u64 {
 // they have a name, the project's own under `tracer.`.
 // ---------------------------------------------------------------------------
 
-/// A record's attributes, one call a line.
-struct Attrs(Vec<KeyValue>);
+/// A record's attributes, written one call a line into a recycled
+/// record's: a key already in its place is kept, and so is the text of a
+/// string value, so that a record costs no allocation once the first
+/// batches have come back from the sender.
+struct Attrs<'a> {
+    v: &'a mut Vec<KeyValue>,
+    n: usize,
+}
 
-impl Attrs {
-    fn with_capacity(n: usize) -> Self {
-        Self(Vec::with_capacity(n))
+impl<'a> Attrs<'a> {
+    fn over(v: &'a mut Vec<KeyValue>) -> Self {
+        Self { v, n: 0 }
     }
 
-    fn value(&mut self, key: &str, value: Value) {
-        self.0.push(KeyValue {
-            key: key.to_string(),
-            value: Some(AnyValue { value: Some(value) }),
-            ..Default::default()
-        });
+    /// The value of the next attribute, named `key`.
+    fn slot(&mut self, key: &str) -> &mut Option<Value> {
+        if self.n == self.v.len() {
+            self.v.push(KeyValue::default());
+        }
+        let kv = &mut self.v[self.n];
+        self.n += 1;
+        if kv.key != key {
+            kv.key.clear();
+            kv.key.push_str(key);
+        }
+        &mut kv.value.get_or_insert_with(AnyValue::default).value
     }
 
     fn int(&mut self, key: &str, v: impl Into<i64>) {
-        self.value(key, Value::IntValue(v.into()));
+        *self.slot(key) = Some(Value::IntValue(v.into()));
     }
 
     /// An unsigned count: as an int while it fits one, else as text.
     fn uint(&mut self, key: &str, v: u64) {
         match i64::try_from(v) {
             Ok(v) => self.int(key, v),
-            Err(_) => self.str(key, v.to_string()),
+            Err(_) => self.text(key, |s| s.push_str(itoa::Buffer::new().format(v))),
         }
     }
 
@@ -267,37 +294,83 @@ impl Attrs {
         }
     }
 
-    fn str(&mut self, key: &str, v: String) {
-        self.value(key, Value::StringValue(v));
+    /// A string value, written by `f` into the text the slot had.
+    fn text(&mut self, key: &str, f: impl FnOnce(&mut String)) {
+        set_text(self.slot(key), f);
     }
 
     fn bool(&mut self, key: &str, v: bool) {
-        self.value(key, Value::BoolValue(v));
+        *self.slot(key) = Some(Value::BoolValue(v));
     }
 
     /// Seconds from ns, as a double.
     fn secs(&mut self, key: &str, ns: u64) {
-        self.value(key, Value::DoubleValue(ns as f64 / 1e9));
+        *self.slot(key) = Some(Value::DoubleValue(ns as f64 / 1e9));
     }
 
-    fn strs<'a>(&mut self, key: &str, v: impl Iterator<Item = &'a str>) {
-        let values = v
-            .map(|s| AnyValue {
-                value: Some(Value::StringValue(s.to_string())),
-            })
-            .collect();
-        self.value(key, Value::ArrayValue(ArrayValue { values }));
+    fn strs<'s>(&mut self, key: &str, items: impl Iterator<Item = &'s str>) {
+        let slot = self.slot(key);
+        if !matches!(slot, Some(Value::ArrayValue(_))) {
+            *slot = Some(Value::ArrayValue(ArrayValue::default()));
+        }
+        let Some(Value::ArrayValue(array)) = slot else {
+            unreachable!("an array value was put there")
+        };
+        let mut n = 0;
+        for item in items {
+            if n == array.values.len() {
+                array.values.push(AnyValue::default());
+            }
+            set_text(&mut array.values[n].value, |s| s.push_str(item));
+            n += 1;
+        }
+        array.values.truncate(n);
+    }
+
+    /// Drops what the record had beyond this one's attributes.
+    fn done(self) {
+        self.v.truncate(self.n);
+    }
+}
+
+/// Makes `slot` a string value written by `f`, keeping the text it had.
+fn set_text(slot: &mut Option<Value>, f: impl FnOnce(&mut String)) {
+    match slot {
+        Some(Value::StringValue(s)) => {
+            s.clear();
+            f(s);
+        }
+        _ => {
+            let mut s = String::new();
+            f(&mut s);
+            *slot = Some(Value::StringValue(s));
+        }
+    }
+}
+
+fn set_str(to: &mut String, s: &str) {
+    if to != s {
+        to.clear();
+        to.push_str(s);
     }
 }
 
 /// A kernel string (NUL-padded bytes), invalid UTF-8 replaced.
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(until_nul(bytes)).into_owned()
+fn push_text(to: &mut String, bytes: &[u8]) {
+    for chunk in until_nul(bytes).utf8_chunks() {
+        to.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            to.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
 }
 
 /// ISO 8601 (RFC 3339) in UTC with ns.
-fn iso8601(unix_ns: u64) -> String {
-    humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(unix_ns)).to_string()
+fn push_iso8601(to: &mut String, unix_ns: u64) {
+    use std::fmt::Write as _;
+    let t = UNIX_EPOCH + Duration::from_nanos(unix_ns);
+    // Into a String: cannot fail.
+    let _ = write!(to, "{}", humantime::format_rfc3339_nanos(t));
 }
 
 fn severity(status: ExitStatus) -> (SeverityNumber, &'static str) {
@@ -313,7 +386,37 @@ pub const EXIT_EVENT: &str = "process.exit";
 /// The event of a thread's death before its process (`--threads`).
 pub const THREAD_EXIT_EVENT: &str = "tracer.thread.exit";
 
-fn exit_record(e: &Exit<'_>, _argv: bool, observed_ns: u64) -> LogRecord {
+/// What every record has: times, severity, event name, body.
+fn fill_head(
+    r: &mut LogRecord,
+    time: u64,
+    observed: u64,
+    status: ExitStatus,
+    event: &str,
+    body: impl FnOnce(&mut String),
+) {
+    let (number, text) = severity(status);
+    r.time_unix_nano = time;
+    r.observed_time_unix_nano = observed;
+    r.severity_number = number as i32;
+    set_str(&mut r.severity_text, text);
+    set_str(&mut r.event_name, event);
+    set_text(
+        &mut r.body.get_or_insert_with(AnyValue::default).value,
+        body,
+    );
+}
+
+#[cfg(test)]
+fn exit_record(e: &Exit<'_>, argv: bool, observed_ns: u64) -> LogRecord {
+    let mut r = LogRecord::default();
+    fill_exit(&mut r, e, argv, observed_ns);
+    r
+}
+
+/// Makes `r` (a new record or a recycled one) the record of exit `e`.
+fn fill_exit(r: &mut LogRecord, e: &Exit<'_>, _argv: bool, observed_ns: u64) {
+    use std::fmt::Write as _;
     let status = e.status();
     // Exact from the probes; from acct's start second and elapsed ticks
     // otherwise.
@@ -324,15 +427,19 @@ fn exit_record(e: &Exit<'_>, _argv: bool, observed_ns: u64) -> LogRecord {
             (start, start + e.elapsed_ns)
         }
     };
-    let comm = text(&e.comm);
-    let mut a = Attrs::with_capacity(32);
+    fill_head(r, exited_ns, observed_ns, status, EXIT_EVENT, |s| {
+        push_text(s, &e.comm);
+        // Into a String: cannot fail.
+        let _ = write!(s, " ({}): {status}", e.pid);
+    });
+    let mut a = Attrs::over(&mut r.attributes);
     a.int("process.pid", e.pid);
     a.int("process.parent_pid", e.ppid);
-    a.str("process.executable.name", comm.clone());
+    a.text("process.executable.name", |s| push_text(s, &e.comm));
     // process.executable.path: not in the exit model yet.
     a.int("process.exit.code", status.shell_status());
-    a.str("process.exit.time", iso8601(exited_ns));
-    a.str("process.creation.time", iso8601(created_ns));
+    a.text("process.exit.time", |s| push_iso8601(s, exited_ns));
+    a.text("process.creation.time", |s| push_iso8601(s, created_ns));
     a.int("process.real_user.id", e.uid);
     a.int("process.real_group.id", e.gid);
     // process.linux.cgroup, container.id, k8s.pod.uid: not in the exit
@@ -347,7 +454,7 @@ fn exit_record(e: &Exit<'_>, _argv: bool, observed_ns: u64) -> LogRecord {
         core_dumped,
     } = status
     {
-        a.str("tracer.signal", signal_text(signal));
+        a.text("tracer.signal", |s| push_signal(s, signal));
         a.bool("tracer.core_dumped", core_dumped);
     }
     a.strs("tracer.flags", flag_names(e.flags));
@@ -360,7 +467,7 @@ fn exit_record(e: &Exit<'_>, _argv: bool, observed_ns: u64) -> LogRecord {
     a.uint("tracer.majflt", e.majflt);
     if let Some(p) = &e.probed {
         if let Some(sig) = u8::try_from(p.exit_signal).ok().filter(|&s| s != 0) {
-            a.str("tracer.exit_signal", signal_text(sig));
+            a.text("tracer.exit_signal", |s| push_signal(s, sig));
         }
         a.uint("tracer.cgroup_id", p.cgroup_id);
         a.opt_uint("tracer.maxrss_kb", p.maxrss_kb);
@@ -374,54 +481,35 @@ fn exit_record(e: &Exit<'_>, _argv: bool, observed_ns: u64) -> LogRecord {
         a.opt_uint("tracer.nvcsw", p.nvcsw);
         a.opt_uint("tracer.nivcsw", p.nivcsw);
     }
-    let (number, text) = severity(status);
-    LogRecord {
-        time_unix_nano: exited_ns,
-        observed_time_unix_nano: observed_ns,
-        severity_number: number as i32,
-        severity_text: text.into(),
-        body: Some(AnyValue {
-            value: Some(Value::StringValue(format!("{comm} ({}): {status}", e.pid))),
-        }),
-        attributes: a.0,
-        event_name: EXIT_EVENT.into(),
-        ..Default::default()
-    }
+    a.done();
 }
 
-fn thread_exit_record(t: &ThreadExitRecord, clock: &Clock, observed_ns: u64) -> LogRecord {
+/// Makes `r` the record of a thread's exit.
+fn fill_thread_exit(r: &mut LogRecord, t: &ThreadExitRecord, clock: &Clock, observed_ns: u64) {
+    use std::fmt::Write as _;
     let status = ExitStatus::from_code(t.exit_code);
     let time = clock.realtime_ns(t.time_ns).clamp(0, i128::from(u64::MAX)) as u64;
-    let name = text(&t.comm);
-    let mut a = Attrs::with_capacity(6);
+    fill_head(r, time, observed_ns, status, THREAD_EXIT_EVENT, |s| {
+        push_text(s, &t.comm);
+        // Into a String: cannot fail.
+        let _ = write!(s, " (thread {} of {}): {status}", t.tid, t.pid);
+    });
+    let mut a = Attrs::over(&mut r.attributes);
     a.int("process.pid", t.pid);
     a.int("thread.id", t.tid);
-    a.str("thread.name", name.clone());
+    a.text("thread.name", |s| push_text(s, &t.comm));
     a.uint("tracer.exit_code", u64::from(t.exit_code));
     a.secs("tracer.cpu_runtime_s", t.runtime_ns);
-    let (number, text) = severity(status);
-    LogRecord {
-        time_unix_nano: time,
-        observed_time_unix_nano: observed_ns,
-        severity_number: number as i32,
-        severity_text: text.into(),
-        body: Some(AnyValue {
-            value: Some(Value::StringValue(format!(
-                "{name} (thread {} of {}): {status}",
-                t.tid, t.pid
-            ))),
-        }),
-        attributes: a.0,
-        event_name: THREAD_EXIT_EVENT.into(),
-        ..Default::default()
-    }
+    a.done();
 }
 
-fn signal_text(sig: u8) -> String {
-    match crate::exit_status::signal_label(sig) {
-        Some(label) => label.to_string(),
-        None => format!("signal {sig}"),
-    }
+fn push_signal(to: &mut String, sig: u8) {
+    use std::fmt::Write as _;
+    // Into a String: cannot fail.
+    let _ = match crate::exit_status::signal_label(sig) {
+        Some(label) => write!(to, "{label}"),
+        None => write!(to, "signal {sig}"),
+    };
 }
 
 // ---------------------------------------------------------------------------
@@ -532,6 +620,7 @@ impl Sender {
     fn send(&mut self, batch: Vec<LogRecord>) -> (u64, u64) {
         let n = batch.len() as u64;
         let body = self.encode(batch);
+
         let mut backoff = BACKOFF_FIRST;
         loop {
             let deadline = Instant::now() + self.timeout;
@@ -607,7 +696,8 @@ impl Sender {
         }
     }
 
-    /// One request: the resource, the scope, the records; gzipped.
+    /// One request: the resource, the scope, the records; gzipped. The
+    /// records go back to the session to be filled again.
     fn encode(&self, log_records: Vec<LogRecord>) -> Vec<u8> {
         let request = ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
@@ -621,6 +711,18 @@ impl Sender {
             }],
         };
         let raw = request.encode_to_vec();
+        let records = request
+            .resource_logs
+            .into_iter()
+            .flat_map(|r| r.scope_logs)
+            .flat_map(|s| s.log_records);
+        {
+            let mut st = self.shared.lock();
+            // Enough for the session to fill until the next batch comes
+            // back; a burst's extra records are freed.
+            let room = (2 * self.batch).saturating_sub(st.free.len());
+            st.free.extend(records.take(room));
+        }
         if !self.gzip {
             return raw;
         }
