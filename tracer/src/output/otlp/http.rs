@@ -101,20 +101,21 @@ impl Client {
             Some(c) => c,
             None => connect(&self.endpoint.addr, deadline)?,
         };
-        let mut request = Vec::with_capacity(self.head.len() + 16 + body.len());
-        request.extend_from_slice(&self.head);
-        request.extend_from_slice(body.len().to_string().as_bytes());
-        request.extend_from_slice(b"\r\n\r\n");
-        request.extend_from_slice(body);
+        let mut head = Vec::with_capacity(self.head.len() + 16);
+        head.extend_from_slice(&self.head);
+        head.extend_from_slice(body.len().to_string().as_bytes());
+        head.extend_from_slice(b"\r\n\r\n");
         let wait = Wait { deadline, abandon };
-        let mut done = 0;
-        while done < request.len() {
-            wait.check()?;
-            match conn.write(&request[done..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done += n,
-                Err(e) if slice_over(&e) => {}
-                Err(e) => return Err(e),
+        for part in [&head[..], body] {
+            let mut done = 0;
+            while done < part.len() {
+                wait.check()?;
+                match conn.write(&part[done..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => done += n,
+                    Err(e) if slice_over(&e) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         let (response, keep) = read_response(&mut conn, &wait)?;

@@ -21,9 +21,9 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::{
-    collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
+    collector::logs::v1::ExportLogsServiceResponse,
     common::v1::{any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue},
-    logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber},
+    logs::v1::{LogRecord, SeverityNumber},
     resource::v1::Resource,
 };
 use prost::Message as _;
@@ -528,6 +528,10 @@ struct Sender {
     url: String,
     /// A failure streak was reported on stderr.
     failing: bool,
+    /// The encoded records of a batch, and the request's body: kept, so
+    /// that a batch does not map and fault in fresh memory.
+    records_buf: Vec<u8>,
+    body: Vec<u8>,
 }
 
 /// The first wait after a failed export; it doubles up to [`BACKOFF_MAX`].
@@ -567,6 +571,8 @@ impl Sender {
             delay: config.delay,
             url: config.endpoint.url,
             failing: false,
+            records_buf: Vec::new(),
+            body: Vec::new(),
         }
     }
 
@@ -619,14 +625,13 @@ impl Sender {
     /// Sends one batch until it is settled: (delivered, rejected).
     fn send(&mut self, batch: Vec<LogRecord>) -> (u64, u64) {
         let n = batch.len() as u64;
-        let body = self.encode(batch);
-
+        self.encode(batch);
         let mut backoff = BACKOFF_FIRST;
         loop {
             let deadline = Instant::now() + self.timeout;
             let shared = Arc::clone(&self.shared);
             let abandon = move || shared.lock().abandoned;
-            let outcome = self.client.post(&body, deadline, &abandon);
+            let outcome = self.client.post(&self.body, deadline, &abandon);
             let (error, wait) = match outcome {
                 Ok(r) if (200..300).contains(&r.status) => {
                     if self.failing {
@@ -696,44 +701,69 @@ impl Sender {
         }
     }
 
-    /// One request: the resource, the scope, the records; gzipped. The
-    /// records go back to the session to be filled again.
-    fn encode(&self, log_records: Vec<LogRecord>) -> Vec<u8> {
-        let request = ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(self.resource.clone()),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(self.scope.clone()),
-                    log_records,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
-        let raw = request.encode_to_vec();
-        let records = request
-            .resource_logs
-            .into_iter()
-            .flat_map(|r| r.scope_logs)
-            .flat_map(|s| s.log_records);
+    /// One request, in `self.body`: the resource, the scope, the records;
+    /// gzipped. The records go back to the session to be filled again.
+    /// The buffers are kept from one batch to the next.
+    fn encode(&mut self, log_records: Vec<LogRecord>) {
+        let prefix = encode_request(
+            &self.resource,
+            &self.scope,
+            &log_records,
+            &mut self.records_buf,
+        );
         {
             let mut st = self.shared.lock();
             // Enough for the session to fill until the next batch comes
             // back; a burst's extra records are freed.
             let room = (2 * self.batch).saturating_sub(st.free.len());
-            st.free.extend(records.take(room));
+            st.free.extend(log_records.into_iter().take(room));
         }
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
         if !self.gzip {
-            return raw;
+            body.extend_from_slice(&prefix);
+            body.extend_from_slice(&self.records_buf);
+            self.body = body;
+            return;
         }
-        let mut gz = flate2::write::GzEncoder::new(
-            Vec::with_capacity(raw.len() / 4),
-            flate2::Compression::fast(),
-        );
+        let mut gz = flate2::write::GzEncoder::new(body, flate2::Compression::fast());
         // Into a Vec: cannot fail.
-        let _ = io::Write::write_all(&mut gz, &raw);
-        gz.finish().unwrap_or_default()
+        let _ = io::Write::write_all(&mut gz, &prefix);
+        let _ = io::Write::write_all(&mut gz, &self.records_buf);
+        self.body = gz.finish().unwrap_or_default();
     }
+}
+
+/// The bytes of `ExportLogsServiceRequest { resource_logs: [ResourceLogs {
+/// resource, scope_logs: [ScopeLogs { scope, log_records }] }] }`, as
+/// prost encodes it (a test says so), made inside out with prost's own
+/// encoders: `encode_to_vec` measures every record again at each level
+/// of nesting above it, which was half of the sender's time. The request
+/// is the returned prefix followed by `scope_logs`.
+fn encode_request(
+    resource: &Resource,
+    scope: &InstrumentationScope,
+    log_records: &[LogRecord],
+    scope_logs: &mut Vec<u8>,
+) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, message, WireType};
+    // ScopeLogs: scope = 1, log_records = 2.
+    scope_logs.clear();
+    message::encode(1, scope, scope_logs);
+    for r in log_records {
+        message::encode(2, r, scope_logs);
+    }
+    // ResourceLogs: resource = 1, scope_logs = 2.
+    let mut resource_logs = Vec::with_capacity(1024);
+    message::encode(1, resource, &mut resource_logs);
+    encode_key(2, WireType::LengthDelimited, &mut resource_logs);
+    encode_varint(scope_logs.len() as u64, &mut resource_logs);
+    // ExportLogsServiceRequest: resource_logs = 1.
+    let mut prefix = Vec::with_capacity(resource_logs.len() + 16);
+    encode_key(1, WireType::LengthDelimited, &mut prefix);
+    encode_varint((resource_logs.len() + scope_logs.len()) as u64, &mut prefix);
+    prefix.extend_from_slice(&resource_logs);
+    prefix
 }
 
 #[cfg(test)]
@@ -741,6 +771,11 @@ mod tests {
     use std::{
         io::{Read as _, Write as _},
         net::TcpListener,
+    };
+
+    use opentelemetry_proto::tonic::{
+        collector::logs::v1::ExportLogsServiceRequest,
+        logs::v1::{ResourceLogs, ScopeLogs},
     };
 
     use super::*;
@@ -892,6 +927,44 @@ mod tests {
             }
         });
         (url, requests, cpu)
+    }
+
+    #[test]
+    fn requests_are_what_prost_makes() {
+        let clock = clock();
+        let sender = Sender::new(
+            config("http://h:1", &[("OTEL_SERVICE_NAME", "svc")]),
+            Arc::new(Shared {
+                state: Mutex::default(),
+                wake: Condvar::new(),
+                capacity: 1,
+            }),
+        );
+        let records = [
+            exit_record(&Exit::from_record(&exit_full(), &clock), false, 1),
+            exit_record(&Exit::from_record(&exit_bare(), &clock), false, 2),
+        ];
+        for n in [0, 1, 2] {
+            let want = ExportLogsServiceRequest {
+                resource_logs: vec![ResourceLogs {
+                    resource: Some(sender.resource.clone()),
+                    scope_logs: vec![ScopeLogs {
+                        scope: Some(sender.scope.clone()),
+                        log_records: records[..n].to_vec(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            let mut got = Vec::new();
+            let prefix = encode_request(&sender.resource, &sender.scope, &records[..n], &mut got);
+            got.splice(0..0, prefix);
+            assert_eq!(got, want.encode_to_vec(), "{n} records");
+            assert_eq!(
+                ExportLogsServiceRequest::decode(got.as_slice()).unwrap(),
+                want
+            );
+        }
     }
 
     #[test]
