@@ -107,7 +107,7 @@ struct OutputArgs {
     /// last exec or, for a process older than the tracer, /proc.
     #[arg(long)]
     wide: bool,
-    /// JSON lines also get a `thread_exit` event for every thread that dies
+    /// JSON lines (and OTLP) also get an event for every thread that dies
     /// before its process.
     #[arg(long)]
     threads: bool,
@@ -121,6 +121,15 @@ struct OutputArgs {
     #[arg(long, value_name = "N", default_value_t = 5, requires = "rotate_size",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     rotate_keep: u32,
+    /// Send every exit as an OpenTelemetry log record to URL/v1/logs
+    /// (OTLP/HTTP, protobuf, gzip). Without it, OTEL_EXPORTER_OTLP_ENDPOINT
+    /// and the other OTEL_* variables decide (README: "OTLP export").
+    #[arg(long, value_name = "URL")]
+    otlp: Option<String>,
+    /// Also send command lines (process.command_args) over OTLP. They
+    /// carry secrets: off unless asked for.
+    #[arg(long)]
+    otlp_argv: bool,
 }
 
 #[derive(Args, Debug)]
@@ -142,19 +151,21 @@ struct ProbeArgs {
 }
 
 impl OutputArgs {
-    fn spec(&self) -> Spec {
-        Spec {
+    /// Reads the `OTEL_*` variables too, when `--otlp` is not given.
+    fn spec(&self) -> Result<Spec> {
+        Ok(Spec {
             json: self.json.clone(),
             acct_file: self.acct_file.clone(),
             table: self.table,
             tree: self.tree,
+            otlp: crate::output::otlp::Config::from_env(self.otlp.as_deref(), self.otlp_argv)?,
             threads: self.threads,
             wide: self.wide,
             rotate: self.rotate_size.map(|size| Rotate {
                 size,
                 keep: self.rotate_keep,
             }),
-        }
+        })
     }
 }
 
@@ -191,13 +202,20 @@ pub fn run(cli: Cli) -> Result<i32> {
             metrics,
             outputs,
             probes,
-        } => modes::record::record(duration, metrics, &outputs.spec(), probes.options()),
+        } => modes::record::record(duration, metrics, &outputs.spec()?, probes.options()),
         Command::Run {
             metrics,
             outputs,
             probes,
             command,
-        } => modes::run::run(&command, metrics, &outputs.spec(), probes.options()),
+        } => match outputs.spec() {
+            Ok(spec) => modes::run::run(&command, metrics, &spec, probes.options()),
+            Err(e) => {
+                // As any failure of the tracer's own in `run`.
+                eprintln!("tracer: {e:#}");
+                Ok(modes::EXIT_RUN_FAILED)
+            }
+        },
     }
 }
 

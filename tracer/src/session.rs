@@ -215,6 +215,7 @@ impl Session {
                 t.peak()
             ));
         }
+        self.outputs.deliver()?;
         let summary = self.summary()?;
         self.outputs.finish(&summary)?;
         // An output that failed while taking the summary counts it.

@@ -4,6 +4,7 @@
 mod acct_file;
 pub mod file;
 mod json;
+pub mod otlp;
 mod table;
 pub(crate) mod text;
 
@@ -32,6 +33,13 @@ pub trait Output {
         Ok(())
     }
     fn thread_exit(&mut self, _rec: &ThreadExitRecord, _clock: &Clock) -> io::Result<()> {
+        Ok(())
+    }
+    /// The session is over: an output that delivers in the background
+    /// (OTLP) delivers what it holds, within the drain deadline, and
+    /// fails with what it could not deliver. Called before the summary is
+    /// made, so that the summary counts it.
+    fn deliver(&mut self) -> io::Result<()> {
         Ok(())
     }
     /// The session is over (outputs that print a summary do it here).
@@ -70,7 +78,9 @@ pub struct Spec {
     pub acct_file: Option<PathBuf>,
     pub table: bool,
     pub tree: bool,
-    /// JSON lines also get a `thread_exit` event for every thread.
+    /// OpenTelemetry log records over OTLP/HTTP (`--otlp`, `OTEL_*`).
+    pub otlp: Option<otlp::Config>,
+    /// JSON lines and OTLP also get an event for every thread.
     pub threads: bool,
     /// The table shows each exit's command line.
     pub wide: bool,
@@ -81,8 +91,10 @@ pub struct Spec {
 impl Spec {
     /// Checks what can be checked without touching a file.
     pub fn check(&self) -> Result<()> {
-        if self.threads && self.json.is_none() {
-            anyhow::bail!("--threads adds events to the JSON lines: give --json too");
+        if self.threads && self.json.is_none() && self.otlp.is_none() {
+            anyhow::bail!(
+                "--threads adds events to the JSON lines or OTLP: give --json or --otlp too"
+            );
         }
         if self.rotate.is_some() && self.acct_file.is_none() && !self.json_is_file() {
             anyhow::bail!("--rotate-size rotates --acct-file and --json files: give one");
@@ -100,7 +112,8 @@ impl Spec {
     /// Whether an output shows lineage (needs fork and exec events): known
     /// before any output is opened, so the programs attach first.
     pub fn wants_lineage(&self) -> bool {
-        self.json.is_some() || self.tree || self.wide
+        // OTLP names the executable (process.executable.path).
+        self.json.is_some() || self.tree || self.wide || self.otlp.is_some()
     }
 
     /// Opens the outputs (the table when no other is given).
@@ -115,6 +128,13 @@ impl Spec {
                 json.reopens(path, self.rotate);
             }
             outputs.push(Box::new(json));
+        }
+        if let Some(config) = &self.otlp {
+            eprintln!(
+                "tracer: sending OpenTelemetry log records to {} (from {})",
+                config.endpoint.url, config.source
+            );
+            outputs.push(Box::new(otlp::Otlp::start(config.clone())?));
         }
         if self.tree {
             let color = crate::notes::color(io::IsTerminal::is_terminal(&io::stdout()));
@@ -354,6 +374,12 @@ impl Outputs {
 
     pub fn flush(&mut self) -> Result<()> {
         self.each(|s| s.flush())
+    }
+
+    /// The outputs that deliver in the background deliver what they hold
+    /// (bounded by the drain deadline).
+    pub fn deliver(&mut self) -> Result<()> {
+        self.each(|s| s.deliver())
     }
 
     /// The session is over: the summary to the outputs that keep one, a

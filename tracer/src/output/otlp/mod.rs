@@ -1,0 +1,1049 @@
+//! `--otlp URL`: every exit as an OpenTelemetry log record, sent over
+//! OTLP/HTTP with protobuf (gzip) to `URL/v1/logs`.
+//!
+//! The reading loop only builds each record and queues it ([`Otlp::exit`]);
+//! a thread of its own owns the network: it sends the queue in batches
+//! (by count and by time), retries with backoff what the collector could
+//! not take (429, 502, 503, 504, a connection that fails), honouring
+//! `Retry-After`. The queue is bounded: when it is full the oldest record
+//! is dropped and counted. At the end of the session what is queued is
+//! sent within the drain deadline; what could not be is counted, and the
+//! session names the loss under this output's name, `otlp`.
+
+mod config;
+mod http;
+
+use std::{
+    collections::VecDeque,
+    io,
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use opentelemetry_proto::tonic::{
+    collector::logs::v1::ExportLogsServiceResponse,
+    common::v1::{any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue},
+    logs::v1::{LogRecord, SeverityNumber},
+    resource::v1::Resource,
+};
+use prost::Message as _;
+use tracer_common::ThreadExitRecord;
+
+pub use config::{parse_pairs, Config, Endpoint};
+
+use super::{flag_names, text::until_nul, Output};
+use crate::{decode::Clock, exit_status::ExitStatus, model::Exit, shutdown};
+
+/// The name the session's summary gives this output's losses.
+pub const NAME: &str = "otlp";
+
+pub struct Otlp {
+    shared: Arc<Shared>,
+    /// Records back from the sender, to be filled again.
+    spare: Vec<LogRecord>,
+    url: String,
+    argv: bool,
+    batch: usize,
+}
+
+/// What the session's thread and the sender share.
+struct Shared {
+    state: Mutex<State>,
+    /// The sender waits on it for records; `deliver` waits on it for the
+    /// sender.
+    wake: Condvar,
+    /// The queue's bound.
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<LogRecord>,
+    /// Records the sender has encoded, for the session to fill again.
+    free: Vec<LogRecord>,
+    /// When the oldest queued record was queued.
+    oldest: Option<Instant>,
+    /// Records the sender has taken and not yet settled.
+    in_flight: usize,
+    /// The session is over: send everything now.
+    stopping: bool,
+    /// The drain deadline passed: the sender stops.
+    abandoned: bool,
+    delivered: u64,
+    /// Dropped, oldest first, with the queue full.
+    dropped: u64,
+    /// Refused by the collector (an error that retrying cannot fix, or
+    /// records rejected in a partial success).
+    rejected: u64,
+    /// Queued or in flight when the drain deadline passed.
+    unsent: u64,
+    last_error: Option<String>,
+    /// Said once on stderr.
+    said_full: bool,
+}
+
+impl State {
+    fn lost(&self) -> u64 {
+        self.dropped + self.rejected + self.unsent
+    }
+}
+
+impl Otlp {
+    /// Starts the sender thread (nothing is connected until the first
+    /// batch).
+    pub fn start(config: Config) -> io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            capacity: config.queue,
+        });
+        let url = config.endpoint.url.clone();
+        let (argv, batch) = (config.argv, config.batch);
+        let sender = Sender::new(config, Arc::clone(&shared));
+        std::thread::Builder::new()
+            .name("otlp".into())
+            .spawn(move || sender.run())?;
+        Ok(Self {
+            shared,
+            spare: Vec::new(),
+            url,
+            argv,
+            batch,
+        })
+    }
+
+    /// Queues the record `fill` makes, in a recycled one when there is.
+    fn push(&mut self, fill: impl FnOnce(&mut LogRecord)) {
+        if self.spare.is_empty() {
+            // One lock for a batch's worth of records.
+            std::mem::swap(&mut self.spare, &mut self.shared.lock().free);
+        }
+        let mut record = self.spare.pop().unwrap_or_default();
+        fill(&mut record);
+        let mut st = self.shared.lock();
+        if st.queue.is_empty() {
+            st.oldest = Some(Instant::now());
+            // Only the first of a batch wakes the sender (to start its
+            // timer) and a full batch: a wakeup is a system call.
+            self.shared.wake.notify_all();
+        } else if st.queue.len() + 1 == self.batch {
+            self.shared.wake.notify_all();
+        }
+        if st.queue.len() >= self.shared.capacity {
+            if let Some(old) = st.queue.pop_front() {
+                self.spare.push(old);
+            }
+            st.dropped += 1;
+            if !st.said_full {
+                st.said_full = true;
+                eprintln!(
+                    "tracer: otlp: the queue is full ({} records): the oldest are dropped \
+                     and counted",
+                    st.queue.len() + 1
+                );
+            }
+        }
+        st.queue.push_back(record);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A sender that panicked left counts that are still counts.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Output for Otlp {
+    fn exit(&mut self, e: &Exit<'_>) -> io::Result<()> {
+        let argv = self.argv;
+        self.push(|r| fill_exit(r, e, argv, now_ns()));
+        Ok(())
+    }
+
+    fn thread_exit(&mut self, t: &ThreadExitRecord, clock: &Clock) -> io::Result<()> {
+        self.push(|r| fill_thread_exit(r, t, clock, now_ns()));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Sends what is queued, until everything is settled or the drain
+    /// deadline (or, without one, [`shutdown::DRAIN`] from now) passes.
+    fn deliver(&mut self) -> io::Result<()> {
+        let limit = Instant::now() + shutdown::DRAIN;
+        let mut st = self.shared.lock();
+        st.stopping = true;
+        self.shared.wake.notify_all();
+        while !st.queue.is_empty() || st.in_flight > 0 {
+            let Some(ms) = shutdown::poll_timeout_ms() else {
+                break;
+            };
+            let left = limit.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let slice = left.min(Duration::from_millis(ms as u64));
+            st = self
+                .shared
+                .wake
+                .wait_timeout(st, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        if !st.queue.is_empty() || st.in_flight > 0 {
+            // Whatever the sender still holds, it may have reached the
+            // collector or not: it is not known delivered.
+            st.unsent += (st.queue.len() + st.in_flight) as u64;
+            st.queue.clear();
+            st.in_flight = 0;
+            st.abandoned = true;
+            self.shared.wake.notify_all();
+        }
+        if st.lost() == 0 {
+            return Ok(());
+        }
+        let mut why = Vec::new();
+        for (n, what) in [
+            (st.dropped, "dropped with the queue full"),
+            (st.rejected, "refused by the collector"),
+            (st.unsent, "not sent by the end of the drain"),
+        ] {
+            if n > 0 {
+                why.push(format!("{n} {what}"));
+            }
+        }
+        let mut msg = format!(
+            "{} of {} records not delivered to {} ({})",
+            st.lost(),
+            st.lost() + st.delivered,
+            self.url,
+            why.join(", ")
+        );
+        if let Some(e) = &st.last_error {
+            msg += &format!("; last error: {e}");
+        }
+        Err(io::Error::other(msg))
+    }
+
+    fn lost(&self) -> u64 {
+        self.shared.lock().lost()
+    }
+
+    fn name(&self) -> String {
+        NAME.into()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+// ---------------------------------------------------------------------------
+// Records: one per exit, attributes named by the semantic conventions where
+// they have a name, the project's own under `tracer.`.
+// ---------------------------------------------------------------------------
+
+/// A record's attributes, written one call a line into a recycled
+/// record's: a key already in its place is kept, and so is the text of a
+/// string value, so that a record costs no allocation once the first
+/// batches have come back from the sender.
+struct Attrs<'a> {
+    v: &'a mut Vec<KeyValue>,
+    n: usize,
+}
+
+impl<'a> Attrs<'a> {
+    fn over(v: &'a mut Vec<KeyValue>) -> Self {
+        Self { v, n: 0 }
+    }
+
+    /// The value of the next attribute, named `key`.
+    fn slot(&mut self, key: &str) -> &mut Option<Value> {
+        if self.n == self.v.len() {
+            self.v.push(KeyValue::default());
+        }
+        let kv = &mut self.v[self.n];
+        self.n += 1;
+        if kv.key != key {
+            kv.key.clear();
+            kv.key.push_str(key);
+        }
+        &mut kv.value.get_or_insert_with(AnyValue::default).value
+    }
+
+    fn int(&mut self, key: &str, v: impl Into<i64>) {
+        *self.slot(key) = Some(Value::IntValue(v.into()));
+    }
+
+    /// An unsigned count: as an int while it fits one, else as text.
+    fn uint(&mut self, key: &str, v: u64) {
+        match i64::try_from(v) {
+            Ok(v) => self.int(key, v),
+            Err(_) => self.text(key, |s| s.push_str(itoa::Buffer::new().format(v))),
+        }
+    }
+
+    fn opt_uint(&mut self, key: &str, v: Option<u64>) {
+        if let Some(v) = v {
+            self.uint(key, v);
+        }
+    }
+
+    /// A string value, written by `f` into the text the slot had.
+    fn text(&mut self, key: &str, f: impl FnOnce(&mut String)) {
+        set_text(self.slot(key), f);
+    }
+
+    fn bool(&mut self, key: &str, v: bool) {
+        *self.slot(key) = Some(Value::BoolValue(v));
+    }
+
+    /// Seconds from ns, as a double.
+    fn secs(&mut self, key: &str, ns: u64) {
+        *self.slot(key) = Some(Value::DoubleValue(ns as f64 / 1e9));
+    }
+
+    fn strs<'s>(&mut self, key: &str, items: impl Iterator<Item = &'s str>) {
+        self.byte_strs(key, items.map(str::as_bytes));
+    }
+
+    /// An array of strings from bytes, invalid UTF-8 replaced.
+    fn byte_strs<'s>(&mut self, key: &str, items: impl Iterator<Item = &'s [u8]>) {
+        let slot = self.slot(key);
+        if !matches!(slot, Some(Value::ArrayValue(_))) {
+            *slot = Some(Value::ArrayValue(ArrayValue::default()));
+        }
+        let Some(Value::ArrayValue(array)) = slot else {
+            unreachable!("an array value was put there")
+        };
+        let mut n = 0;
+        for item in items {
+            if n == array.values.len() {
+                array.values.push(AnyValue::default());
+            }
+            set_text(&mut array.values[n].value, |s| push_text(s, item));
+            n += 1;
+        }
+        array.values.truncate(n);
+    }
+
+    /// Drops what the record had beyond this one's attributes.
+    fn done(self) {
+        self.v.truncate(self.n);
+    }
+}
+
+/// Makes `slot` a string value written by `f`, keeping the text it had.
+fn set_text(slot: &mut Option<Value>, f: impl FnOnce(&mut String)) {
+    match slot {
+        Some(Value::StringValue(s)) => {
+            s.clear();
+            f(s);
+        }
+        _ => {
+            let mut s = String::new();
+            f(&mut s);
+            *slot = Some(Value::StringValue(s));
+        }
+    }
+}
+
+fn set_str(to: &mut String, s: &str) {
+    if to != s {
+        to.clear();
+        to.push_str(s);
+    }
+}
+
+/// A kernel string (NUL-padded bytes), invalid UTF-8 replaced.
+fn push_text(to: &mut String, bytes: &[u8]) {
+    for chunk in until_nul(bytes).utf8_chunks() {
+        to.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            to.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+}
+
+/// ISO 8601 (RFC 3339) in UTC with ns.
+fn push_iso8601(to: &mut String, unix_ns: u64) {
+    use std::fmt::Write as _;
+    let t = UNIX_EPOCH + Duration::from_nanos(unix_ns);
+    // Into a String: cannot fail.
+    let _ = write!(to, "{}", humantime::format_rfc3339_nanos(t));
+}
+
+fn severity(status: ExitStatus) -> (SeverityNumber, &'static str) {
+    match status {
+        ExitStatus::Exited(0) => (SeverityNumber::Info, "INFO"),
+        ExitStatus::Exited(_) => (SeverityNumber::Warn, "WARN"),
+        ExitStatus::Signaled { .. } => (SeverityNumber::Error, "ERROR"),
+    }
+}
+
+/// The event of a process's death.
+pub const EXIT_EVENT: &str = "process.exit";
+/// The event of a thread's death before its process (`--threads`).
+pub const THREAD_EXIT_EVENT: &str = "tracer.thread.exit";
+
+/// What every record has: times, severity, event name, body.
+fn fill_head(
+    r: &mut LogRecord,
+    time: u64,
+    observed: u64,
+    status: ExitStatus,
+    event: &str,
+    body: impl FnOnce(&mut String),
+) {
+    let (number, text) = severity(status);
+    r.time_unix_nano = time;
+    r.observed_time_unix_nano = observed;
+    r.severity_number = number as i32;
+    set_str(&mut r.severity_text, text);
+    set_str(&mut r.event_name, event);
+    set_text(
+        &mut r.body.get_or_insert_with(AnyValue::default).value,
+        body,
+    );
+}
+
+#[cfg(test)]
+fn exit_record(e: &Exit<'_>, argv: bool, observed_ns: u64) -> LogRecord {
+    let mut r = LogRecord::default();
+    fill_exit(&mut r, e, argv, observed_ns);
+    r
+}
+
+/// Makes `r` (a new record or a recycled one) the record of exit `e`.
+fn fill_exit(r: &mut LogRecord, e: &Exit<'_>, argv: bool, observed_ns: u64) {
+    use std::fmt::Write as _;
+    let status = e.status();
+    // Exact from the probes; from acct's start second and elapsed ticks
+    // otherwise.
+    let exited_ns = e.exit_time_ns;
+    let created_ns = exited_ns.saturating_sub(e.elapsed_ns);
+    fill_head(r, exited_ns, observed_ns, status, EXIT_EVENT, |s| {
+        push_text(s, &e.comm);
+        // Into a String: cannot fail.
+        let _ = write!(s, " ({}): {status}", e.pid);
+    });
+    let mut a = Attrs::over(&mut r.attributes);
+    a.int("process.pid", e.pid);
+    a.int("process.parent_pid", e.ppid);
+    a.text("process.executable.name", |s| push_text(s, &e.comm));
+    a.int("process.exit.code", status.shell_status());
+    a.text("process.exit.time", |s| push_iso8601(s, exited_ns));
+    a.text("process.creation.time", |s| push_iso8601(s, created_ns));
+    a.int("process.real_user.id", e.uid);
+    a.int("process.real_group.id", e.gid);
+    if let Some(exec) = e.lineage.and_then(|l| l.exec(e.pid)) {
+        a.text("process.executable.path", |s| push_text(s, &exec.exe));
+        // Only when asked for: command lines carry secrets.
+        if argv {
+            a.byte_strs("process.command_args", exec.args());
+        }
+    }
+    // process.linux.cgroup, container.id, k8s.pod.uid: not in the exit
+    // model yet.
+    if let Some(tid) = e.tid {
+        a.int("tracer.tid", tid);
+    }
+    a.uint("tracer.exit_code", u64::from(e.exit_code));
+    if let ExitStatus::Signaled {
+        signal,
+        core_dumped,
+    } = status
+    {
+        a.text("tracer.signal", |s| push_signal(s, signal));
+        a.bool("tracer.core_dumped", core_dumped);
+    }
+    a.strs("tracer.flags", flag_names(e.flags));
+    a.int("tracer.tty", e.tty);
+    a.secs("tracer.elapsed_s", e.elapsed_ns);
+    a.secs("tracer.utime_s", e.utime_ns);
+    a.secs("tracer.stime_s", e.stime_ns);
+    a.uint("tracer.mem_kb", e.mem_kb);
+    a.uint("tracer.minflt", e.minflt);
+    a.uint("tracer.majflt", e.majflt);
+    if let Some(p) = &e.probed {
+        if let Some(sig) = u8::try_from(p.exit_signal).ok().filter(|&s| s != 0) {
+            a.text("tracer.exit_signal", |s| push_signal(s, sig));
+        }
+        a.uint("tracer.cgroup_id", p.cgroup_id);
+        a.opt_uint("tracer.maxrss_kb", p.maxrss_kb);
+        a.opt_uint("tracer.rchar", p.rchar);
+        a.opt_uint("tracer.wchar", p.wchar);
+        a.opt_uint("tracer.read_bytes", p.read_bytes);
+        a.opt_uint("tracer.write_bytes", p.write_bytes);
+        if let Some(ns) = p.cpu_runtime_ns {
+            a.secs("tracer.cpu_runtime_s", ns);
+        }
+        a.opt_uint("tracer.nvcsw", p.nvcsw);
+        a.opt_uint("tracer.nivcsw", p.nivcsw);
+    }
+    a.done();
+}
+
+/// Makes `r` the record of a thread's exit.
+fn fill_thread_exit(r: &mut LogRecord, t: &ThreadExitRecord, clock: &Clock, observed_ns: u64) {
+    use std::fmt::Write as _;
+    let status = ExitStatus::from_code(t.exit_code);
+    let time = clock.realtime_ns(t.time_ns).clamp(0, i128::from(u64::MAX)) as u64;
+    fill_head(r, time, observed_ns, status, THREAD_EXIT_EVENT, |s| {
+        push_text(s, &t.comm);
+        // Into a String: cannot fail.
+        let _ = write!(s, " (thread {} of {}): {status}", t.tid, t.pid);
+    });
+    let mut a = Attrs::over(&mut r.attributes);
+    a.int("process.pid", t.pid);
+    a.int("thread.id", t.tid);
+    a.text("thread.name", |s| push_text(s, &t.comm));
+    a.uint("tracer.exit_code", u64::from(t.exit_code));
+    a.secs("tracer.cpu_runtime_s", t.runtime_ns);
+    a.done();
+}
+
+fn push_signal(to: &mut String, sig: u8) {
+    use std::fmt::Write as _;
+    // Into a String: cannot fail.
+    let _ = match crate::exit_status::signal_label(sig) {
+        Some(label) => write!(to, "{label}"),
+        None => write!(to, "signal {sig}"),
+    };
+}
+
+// ---------------------------------------------------------------------------
+// The sender thread.
+// ---------------------------------------------------------------------------
+
+struct Sender {
+    shared: Arc<Shared>,
+    client: http::Client,
+    resource: Resource,
+    scope: InstrumentationScope,
+    gzip: bool,
+    timeout: Duration,
+    batch: usize,
+    delay: Duration,
+    url: String,
+    /// A failure streak was reported on stderr.
+    failing: bool,
+    /// The encoded records of a batch, and the request's body: kept, so
+    /// that a batch does not map and fault in fresh memory.
+    records_buf: Vec<u8>,
+    body: Vec<u8>,
+}
+
+/// The first wait after a failed export; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A `Retry-After` longer than this is cut to it.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+
+impl Sender {
+    fn new(config: Config, shared: Arc<Shared>) -> Self {
+        let attributes = config
+            .resource
+            .iter()
+            .map(|(k, v)| KeyValue {
+                key: k.clone(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue(v.clone())),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        Self {
+            shared,
+            client: http::Client::new(config.endpoint.clone(), &config.headers, config.gzip),
+            resource: Resource {
+                attributes,
+                ..Default::default()
+            },
+            scope: InstrumentationScope {
+                name: "tracer".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            },
+            gzip: config.gzip,
+            timeout: config.timeout,
+            batch: config.batch,
+            delay: config.delay,
+            url: config.endpoint.url,
+            failing: false,
+            records_buf: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    fn run(mut self) {
+        while let Some(batch) = self.next_batch() {
+            let n = batch.len();
+            let (delivered, rejected) = self.send(batch);
+            let mut st = self.shared.lock();
+            if st.abandoned {
+                return;
+            }
+            st.in_flight -= n;
+            st.delivered += delivered;
+            st.rejected += rejected;
+            self.shared.wake.notify_all();
+        }
+    }
+
+    /// Waits for a full batch, the oldest record's delay, or the stop.
+    fn next_batch(&self) -> Option<Vec<LogRecord>> {
+        let mut st = self.shared.lock();
+        loop {
+            if st.abandoned {
+                return None;
+            }
+            let due = st
+                .oldest
+                .map(|t| t + self.delay)
+                .filter(|_| !st.queue.is_empty());
+            let now = Instant::now();
+            if st.queue.len() >= self.batch
+                || (!st.queue.is_empty() && (st.stopping || due.is_some_and(|d| d <= now)))
+            {
+                let n = st.queue.len().min(self.batch);
+                let batch: Vec<_> = st.queue.drain(..n).collect();
+                st.in_flight += n;
+                st.oldest = if st.queue.is_empty() { None } else { Some(now) };
+                return Some(batch);
+            }
+            let wait = due.map_or(Duration::from_secs(1), |d| d - now);
+            st = self
+                .shared
+                .wake
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Sends one batch until it is settled: (delivered, rejected).
+    fn send(&mut self, batch: Vec<LogRecord>) -> (u64, u64) {
+        let n = batch.len() as u64;
+        self.encode(batch);
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            let deadline = Instant::now() + self.timeout;
+            let shared = Arc::clone(&self.shared);
+            let abandon = move || shared.lock().abandoned;
+            let outcome = self.client.post(&self.body, deadline, &abandon);
+            let (error, wait) = match outcome {
+                Ok(r) if (200..300).contains(&r.status) => {
+                    if self.failing {
+                        self.failing = false;
+                        eprintln!("tracer: otlp: export to {} works again", self.url);
+                    }
+                    let rejected = ExportLogsServiceResponse::decode(r.body.as_slice())
+                        .ok()
+                        .and_then(|r| r.partial_success)
+                        .map_or(0, |p| (p.rejected_log_records.max(0) as u64).min(n));
+                    if rejected > 0 {
+                        self.shared.lock().last_error =
+                            Some(format!("the collector rejected {rejected} records"));
+                    }
+                    return (n - rejected, rejected);
+                }
+                Ok(r) if matches!(r.status, 429 | 502 | 503 | 504) => (
+                    format!("HTTP {}", r.status),
+                    r.retry_after.map(|d| d.min(RETRY_AFTER_MAX)),
+                ),
+                Ok(r) => {
+                    let e = format!(
+                        "HTTP {}: {}",
+                        r.status,
+                        String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
+                    );
+                    eprintln!("tracer: otlp: {} refused {n} records: {e}", self.url);
+                    self.shared.lock().last_error = Some(e);
+                    return (0, n);
+                }
+                Err(e) => (e.to_string(), None),
+            };
+            if !self.failing {
+                self.failing = true;
+                eprintln!(
+                    "tracer: otlp: export to {} failed ({error}); retrying",
+                    self.url
+                );
+            }
+            self.shared.lock().last_error = Some(error);
+            let wait = wait.unwrap_or(backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            if !self.pause(wait) {
+                return (0, 0);
+            }
+        }
+    }
+
+    /// Waits before a retry; false when the output was given up.
+    fn pause(&self, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        let mut st = self.shared.lock();
+        loop {
+            if st.abandoned {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            st = self
+                .shared
+                .wake
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// One request, in `self.body`: the resource, the scope, the records;
+    /// gzipped. The records go back to the session to be filled again.
+    /// The buffers are kept from one batch to the next.
+    fn encode(&mut self, log_records: Vec<LogRecord>) {
+        let prefix = encode_request(
+            &self.resource,
+            &self.scope,
+            &log_records,
+            &mut self.records_buf,
+        );
+        {
+            let mut st = self.shared.lock();
+            // Enough for the session to fill until the next batch comes
+            // back; a burst's extra records are freed.
+            let room = (2 * self.batch).saturating_sub(st.free.len());
+            st.free.extend(log_records.into_iter().take(room));
+        }
+        let mut body = std::mem::take(&mut self.body);
+        body.clear();
+        if !self.gzip {
+            body.extend_from_slice(&prefix);
+            body.extend_from_slice(&self.records_buf);
+            self.body = body;
+            return;
+        }
+        let mut gz = flate2::write::GzEncoder::new(body, flate2::Compression::fast());
+        // Into a Vec: cannot fail.
+        let _ = io::Write::write_all(&mut gz, &prefix);
+        let _ = io::Write::write_all(&mut gz, &self.records_buf);
+        self.body = gz.finish().unwrap_or_default();
+    }
+}
+
+/// The bytes of `ExportLogsServiceRequest { resource_logs: [ResourceLogs {
+/// resource, scope_logs: [ScopeLogs { scope, log_records }] }] }`, as
+/// prost encodes it (a test says so), made inside out with prost's own
+/// encoders: `encode_to_vec` measures every record again at each level
+/// of nesting above it, which was half of the sender's time. The request
+/// is the returned prefix followed by `scope_logs`.
+fn encode_request(
+    resource: &Resource,
+    scope: &InstrumentationScope,
+    log_records: &[LogRecord],
+    scope_logs: &mut Vec<u8>,
+) -> Vec<u8> {
+    use prost::encoding::{encode_key, encode_varint, message, WireType};
+    // ScopeLogs: scope = 1, log_records = 2.
+    scope_logs.clear();
+    message::encode(1, scope, scope_logs);
+    for r in log_records {
+        message::encode(2, r, scope_logs);
+    }
+    // ResourceLogs: resource = 1, scope_logs = 2.
+    let mut resource_logs = Vec::with_capacity(1024);
+    message::encode(1, resource, &mut resource_logs);
+    encode_key(2, WireType::LengthDelimited, &mut resource_logs);
+    encode_varint(scope_logs.len() as u64, &mut resource_logs);
+    // ExportLogsServiceRequest: resource_logs = 1.
+    let mut prefix = Vec::with_capacity(resource_logs.len() + 16);
+    encode_key(1, WireType::LengthDelimited, &mut prefix);
+    encode_varint((resource_logs.len() + scope_logs.len()) as u64, &mut prefix);
+    prefix.extend_from_slice(&resource_logs);
+    prefix
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read as _, Write as _},
+        net::TcpListener,
+    };
+
+    use opentelemetry_proto::tonic::{
+        collector::logs::v1::ExportLogsServiceRequest,
+        logs::v1::{ResourceLogs, ScopeLogs},
+    };
+
+    use super::*;
+    use crate::output::fixtures::{clock, exit_bare, exit_full};
+
+    fn config(url: &str, vars: &[(&str, &str)]) -> Config {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::resolve(Some(url), false, &|n| {
+            vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    fn attrs(r: &LogRecord) -> Vec<(&str, &Value)> {
+        r.attributes
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key.as_str(),
+                    kv.value.as_ref().unwrap().value.as_ref().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exit_attributes() {
+        let clock = clock();
+        let full = exit_record(&Exit::from_record(&exit_full(), &clock), false, 7);
+        assert_eq!(full.event_name, "process.exit");
+        assert_eq!(
+            (full.severity_number, full.severity_text.as_str()),
+            (13, "WARN")
+        );
+        assert_eq!(full.observed_time_unix_nano, 7);
+        assert_eq!(full.time_unix_nano, 1_795_000_000 * 1_000_000_000);
+        let a = attrs(&full);
+        let get = |k: &str| a.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+        assert_eq!(get("process.pid"), Some(&Value::IntValue(4242)));
+        assert_eq!(get("process.parent_pid"), Some(&Value::IntValue(4200)));
+        assert_eq!(
+            get("process.executable.name"),
+            Some(&Value::StringValue("sh".into()))
+        );
+        assert_eq!(get("process.exit.code"), Some(&Value::IntValue(3)));
+        assert_eq!(
+            get("process.exit.time"),
+            Some(&Value::StringValue("2026-11-18T11:06:40.000000000Z".into()))
+        );
+        assert_eq!(
+            get("process.creation.time"),
+            Some(&Value::StringValue("2026-11-18T11:06:38.765432110Z".into()))
+        );
+        // u64::MAX does not fit an int.
+        assert_eq!(
+            get("tracer.cgroup_id"),
+            Some(&Value::StringValue(u64::MAX.to_string()))
+        );
+        assert_eq!(get("tracer.signal"), None);
+        assert_eq!(get("process.command_args"), None);
+        assert_eq!(
+            get("tracer.cpu_runtime_s"),
+            Some(&Value::DoubleValue(1.029999999))
+        );
+        // Every key once.
+        let mut keys: Vec<_> = a.iter().map(|(k, _)| *k).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), a.len());
+
+        let bare = exit_record(&Exit::from_record(&exit_bare(), &clock), false, 7);
+        assert_eq!(
+            (bare.severity_number, bare.severity_text.as_str()),
+            (17, "ERROR")
+        );
+        let a = attrs(&bare);
+        let get = |k: &str| a.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+        assert_eq!(get("process.exit.code"), Some(&Value::IntValue(139)));
+        assert_eq!(
+            get("tracer.signal"),
+            Some(&Value::StringValue("SIGSEGV".into()))
+        );
+        assert_eq!(get("tracer.core_dumped"), Some(&Value::BoolValue(true)));
+        assert_eq!(get("tracer.maxrss_kb"), None, "absent on this kernel");
+
+        let ok = ExitRecord {
+            exit_code: 0,
+            ..exit_full()
+        };
+        let ok = exit_record(&Exit::from_record(&ok, &clock), false, 7);
+        assert_eq!((ok.severity_number, ok.severity_text.as_str()), (9, "INFO"));
+    }
+
+    use tracer_common::ExitRecord;
+
+    /// A collector that takes everything and counts the requests, and the
+    /// CPU time its threads used.
+    fn sink() -> (String, Arc<Mutex<u64>>, Arc<Mutex<u64>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(0u64));
+        let count = Arc::clone(&requests);
+        let cpu = Arc::new(Mutex::new(0u64));
+        let cpu_all = Arc::clone(&cpu);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let mut conn = conn.unwrap();
+                let count = Arc::clone(&count);
+                let cpu = Arc::clone(&cpu_all);
+                std::thread::spawn(move || {
+                    let mut mine = 0;
+                    let mut buf = Vec::new();
+                    let mut chunk = vec![0u8; 1 << 16];
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .unwrap()
+                            .trim()
+                            .parse()
+                            .unwrap();
+                        while buf.len() < end + 4 + len {
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..end + 4 + len);
+                        *count.lock().unwrap() += 1;
+                        let now = thread_cpu_ns();
+                        *cpu.lock().unwrap() += now - mine;
+                        mine = now;
+                        conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        (url, requests, cpu)
+    }
+
+    #[test]
+    fn requests_are_what_prost_makes() {
+        let clock = clock();
+        let sender = Sender::new(
+            config("http://h:1", &[("OTEL_SERVICE_NAME", "svc")]),
+            Arc::new(Shared {
+                state: Mutex::default(),
+                wake: Condvar::new(),
+                capacity: 1,
+            }),
+        );
+        let records = [
+            exit_record(&Exit::from_record(&exit_full(), &clock), false, 1),
+            exit_record(&Exit::from_record(&exit_bare(), &clock), false, 2),
+        ];
+        for n in [0, 1, 2] {
+            let want = ExportLogsServiceRequest {
+                resource_logs: vec![ResourceLogs {
+                    resource: Some(sender.resource.clone()),
+                    scope_logs: vec![ScopeLogs {
+                        scope: Some(sender.scope.clone()),
+                        log_records: records[..n].to_vec(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            };
+            let mut got = Vec::new();
+            let prefix = encode_request(&sender.resource, &sender.scope, &records[..n], &mut got);
+            got.splice(0..0, prefix);
+            assert_eq!(got, want.encode_to_vec(), "{n} records");
+            assert_eq!(
+                ExportLogsServiceRequest::decode(got.as_slice()).unwrap(),
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn delivers_everything_in_batches() {
+        let (url, requests, _) = sink();
+        let mut out =
+            Otlp::start(config(&url, &[("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "100")])).unwrap();
+        let exit = Exit::from_record(&exit_full(), &clock());
+        for _ in 0..1000 {
+            out.exit(&exit).unwrap();
+        }
+        out.deliver().unwrap();
+        assert_eq!(out.shared.lock().delivered, 1000);
+        assert_eq!(out.lost(), 0);
+        assert_eq!(*requests.lock().unwrap(), 10);
+    }
+
+    fn thread_cpu_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid clock id and a timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    fn process_cpu_ns() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid clock id and a timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    /// The loader's cost of exporting: `cargo test --release -p tracer --lib
+    /// otlp_cpu_per_million -- --ignored --nocapture`. The session's
+    /// thread (build and queue) is timed on its own; the sender's is the
+    /// process's CPU time less the session thread's and the in-process
+    /// collector's (timed by its own thread).
+    #[test]
+    #[ignore = "a measurement, not a check: run it in release"]
+    fn otlp_cpu_per_million() {
+        let (url, _requests, sink_cpu) = sink();
+        let n = 1_000_000u64;
+        let mut out = Otlp::start(config(&url, &[])).unwrap();
+        let exit = Exit::from_record(&exit_full(), &clock());
+        let process0 = process_cpu_ns();
+        let thread0 = thread_cpu_ns();
+        for i in 0..n {
+            out.exit(&exit).unwrap();
+            // Stay below the queue bound, as a session at a sustainable
+            // rate does: nothing may be dropped here.
+            if i % 256 == 0 {
+                while out.shared.lock().queue.len() > 1024 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+        let session_ns = thread_cpu_ns() - thread0;
+        out.deliver().unwrap();
+        let total_ns = process_cpu_ns() - process0;
+        assert_eq!(out.shared.lock().delivered, n);
+        let sink_ns = *sink_cpu.lock().unwrap();
+        let sender_ns = total_ns - session_ns - sink_ns;
+        eprintln!(
+            "otlp: {n} exits: session thread {:.3} CPU-s, sender {:.3} CPU-s, loader \
+             total {:.3} CPU-s (collector {:.3} CPU-s, not counted)",
+            session_ns as f64 / 1e9,
+            sender_ns as f64 / 1e9,
+            (session_ns + sender_ns) as f64 / 1e9,
+            sink_ns as f64 / 1e9
+        );
+    }
+}
