@@ -278,6 +278,32 @@ impl Probes {
             .count())
     }
 
+    /// How often the kernel turned away one of the programs that make exit
+    /// records (their `recursion_misses`): a tracing program preempted on
+    /// a CPU makes the kernel skip the next run of that program there
+    /// (tp_btf and fentry run preemptible on 7.x). `tracer run` attaches
+    /// these twice and counts its real losses itself; for `record` each
+    /// skip may be a missing record (on tp_btf it may also be a thread
+    /// that was not its group's last), so it is an upper bound. 0 on
+    /// kernels older than 5.12, which do not count.
+    pub fn exit_runs_skipped(&self) -> u64 {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        self.ebpf
+            .programs()
+            .filter(|(name, _)| {
+                [
+                    "exit_fentry",
+                    "exit_kprobe",
+                    "exit_tp_btf",
+                    "exit_mmap_stamp",
+                ]
+                .contains(name)
+            })
+            .filter_map(|(_, prog)| prog.fd().ok())
+            .map(|fd| recursion_misses(fd.as_fd().as_raw_fd()))
+            .sum()
+    }
+
     /// The programs' counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters> {
         let map: PerCpuArray<_, u64> =
@@ -503,4 +529,44 @@ fn explain_bpf_error(e: anyhow::Error) -> anyhow::Error {
     } else {
         e
     }
+}
+
+/// `bpf_prog_info.recursion_misses` of the program behind `fd` (aya 0.14
+/// does not expose it): BPF_OBJ_GET_INFO_BY_FD into a buffer as long as
+/// the kernel's struct, which fills what it has.
+fn recursion_misses(fd: i32) -> u64 {
+    /// include/uapi/linux/bpf.h: `__u64 recursion_misses` in
+    /// `struct bpf_prog_info` (since 5.12).
+    const RECURSION_MISSES_AT: usize = 208;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    #[repr(C, align(8))]
+    struct Info([u8; 256]);
+    #[repr(C)]
+    struct Attr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut info = Info([0; 256]);
+    let mut attr = Attr {
+        bpf_fd: fd as u32,
+        info_len: info.0.len() as u32,
+        info: info.0.as_mut_ptr() as u64,
+    };
+    // SAFETY: the kernel writes at most info_len bytes into `info`, which
+    // outlives the call, and reads `attr`, which is ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw mut attr,
+            size_of::<Attr>(),
+        )
+    };
+    if rc != 0 || (attr.info_len as usize) < RECURSION_MISSES_AT + 8 {
+        return 0;
+    }
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&info.0[RECURSION_MISSES_AT..RECURSION_MISSES_AT + 8]);
+    u64::from_ne_bytes(bytes)
 }

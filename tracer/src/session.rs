@@ -42,6 +42,8 @@ pub struct Session {
     outputs: Outputs,
     /// An output shows lineage: the programs send fork and exec events.
     lineage: bool,
+    /// `tracer run`: only the command's tree is followed.
+    follows: bool,
     /// The process table, when an output shows lineage.
     table: Option<ProcessTable>,
     awaiting: AwaitingStamps,
@@ -79,6 +81,7 @@ impl Session {
             ring: Some(ring),
             outputs,
             lineage: opts.lineage,
+            follows: opts.follow_tracked,
             table: None,
             awaiting: AwaitingStamps::default(),
             totals: Totals::default(),
@@ -194,6 +197,13 @@ impl Session {
             stamps_lost: counters.stamps_lost,
             unstamped: self.totals.unstamped,
             unknown: self.totals.unknown,
+            // `run` follows with two copies of each and counts what both
+            // missed itself (track_full).
+            exit_runs_skipped: if self.follows {
+                0
+            } else {
+                self.probes.exit_runs_skipped()
+            },
             output_lost: self
                 .outputs
                 .failures()
@@ -366,6 +376,13 @@ fn summary_line(s: &Summary) -> String {
     }
     if s.unknown > 0 {
         line += &format!(", {} unknown ring items skipped", s.unknown);
+    }
+    if s.exit_runs_skipped > 0 {
+        line += &format!(
+            "; up to {} more not recorded: the kernel skipped the exit programs that often \
+             (its recursion guard; see README, \"What lost counts\")",
+            s.exit_runs_skipped
+        );
     }
     line
 }

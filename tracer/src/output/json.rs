@@ -89,6 +89,7 @@ fn write_summary(w: &mut Vec<u8>, s: &Summary) {
         ("stamps_lost", s.stamps_lost),
         ("unstamped", s.unstamped),
         ("unknown", s.unknown),
+        ("exit_runs_skipped", s.exit_runs_skipped),
     ] {
         w.extend_from_slice(b",\"");
         w.extend_from_slice(name.as_bytes());

@@ -462,6 +462,9 @@ pub struct Summary {
     pub unstamped: u64,
     /// Ring items this loader does not understand (a newer eBPF object).
     pub unknown: u64,
+    /// `record`: runs of the exit programs the kernel skipped (its
+    /// recursion guard); each may be a missing record.
+    pub exit_runs_skipped: u64,
     /// Lines or records each failed output could not write, by its name.
     pub output_lost: Vec<(String, u64)>,
 }
