@@ -262,7 +262,7 @@ fn record_mode_matches_kernel_acct() {
     let (lines, stderr_thread) = line_reader(tracer_proc.0.stderr.take().expect("stderr"));
 
     // Wait for the probes to be attached.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
@@ -271,7 +271,7 @@ fn record_mode_matches_kernel_acct() {
             Err(RecvTimeoutError::Timeout) => {
                 drop(tracer_proc);
                 panic!(
-                    "`tracer record` did not print `tracer: recording` within 30 s; stderr:\n{}",
+                    "`tracer record` did not print `tracer: recording` within 120 s; stderr:\n{}",
                     stderr_thread.join().unwrap_or_default()
                 );
             }
@@ -286,18 +286,18 @@ fn record_mode_matches_kernel_acct() {
     }
 
     let acct = Accounting::on(&kernel_file);
-    let out = run_with_timeout(&mut Command::new(&workload), Duration::from_secs(60));
+    let out = run_with_timeout(&mut Command::new(&workload), Duration::from_secs(180));
     acct.off();
 
     // SAFETY: kill(2) on the pid of our own, not yet reaped, child.
     let rc = unsafe { libc::kill(tracer_proc.pid() as libc::pid_t, libc::SIGINT) };
     assert_eq!(rc, 0, "kill(SIGINT): {}", std::io::Error::last_os_error());
-    let status = tracer_proc.wait_timeout(Duration::from_secs(30));
+    let status = tracer_proc.wait_timeout(Duration::from_secs(120));
     drop(tracer_proc);
     let tracer_stderr = stderr_thread.join().unwrap_or_default();
     eprintln!("tracer stderr:\n{tracer_stderr}");
     let status = status.unwrap_or_else(|| {
-        panic!("`tracer record` did not exit within 30 s of SIGINT; stderr:\n{tracer_stderr}")
+        panic!("`tracer record` did not exit within 120 s of SIGINT; stderr:\n{tracer_stderr}")
     });
     assert_eq!(
         status.code(),
@@ -560,7 +560,7 @@ fn losses_are_counted_exactly() {
             .args(["run", "--ring-size", "4K", "--acct-file"])
             .arg(&file)
             .args(["--", "/bin/sh", "-c", &script]),
-        Duration::from_secs(60),
+        Duration::from_secs(180),
     );
     assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
