@@ -194,7 +194,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         notes::Level::Normal
     });
     match cli.command {
-        Command::Generate { dir } => generate(&dir).map(|()| 0),
+        Command::Generate { dir } => modes::generate::generate(&dir).map(|()| 0),
         Command::Dump { json, files } => modes::dump::dump(&files, json),
         Command::Tree { file } => modes::tree::tree(file.as_deref()),
         Command::Record {
@@ -217,25 +217,6 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
         },
     }
-}
-
-/// The man pages (tracer.1, tracer-record.1, ...) and completions
-/// (tracer.bash, _tracer, tracer.fish), from the definitions above so that
-/// they cannot drift from them.
-fn generate(dir: &std::path::Path) -> Result<()> {
-    use anyhow::Context as _;
-    use clap::CommandFactory as _;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let cmd = Cli::command();
-    clap_mangen::generate_to(cmd.clone(), dir)?;
-    for shell in [
-        clap_complete::Shell::Bash,
-        clap_complete::Shell::Zsh,
-        clap_complete::Shell::Fish,
-    ] {
-        clap_complete::generate_to(shell, &mut cmd.clone(), "tracer", dir)?;
-    }
-    Ok(())
 }
 
 /// `--rotate-size`: a size (K, M, G) of at least 4K, so that a file holds

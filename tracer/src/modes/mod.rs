@@ -3,6 +3,7 @@
 //! codes").
 
 pub mod dump;
+pub mod generate;
 pub mod record;
 pub mod run;
 pub mod tree;
