@@ -15,7 +15,7 @@ mod common;
 
 use common::*;
 use std::io::Read as _;
-use std::os::fd::AsRawFd as _;
+use std::os::fd::{AsRawFd as _, FromRawFd as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -168,47 +168,25 @@ fn a_session_that_cannot_start_touches_no_output() {
     }
 }
 
-#[test]
-fn copytruncate_leaves_no_hole() {
-    const NAME: &str = "copytruncate_leaves_no_hole";
-    if !require_privileges(NAME, BPF_ONLY) {
-        return;
-    }
-    let dir = TempDir::new("rotate");
-    let json = dir.join("rec.json");
-    let acct = dir.join("rec.acct");
-    let _churn = churn();
-    let mut session = ChildGuard(
+/// A `record` session in the background, ended by a signal when the test
+/// has seen what it waits for: no fixed duration, so a slow machine (a VM
+/// without KVM) only makes it longer.
+fn background_record(args: &[&std::ffi::OsStr], stdout: Stdio) -> ChildGuard {
+    ChildGuard(
         tracer()
-            .args(["record", "--duration", "3", "--json"])
-            .arg(&json)
-            .arg("--acct-file")
-            .arg(&acct)
-            .stdout(Stdio::null())
+            .arg("record")
+            .args(args)
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
-    );
-    // What logrotate's copytruncate does, once both files have grown.
-    let start = Instant::now();
-    while std::fs::metadata(&json).map_or(0, |m| m.len()) < 200_000
-        || std::fs::metadata(&acct).map_or(0, |m| m.len()) < 64 * 50
-    {
-        assert!(start.elapsed() < LIMIT, "the recording never grew");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&json)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&acct)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    )
+}
+
+/// Ends a session with SIGINT; its status and standard error.
+fn interrupt(mut session: ChildGuard) -> (std::process::ExitStatus, String) {
+    // SAFETY: our child.
+    unsafe { libc::kill(session.pid() as i32, libc::SIGINT) };
     let status = session
         .wait_timeout(LIMIT)
         .expect("the session did not end");
@@ -220,6 +198,57 @@ fn copytruncate_leaves_no_hole() {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
+    (status, err)
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < LIMIT, "waited in vain for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[test]
+fn copytruncate_leaves_no_hole() {
+    const NAME: &str = "copytruncate_leaves_no_hole";
+    if !require_privileges(NAME, BPF_ONLY) {
+        return;
+    }
+    let dir = TempDir::new("rotate");
+    let json = dir.join("rec.json");
+    let acct = dir.join("rec.acct");
+    let _churn = churn();
+    let session = background_record(
+        &[
+            "--json".as_ref(),
+            json.as_os_str(),
+            "--acct-file".as_ref(),
+            acct.as_os_str(),
+        ],
+        Stdio::null(),
+    );
+    wait_for("the files to grow", || {
+        size(&json) > 8192 && size(&acct) > 64 * 10
+    });
+    // What logrotate's copytruncate does.
+    for path in [&json, &acct] {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+    }
+    // Writes at a stale offset would leave the files as large as before.
+    wait_for("writes after the truncation", || {
+        size(&json) > 0 && size(&acct) > 0
+    });
+    let (status, err) = interrupt(session);
     assert!(status.success(), "{status}\n{err}");
     let lines = json_lines(&json);
     assert!(
@@ -248,6 +277,25 @@ impl SmallDisk {
         assert!(st.success(), "mounting a tmpfs at {}", dir.display());
         SmallDisk(dir.to_owned())
     }
+
+    /// Fills the disk but for `pages` pages.
+    fn fill_leaving(&self, pages: u64) {
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = [b'x'; 4096];
+        while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+        let len = std::fs::metadata(&filler).unwrap().len();
+        f.set_len(len.saturating_sub(pages * 4096)).unwrap();
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: statvfs writes into the struct we own.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid path and struct.
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail * st.f_frsize
+    }
 }
 
 impl Drop for SmallDisk {
@@ -263,38 +311,43 @@ fn a_full_disk_keeps_whole_lines_and_says_what_was_lost() {
         return;
     }
     let dir = TempDir::new("full");
-    let disk = SmallDisk::mount(&dir.join("disk"), 256);
+    let disk = SmallDisk::mount(&dir.join("disk"), 1024);
+    // Two pages left: the outputs fill them, then every write fails, one
+    // of them part way through a line or a record.
+    disk.fill_leaving(2);
     let json = disk.0.join("rec.json");
     let acct = disk.0.join("rec.acct");
     let _churn = churn();
-    let out = run_with_timeout(
-        tracer()
-            .args(["record", "--duration", "3", "--json"])
-            .arg(&json)
-            .arg("--acct-file")
-            .arg(&acct),
-        LIMIT,
+    let session = background_record(
+        &[
+            "--json".as_ref(),
+            json.as_os_str(),
+            "--acct-file".as_ref(),
+            acct.as_os_str(),
+        ],
+        Stdio::null(),
     );
-    let err = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(3), "{}", describe_output(&out));
+    wait_for("the disk to fill", || disk.free_bytes() == 0);
+    // The writes that find it full.
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, err) = interrupt(session);
+    assert_eq!(status.code(), Some(3), "{status}\n{err}");
     json_lines(&json);
     assert_eq!(std::fs::metadata(&acct).unwrap().len() % 64, 0);
     let failed: Vec<&str> = err
         .lines()
         .filter(|l| l.contains("failed,") && l.contains("not written"))
         .collect();
-    assert!(
-        failed.iter().any(|l| l.contains("rec.json")),
-        "the JSON output is named with its loss:\n{err}"
-    );
-    let lost: u64 = failed
-        .iter()
-        .find(|l| l.contains("rec.json"))
-        .and_then(|l| l.split("failed, ").nth(1))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(lost > 0, "the loss is counted:\n{err}");
+    assert!(!failed.is_empty(), "the failed output is named:\n{err}");
+    for line in &failed {
+        let lost: u64 = line
+            .split("failed, ")
+            .nth(1)
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(lost > 0, "the loss is counted: {line}\n{err}");
+    }
     drop(disk);
 }
 
@@ -353,23 +406,27 @@ fn blocked_outputs_cannot_hold_a_session() {
         );
     }
 
-    // A reader that never reads: --duration, SIGTERM and SIGINT end it.
-    // Its pipes are shrunk to one page, so a few records fill them
-    // whatever the machine's load.
+    // A reader that never reads, its pipe already full (the test fills
+    // it), so the tracer's first write blocks however few processes die:
+    // --duration, SIGTERM and SIGINT end the session all the same.
     let _churn = churn();
-    let reader = std::fs::OpenOptions::new()
+    let _reader = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(&fifo)
         .unwrap();
-    shrink_pipe(reader.as_raw_fd());
+    let filler = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    fill_pipe(filler.as_raw_fd());
     let out = run_with_timeout(
         tracer()
-            .args(["record", "--duration", "4", "--json"])
+            .args(["record", "--duration", "2", "--json"])
             .arg(&fifo),
         LIMIT,
     );
-    assert!(queued(reader.as_raw_fd()) > 0, "nothing reached the FIFO");
     assert_eq!(out.status.code(), Some(3), "{}", describe_output(&out));
     assert!(
         stderr_of(&out).contains("not written"),
@@ -378,50 +435,54 @@ fn blocked_outputs_cannot_hold_a_session() {
     );
 
     for sig in [libc::SIGTERM, libc::SIGINT] {
-        // Standard output into a pipe nobody reads.
-        let mut session = ChildGuard(
-            tracer()
-                .arg("record")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let stdout = session.0.stdout.take().unwrap();
-        shrink_pipe(stdout.as_raw_fd());
-        // Once a write has filled the one page, the next ones block.
-        let start = Instant::now();
-        while queued(stdout.as_raw_fd()) == 0 {
-            assert!(start.elapsed() < LIMIT, "nothing reached the pipe");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_secs(1));
+        // Standard output into a full pipe nobody reads.
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors we then own.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh descriptors from pipe2.
+        let (read_end, write_end) = unsafe {
+            (
+                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        // SAFETY: fcntl on our descriptor; blocking again once full.
+        unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        fill_pipe(write_end.as_raw_fd());
+        // SAFETY: as above.
+        unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETFL, 0) };
+        let session = background_record(&[], Stdio::from(write_end));
+        // Let it find a record to write, and block on it.
+        std::thread::sleep(Duration::from_secs(2));
         // SAFETY: our child.
         unsafe { libc::kill(session.pid() as i32, sig) };
+        let mut session = session;
         let status = session
             .wait_timeout(LIMIT)
             .unwrap_or_else(|| panic!("signal {sig} did not end a blocked session"));
+        drop(read_end);
         assert_eq!(status.code(), Some(3), "signal {sig}: {status}");
     }
 }
 
-/// One page: the smallest pipe the kernel gives.
-fn shrink_pipe(fd: i32) {
-    // SAFETY: fcntl on a pipe descriptor we hold.
-    let size = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, 4096) };
-    assert!(
-        size >= 4096,
-        "F_SETPIPE_SZ: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// Bytes waiting in the pipe.
-fn queued(fd: i32) -> libc::c_int {
-    let mut queued: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int we own.
-    unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
-    queued
+/// Writes into the pipe (its descriptor non-blocking) until it is full.
+fn fill_pipe(fd: i32) {
+    let chunk = [b'x'; 4096];
+    loop {
+        // SAFETY: a valid buffer and descriptor.
+        let n = unsafe { libc::write(fd, chunk.as_ptr().cast(), chunk.len()) };
+        if n <= 0 {
+            break;
+        }
+    }
+    // A pipe takes a partial page too: fill it to the byte.
+    loop {
+        // SAFETY: as above.
+        let n = unsafe { libc::write(fd, chunk.as_ptr().cast(), 1) };
+        if n <= 0 {
+            break;
+        }
+    }
 }
 
 #[test]
