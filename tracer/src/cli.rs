@@ -222,29 +222,30 @@ pub fn run(cli: Cli) -> Result<i32> {
 /// `--rotate-size`: a size (K, M, G) of at least 4K, so that a file holds
 /// more than a few records.
 fn parse_rotate_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 64K, 100M, 1G)"))?;
-    let bytes = n
-        .checked_mul(unit_bytes(s, unit)?)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
+    let bytes = parse_bytes(s, "64K, 100M, 1G")?;
     if bytes < 4096 {
         return Err(format!("{s:?} is too small (at least 4K)"));
     }
     Ok(bytes)
 }
 
-fn unit_bytes(s: &str, unit: &str) -> Result<u64, String> {
-    Ok(match unit.to_ascii_lowercase().as_str() {
+/// A number of bytes with an optional unit (K, M, G: powers of 1024).
+fn parse_bytes(s: &str, examples: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: {examples})"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M or G)")),
-    })
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// The longest `--duration`: ten years is "until stopped" for any session,
@@ -270,17 +271,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// A ring size: a power of two from one page (4K) to 2G, as the kernel's
 /// BPF ring buffer takes.
 fn parse_size(s: &str) -> Result<u32, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 256K, 8M, 64M)"))?;
-    let mult = unit_bytes(s, unit)?;
-    let bytes = n
-        .checked_mul(mult)
-        .filter(|&b| b <= 1 << 31)
-        .ok_or_else(|| format!("{s:?} is too large (at most 2G)"))?;
+    let bytes = parse_bytes(s, "256K, 8M, 64M")?;
+    if bytes > 1 << 31 {
+        return Err(format!("{s:?} is too large (at most 2G)"));
+    }
     if bytes < 4096 || !bytes.is_power_of_two() {
         return Err(format!(
             "{s:?} is not a power of two of at least 4K (examples: 256K, 2M, 64M)"
