@@ -352,7 +352,8 @@ fn summary_line(s: &Summary) -> String {
     }
     if s.track_full > 0 {
         line += &format!(
-            " ({} groups not followed: the tracking map was full)",
+            " ({} groups of the command's tree not recorded: the tracking map was \
+             full, or the kernel skipped both exit programs)",
             s.track_full
         );
     }
