@@ -451,12 +451,20 @@ fn blocked_outputs_cannot_hold_a_session() {
         fill_pipe(write_end.as_raw_fd());
         // SAFETY: as above.
         unsafe { libc::fcntl(write_end.as_raw_fd(), libc::F_SETFL, 0) };
-        let session = background_record(&[], Stdio::from(write_end));
-        // Let it find a record to write, and block on it.
+        let mut session = background_record(&[], Stdio::from(write_end));
+        // Once it records (attaching takes seconds in a VM without KVM), let
+        // it find a record to write, and block on it.
+        let (lines, _all) = line_reader(session.0.stderr.take().unwrap());
+        loop {
+            match lines.recv_timeout(LIMIT) {
+                Ok(line) if line == "tracer: recording" => break,
+                Ok(_) => {}
+                Err(e) => panic!("signal {sig}: the session never started recording: {e}"),
+            }
+        }
         std::thread::sleep(Duration::from_secs(2));
         // SAFETY: our child.
         unsafe { libc::kill(session.pid() as i32, sig) };
-        let mut session = session;
         let status = session
             .wait_timeout(LIMIT)
             .unwrap_or_else(|| panic!("signal {sig} did not end a blocked session"));
