@@ -6,7 +6,7 @@ use std::{ffi::OsString, net::SocketAddr};
 use anyhow::{bail, Result};
 
 use super::{child_pid_namespace, runtime, EXIT_RUN_FAILED};
-use crate::{output, probes::ProbeOptions, session::Session, shutdown};
+use crate::{exit_status::ExitStatus, output, probes::ProbeOptions, session::Session, shutdown};
 
 /// A failure of the tracer's own is reported as 125, as timeout(1), env(1)
 /// and docker run do, so that it cannot be taken for the command's status.
@@ -83,7 +83,11 @@ async fn session(
     };
     session.seed_lineage(Some(pid as u32));
     session.pump(stop, false).await?;
-    let code = wait_status.map_or(EXIT_RUN_FAILED, shell_status);
+    // A wait status is encoded as acct's exit code (status << 8, or the
+    // signal | 0x80 with a core): one decoding serves both.
+    let code = wait_status.map_or(EXIT_RUN_FAILED, |status| {
+        ExitStatus::from_code(status as u32).shell_status()
+    });
     let ok = session.finish()?;
     let alive = session.probes.tracked_alive().unwrap_or(0);
     if alive > 0 {
@@ -105,16 +109,4 @@ fn spawn(command: &[OsString]) -> std::io::Result<std::process::Child> {
         });
     }
     cmd.spawn()
-}
-
-/// A wait status as a shell reports it: the exit status, or 128+N when
-/// killed by signal N.
-fn shell_status(status: i32) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        EXIT_RUN_FAILED
-    }
 }
