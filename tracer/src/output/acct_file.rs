@@ -2,7 +2,7 @@
 //! `lastcomm -f`, `sa` and `dump-acct` read them.
 
 use std::{
-    io::{self, Write},
+    io,
     os::unix::fs::FileExt as _,
     path::{Path, PathBuf},
 };
@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _, Result};
 use super::{
     file::{OutFile, Reopen, Rotate, Units},
     text::shown,
-    Output,
+    write_counted, Output,
 };
 use crate::{
     acct::{AcctV3, ACCT_VERSION, RECORD_SIZE},
@@ -129,21 +129,11 @@ impl Output for AcctFile {
         if self.buf.is_empty() || self.failed {
             return Ok(());
         }
-        let mut done = 0;
-        let res = loop {
-            if done == self.buf.len() {
-                self.reopen.wrote(done as u64);
-                break Ok(());
-            }
-            match self.file.write(&self.buf[done..]) {
-                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // The file cut back the record it left half written.
-                Err(e) => break Err(e),
-            }
-        };
-        if res.is_err() {
+        // On a failure the file has cut back the record it left half written.
+        let (done, res) = write_counted(&mut self.file, &self.buf);
+        if res.is_ok() {
+            self.reopen.wrote(done as u64);
+        } else {
             self.failed = true;
             self.lost += ((self.buf.len() - done).div_ceil(RECORD_SIZE)) as u64;
         }

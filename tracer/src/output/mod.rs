@@ -185,6 +185,22 @@ impl Target {
     }
 }
 
+/// Writes `buf` until `out` has taken all of it or a write fails: how many
+/// bytes it took, and how it ended. An output that fails part way needs the
+/// count to know which lines or records it lost.
+pub(crate) fn write_counted(out: &mut dyn Write, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut done = 0;
+    while done < buf.len() {
+        match out.write(&buf[done..]) {
+            Ok(0) => return (done, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Err(e)),
+        }
+    }
+    (done, Ok(()))
+}
+
 /// An output's lines, appended straight into the batch that is written
 /// out once 64 KiB have gathered (or at `flush`): no copy and no system
 /// call per line. After a failed write the output is done: it reports the
@@ -270,18 +286,8 @@ impl Batched {
     }
 
     fn write_out(&mut self) -> io::Result<()> {
-        let mut done = 0;
-        let res = loop {
-            if done == self.buf.len() {
-                break self.out.flush();
-            }
-            match self.out.write(&self.buf[done..]) {
-                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
+        let (done, res) = write_counted(&mut *self.out, &self.buf);
+        let res = res.and_then(|()| self.out.flush());
         if let Some(r) = &mut self.file {
             r.wrote(done as u64);
         }
