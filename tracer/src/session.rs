@@ -204,14 +204,18 @@ impl Session {
             } else {
                 self.probes.exit_runs_skipped()
             },
-            output_lost: self
-                .outputs
-                .failures()
-                .into_iter()
-                .filter(|f| !f.closed)
-                .map(|f| (f.name, f.lost))
-                .collect(),
+            output_lost: self.output_lost(),
         })
+    }
+
+    /// What each failed output could not write, by its name.
+    fn output_lost(&self) -> Vec<(String, u64)> {
+        self.outputs
+            .failures()
+            .into_iter()
+            .filter(|f| !f.closed)
+            .map(|f| (f.name, f.lost))
+            .collect()
     }
 
     /// Ends the session: the summary to the outputs that keep one and to
@@ -230,7 +234,7 @@ impl Session {
         self.outputs.finish(&summary)?;
         // An output that failed while taking the summary counts it.
         let summary = Summary {
-            output_lost: self.summary()?.output_lost,
+            output_lost: self.output_lost(),
             ..summary
         };
         // -q keeps the summary only when something was lost.
