@@ -152,7 +152,7 @@ impl Session {
                 () = &mut stop => break,
                 guard = ring.readable_mut() => {
                     let mut guard = guard?;
-                    self.drain(guard.get_inner_mut())?;
+                    self.drain(guard.get_inner_mut());
                     guard.clear_ready();
                 }
                 Some(()) = async {
@@ -161,12 +161,12 @@ impl Session {
                         None => std::future::pending().await,
                     }
                 } => {
-                    self.drain(ring.get_mut())?;
+                    self.drain(ring.get_mut());
                     self.outputs.reopen();
                 }
                 _ = tick.tick() => {
-                    self.drain(ring.get_mut())?;
-                    self.expire(STAMP_TIMEOUT_NS)?;
+                    self.drain(ring.get_mut());
+                    self.expire(STAMP_TIMEOUT_NS);
                     self.update_metrics()?;
                 }
             }
@@ -174,8 +174,8 @@ impl Session {
         // Whatever ended the session, what is left must be written within
         // the drain deadline; an output that blocks past it is given up.
         shutdown::deadline_in(shutdown::DRAIN);
-        self.drain(ring.get_mut())?;
-        self.expire(0)?;
+        self.drain(ring.get_mut());
+        self.expire(0);
         self.update_metrics()
     }
 
@@ -229,9 +229,9 @@ impl Session {
                 t.peak()
             ));
         }
-        self.outputs.deliver()?;
+        self.outputs.deliver();
         let summary = self.summary()?;
-        self.outputs.finish(&summary)?;
+        self.outputs.finish(&summary);
         // An output that failed while taking the summary counts it.
         let summary = Summary {
             output_lost: self.output_lost(),
@@ -267,40 +267,39 @@ impl Session {
         Ok(ok)
     }
 
-    fn record(&mut self, rec: &Record, clock: &Clock) -> Result<()> {
+    fn record(&mut self, rec: &Record, clock: &Clock) {
         match rec {
             Record::Exit(exit) if AwaitingStamps::awaits(exit) => {
                 if let Some(unstamped) = self.awaiting.hold(*exit) {
                     self.totals.unstamped += 1;
-                    self.exit(&unstamped, clock)?;
+                    self.exit(&unstamped, clock);
                 }
             }
-            Record::Exit(exit) => self.exit(exit, clock)?,
+            Record::Exit(exit) => self.exit(exit, clock),
             Record::MmapStamp(stamp) => {
                 if let Some(exit) = self.awaiting.stamp(stamp) {
-                    self.exit(&exit, clock)?;
+                    self.exit(&exit, clock);
                 }
             }
             Record::Fork(fork) => {
                 if let Some(t) = &mut self.table {
                     t.fork(fork);
                 }
-                self.outputs.fork(fork, clock)?;
+                self.outputs.fork(fork, clock);
             }
-            Record::ThreadExit(t) => self.outputs.thread_exit(t, clock)?,
+            Record::ThreadExit(t) => self.outputs.thread_exit(t, clock),
             Record::Exec(exec) => {
                 if let Some(t) = &mut self.table {
                     t.exec(exec);
                 }
-                self.outputs.exec(exec, clock)?;
+                self.outputs.exec(exec, clock);
             }
         }
-        Ok(())
     }
 
-    fn exit(&mut self, exit: &ExitRecord, clock: &Clock) -> Result<()> {
+    fn exit(&mut self, exit: &ExitRecord, clock: &Clock) {
         let decoded = Exit::from_record(exit, clock).with_lineage(self.table.as_ref());
-        self.outputs.exit(&decoded)?;
+        self.outputs.exit(&decoded);
         if let Some(m) = &mut self.metrics {
             m.exit(&decoded, &self.outputs);
         }
@@ -308,24 +307,23 @@ impl Session {
             t.exit(exit.pid);
         }
         self.totals.written += 1;
-        Ok(())
     }
 
     /// Writes the records that awaited their stamp `timeout_ns` or more
     /// (all of them with 0, at the end).
-    fn expire(&mut self, timeout_ns: u64) -> Result<()> {
+    fn expire(&mut self, timeout_ns: u64) {
         if self.awaiting.is_empty() {
-            return Ok(());
+            return;
         }
         let clock = Clock::now();
         for exit in self.awaiting.expire(shutdown::monotonic_ns(), timeout_ns) {
             self.totals.unstamped += 1;
-            self.exit(&exit, &clock)?;
+            self.exit(&exit, &clock);
         }
-        self.outputs.flush()
+        self.outputs.flush();
     }
 
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<()> {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         // One clock reading per batch: the realtime/monotonic offset only
         // moves when the wall clock is stepped.
         let clock = Clock::now();
@@ -334,16 +332,15 @@ impl Session {
             match decode(&item) {
                 Some(rec) => {
                     drop(item);
-                    self.record(&rec, &clock)?;
+                    self.record(&rec, &clock);
                     any = true;
                 }
                 None => self.totals.unknown += 1,
             }
         }
         if any {
-            self.outputs.flush()?;
+            self.outputs.flush();
         }
-        Ok(())
     }
 }
 

@@ -351,7 +351,7 @@ impl Outputs {
 
     /// Runs `f` on every output in turn; a failure is kept with its output
     /// (the first one only) and does not stop the others.
-    fn each(&mut self, mut f: impl FnMut(&mut dyn Output) -> io::Result<()>) -> Result<()> {
+    fn each(&mut self, mut f: impl FnMut(&mut dyn Output) -> io::Result<()>) {
         for slot in &mut self.slots {
             if let Err(e) = f(slot.output.as_mut()) {
                 if slot.failure.is_none() {
@@ -359,41 +359,40 @@ impl Outputs {
                 }
             }
         }
-        Ok(())
     }
 
-    pub fn exit(&mut self, exit: &Exit<'_>) -> Result<()> {
+    pub fn exit(&mut self, exit: &Exit<'_>) {
         self.each(|s| s.exit(exit))
     }
 
-    pub fn fork(&mut self, rec: &ForkRecord, clock: &Clock) -> Result<()> {
+    pub fn fork(&mut self, rec: &ForkRecord, clock: &Clock) {
         self.each(|s| s.fork(rec, clock))
     }
 
-    pub fn exec(&mut self, rec: &ExecRecord, clock: &Clock) -> Result<()> {
+    pub fn exec(&mut self, rec: &ExecRecord, clock: &Clock) {
         self.each(|s| s.exec(rec, clock))
     }
 
-    pub fn thread_exit(&mut self, rec: &ThreadExitRecord, clock: &Clock) -> Result<()> {
+    pub fn thread_exit(&mut self, rec: &ThreadExitRecord, clock: &Clock) {
         self.each(|s| s.thread_exit(rec, clock))
     }
 
-    pub fn flush(&mut self) -> Result<()> {
+    pub fn flush(&mut self) {
         self.each(|s| s.flush())
     }
 
     /// The outputs that deliver in the background deliver what they hold
     /// (bounded by the drain deadline).
-    pub fn deliver(&mut self) -> Result<()> {
+    pub fn deliver(&mut self) {
         self.each(|s| s.deliver())
     }
 
     /// The session is over: the summary to the outputs that keep one, a
     /// flush, then the outputs that print at the end (the tree).
-    pub fn finish(&mut self, summary: &Summary) -> Result<()> {
-        self.each(|s| s.summary(summary))?;
-        self.flush()?;
-        self.each(|s| s.finish())
+    pub fn finish(&mut self, summary: &Summary) {
+        self.each(|s| s.summary(summary));
+        self.flush();
+        self.each(|s| s.finish());
     }
 
     /// SIGHUP: every file output opens its path again. One that cannot
