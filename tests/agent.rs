@@ -22,28 +22,6 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
-const BPF_ONLY: Needs = Needs {
-    bpf: true,
-    accton: false,
-    cc: false,
-};
-
-fn tracer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tracer"))
-}
-
-/// Processes dying all the time, so that outputs have something to write.
-fn churn() -> ChildGuard {
-    ChildGuard(
-        Command::new("/bin/sh")
-            .args(["-c", "while :; do /bin/true; done"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting the churn"),
-    )
-}
-
 /// Starts `tracer` with `args`, stderr read line by line; returns once it
 /// says it is recording.
 fn start(

@@ -24,18 +24,6 @@ const ALL: Needs = Needs {
     cc: true,
 };
 
-/// For the tests that run `tracer` on a shell command: no accounting, no
-/// compiler.
-const BPF_ONLY: Needs = Needs {
-    bpf: true,
-    accton: false,
-    cc: false,
-};
-
-fn tracer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tracer"))
-}
-
 /// Runs the workload's checks and the comparison on the two files.
 fn check_workload_records(
     kernel_file: &Path,

@@ -14,11 +14,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::TempDir;
-
-fn tracer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tracer"))
-}
+use common::{tracer, TempDir};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())

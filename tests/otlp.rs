@@ -29,12 +29,6 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message as _;
 
-const BPF_ONLY: Needs = Needs {
-    bpf: true,
-    accton: false,
-    cc: false,
-};
-
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn tracer() -> Command {

@@ -21,30 +21,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BPF_ONLY: Needs = Needs {
-    bpf: true,
-    accton: false,
-    cc: false,
-};
-
 /// A hang is a failure; no test here comes near this.
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn tracer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tracer"))
-}
-
-/// Processes dying all the time, so that outputs have something to write.
-fn churn() -> ChildGuard {
-    ChildGuard(
-        Command::new("/bin/sh")
-            .args(["-c", "while :; do /bin/true; done"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting the churn"),
-    )
-}
 
 /// Every line of a JSON recording: parsed, and none cut short.
 fn json_lines(path: &Path) -> Vec<serde_json::Value> {

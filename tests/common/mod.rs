@@ -819,3 +819,28 @@ pub(crate) fn line_reader<R: Read + Send + 'static>(
     });
     (rx, h)
 }
+
+/// For the tests that run `tracer` on shell commands: no accounting, no
+/// compiler.
+pub(crate) const BPF_ONLY: Needs = Needs {
+    bpf: true,
+    accton: false,
+    cc: false,
+};
+
+/// The tracer binary this test build goes with.
+pub(crate) fn tracer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tracer"))
+}
+
+/// Processes dying all the time, so that outputs have something to write.
+pub(crate) fn churn() -> ChildGuard {
+    ChildGuard(
+        Command::new("/bin/sh")
+            .args(["-c", "while :; do /bin/true; done"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting the churn"),
+    )
+}
