@@ -36,6 +36,9 @@ async fn session(
     }
     let (mut signals, reopen) = shutdown::watch_record();
     session.reopen_on(reopen);
+    // Before saying so: a process that dies once we said "recording" has
+    // its exec context from /proc (a zombie has no /proc/PID/exe).
+    session.seed_lineage(None);
     crate::notes::note(format_args!("recording"));
     if let Some(d) = duration {
         shutdown::deadline_in(d.saturating_add(shutdown::DRAIN));
@@ -52,7 +55,6 @@ async fn session(
             () = sleep => {}
         }
     };
-    session.seed_lineage(None);
     // A reader that went away (`| head`) ends the session cleanly.
     session.pump(stop, true).await?;
     Ok(if session.finish()? {
