@@ -14,51 +14,12 @@
 
 mod common;
 
-use common::*;
+use common::{start_tracer as start, *};
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
-
-/// Starts `tracer` with `args`, stderr read line by line; returns once it
-/// says it is recording.
-fn start(
-    args: &[&str],
-    extra: &[&Path],
-) -> (
-    ChildGuard,
-    Receiver<String>,
-    std::thread::JoinHandle<String>,
-) {
-    let child = tracer()
-        .args(args)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting tracer");
-    let mut guard = ChildGuard(child);
-    let (lines, all) = line_reader(guard.0.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(l) if l.contains("tracer: recording") => break,
-            Ok(_) => {}
-            Err(_) => {
-                drop(guard);
-                panic!(
-                    "tracer did not start recording:\n{}",
-                    all.join().unwrap_or_default()
-                );
-            }
-        }
-    }
-    (guard, lines, all)
-}
 
 fn signal(child: &ChildGuard, sig: i32) {
     // SAFETY: kill has no memory preconditions; the child is not reaped.

@@ -828,6 +828,13 @@ pub(crate) const BPF_ONLY: Needs = Needs {
     cc: false,
 };
 
+/// For the tests that build a C helper and trace it.
+pub(crate) const BPF_CC: Needs = Needs {
+    bpf: true,
+    accton: false,
+    cc: true,
+};
+
 /// The tracer binary this test build goes with.
 pub(crate) fn tracer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tracer"))
@@ -843,4 +850,42 @@ pub(crate) fn churn() -> ChildGuard {
             .spawn()
             .expect("starting the churn"),
     )
+}
+
+/// Starts `tracer` with `args`, stderr read line by line; returns once it
+/// says it is recording.
+pub(crate) fn start_tracer(
+    args: &[&str],
+    extra: &[&Path],
+) -> (
+    ChildGuard,
+    std::sync::mpsc::Receiver<String>,
+    thread::JoinHandle<String>,
+) {
+    let child = tracer()
+        .args(args)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting tracer");
+    let mut guard = ChildGuard(child);
+    let (lines, all) = line_reader(guard.0.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains("tracer: recording") => break,
+            Ok(_) => {}
+            Err(_) => {
+                drop(guard);
+                panic!(
+                    "tracer did not start recording:\n{}",
+                    all.join().unwrap_or_default()
+                );
+            }
+        }
+    }
+    (guard, lines, all)
 }

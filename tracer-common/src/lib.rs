@@ -90,6 +90,32 @@ pub struct Offsets {
     // without that struct)
     pub clone_args_flags: u32,
     pub clone_args_exit_signal: u32,
+    // Why it died (`signal.rs`): the signal's si_code, and what the OOM
+    // killer's verdict reads.
+    /// `kernel_siginfo.si_code`.
+    pub siginfo_code: u32,
+    /// `signal_struct.oom_score_adj` (a `short`).
+    pub signal_oom_score_adj: u32,
+    /// `css_set.subsys[memory_cgrp_id]`: the task's memory cgroup state
+    /// (ABSENT without CONFIG_MEMCG).
+    pub css_set_memcg: u32,
+    /// `cgroup_subsys_state.cgroup`.
+    pub css_cgroup: u32,
+    /// `mem_cgroup.memory` (a `page_counter`), when `mem_cgroup.css` is its
+    /// first member; and the counter's usage, limit and parent.
+    pub memcg_memory: u32,
+    pub counter_usage: u32,
+    pub counter_max: u32,
+    pub counter_parent: u32,
+    /// `kernfs_node.name` and its parent (`parent`, `__parent` from 6.15).
+    pub kernfs_node_name: u32,
+    pub kernfs_node_parent: u32,
+    /// `mm_struct.rss_stat`: the count of RSS counter `i` (MM_FILEPAGES 0,
+    /// MM_ANONPAGES 1, MM_SHMEMPAGES 3) is at `mm_rss_stat + i *
+    /// rss_stride` (an `atomic_long_t` before 6.2, a `percpu_counter`'s
+    /// `count` since, which is what the kernel's own OOM report reads).
+    pub mm_rss_stat: u32,
+    pub rss_stride: u32,
 }
 
 impl Offsets {
@@ -147,6 +173,18 @@ impl Offsets {
             kernfs_node_id: ABSENT,
             clone_args_flags: ABSENT,
             clone_args_exit_signal: ABSENT,
+            siginfo_code: ABSENT,
+            signal_oom_score_adj: ABSENT,
+            css_set_memcg: ABSENT,
+            css_cgroup: ABSENT,
+            memcg_memory: ABSENT,
+            counter_usage: ABSENT,
+            counter_max: ABSENT,
+            counter_parent: ABSENT,
+            kernfs_node_name: ABSENT,
+            kernfs_node_parent: ABSENT,
+            mm_rss_stat: ABSENT,
+            rss_stride: ABSENT,
         }
     }
 }
@@ -182,6 +220,10 @@ pub struct Config {
     /// it, records are submitted without a wakeup and the loader's timer
     /// collects them.
     pub wakeup_bytes: u64,
+    /// 1: `oom:mark_victim` passes the victim's task (kernels >= 6.8); 0:
+    /// only its pid.
+    pub oom_victim_task: u32,
+    pub _pad: u32,
 }
 
 /// Bits of [`ExitRecord::present`]: which optional fields the kernel had.
@@ -199,6 +241,72 @@ pub const RECORD_FORK: u32 = 2;
 pub const RECORD_EXEC: u32 = 3;
 pub const RECORD_THREAD_EXIT: u32 = 4;
 pub const RECORD_MMAP_STAMP: u32 = 5;
+pub const RECORD_KILL: u32 = 6;
+pub const RECORD_OOM: u32 = 7;
+
+/// A signal that can end a process, delivered (`signal_generate`): who
+/// sent it, for the `killed_by` of the exit that follows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KillRecord {
+    /// [`RECORD_KILL`].
+    pub kind: u32,
+    pub signal: u32,
+    /// The siginfo's `si_code` (`SI_USER`, `SI_KERNEL`, `SEGV_MAPERR`...).
+    pub code: i32,
+    /// The target: its tgid and the thread the signal went to.
+    pub target_pid: u32,
+    pub target_tid: u32,
+    /// The task in whose context the signal was sent.
+    pub sender_pid: u32,
+    pub sender_tid: u32,
+    pub sender_uid: u32,
+    /// CLOCK_MONOTONIC ns.
+    pub time_ns: u64,
+    pub sender_comm: [u8; 16],
+}
+
+/// Levels of a cgroup path an [`OomRecord`] carries, and bytes per name.
+pub const CGROUP_LEVELS: usize = 10;
+pub const CGROUP_NAME_LEN: usize = 80;
+
+/// Bits of [`OomRecord::present`].
+pub mod oom_present {
+    /// `anon_pages`, `file_pages`, `shmem_pages` and `oom_score_adj` (the
+    /// tracepoint gave the victim's task).
+    pub const VICTIM: u32 = 1 << 0;
+    /// A memory cgroup at its limit was found: `path` holds it. Otherwise
+    /// the OOM was system-wide (or no memcg is compiled in).
+    pub const MEMCG: u32 = 1 << 1;
+    /// The path has more levels than [`CGROUP_LEVELS`](super::CGROUP_LEVELS):
+    /// the top ones are missing.
+    pub const PATH_CUT: u32 = 1 << 2;
+}
+
+/// The OOM killer chose a victim (`oom:mark_victim`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomRecord {
+    /// [`RECORD_OOM`].
+    pub kind: u32,
+    /// [`oom_present`] bits.
+    pub present: u32,
+    /// The victim: tgid (0 when the tracepoint gave only a pid) and pid.
+    pub victim_pid: u32,
+    pub victim_tid: u32,
+    pub oom_score_adj: i32,
+    /// Names filled in `path`, the cgroup's own first.
+    pub levels: u32,
+    /// The victim's RSS counters, in pages.
+    pub anon_pages: u64,
+    pub file_pages: u64,
+    pub shmem_pages: u64,
+    /// CLOCK_MONOTONIC ns.
+    pub time_ns: u64,
+    /// The memory cgroup whose limit was hit, leaf first, each name NUL
+    /// terminated (root excluded).
+    pub path: [[u8; CGROUP_NAME_LEN]; CGROUP_LEVELS],
+}
 
 /// Bits of [`ExitRecord::flags`].
 pub mod flags {
@@ -387,6 +495,8 @@ mod user {
     unsafe impl aya::Pod for super::ExecRecord {}
     unsafe impl aya::Pod for super::ThreadExitRecord {}
     unsafe impl aya::Pod for super::MmapStamp {}
+    unsafe impl aya::Pod for super::KillRecord {}
+    unsafe impl aya::Pod for super::OomRecord {}
 }
 
 #[cfg(test)]
@@ -397,8 +507,10 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16);
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
-        assert_eq!(size_of::<Offsets>(), 50 * 4);
-        assert_eq!(size_of::<Config>(), 40);
+        assert_eq!(size_of::<Offsets>(), 62 * 4);
+        assert_eq!(size_of::<Config>(), 48);
+        assert_eq!(size_of::<KillRecord>(), 56);
+        assert_eq!(size_of::<OomRecord>(), 56 + CGROUP_LEVELS * CGROUP_NAME_LEN);
         assert_eq!(size_of::<ForkRecord>(), 56);
         assert_eq!(size_of::<ThreadExitRecord>(), 48);
         assert_eq!(size_of::<MmapStamp>(), 16);

@@ -8,6 +8,7 @@
 //! - `follow`: the groups `tracer run` follows;
 //! - `lineage`: creation events with their clone flags;
 //! - `exec`: exec events with file name and arguments;
+//! - `signal`: who sent a signal that can kill, and the OOM killer's verdicts;
 //! - `ring`: the ring buffer and the loss counters;
 //! - `kernel`: how a program reads a kernel struct member.
 //!
@@ -26,6 +27,8 @@
 //! | lineage | `fork_event` | tp_btf `task_newtask` | every kernel | the exact clone flags, on every creation path |
 //! | lineage | `clone_args_fentry`, `clone_args_kprobe` | fentry/kprobe `kernel_clone` | `--check-clone-args` only | the cross-check of `task_newtask`'s flags |
 //! | exec | `exec_event` | tp_btf `sched_process_exec` | every kernel | after a successful exec, argv in the new mm |
+//! | signal | `kill_event` | tp_btf `signal_generate` | every kernel | every signal sent, in the sender's context, with its siginfo: the `killed_by` of the exit |
+//! | signal | `oom_event` | tp_btf `mark_victim` | every kernel; the victim's task (RSS, `oom_score_adj`) from 6.8, only its pid before | the OOM killer's own verdict, where fentry and kprobes are refused too |
 //!
 //! Kernel struct offsets come from the `OFFSETS` global that the loader
 //! fills in from BTF: this object carries nothing specific to one kernel
@@ -59,6 +62,7 @@ mod follow;
 mod kernel;
 mod lineage;
 mod ring;
+mod signal;
 mod stamp;
 
 /// Filled in by the loader before load (`EbpfLoader::set_global`).
@@ -75,6 +79,8 @@ static CONFIG: Config = Config {
     check_clone_args: 0,
     wakeup_check_mask: 0,
     wakeup_bytes: 0,
+    oom_victim_task: 0,
+    _pad: 0,
 };
 
 #[cfg(not(test))]

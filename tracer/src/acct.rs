@@ -312,6 +312,8 @@ impl AcctV3 {
             majflt: self.majflt(),
             probed: None,
             lineage: None,
+            killed_by: None,
+            oom_kill: None,
         }
     }
 

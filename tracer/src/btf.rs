@@ -26,6 +26,68 @@ pub struct KernelLayout {
     /// and can each be read in one call.
     pub pacct_std: bool,
     pub ioac_std: bool,
+    /// `oom:mark_victim` passes the victim's task (>= 6.8), not its pid.
+    pub oom_victim_task: bool,
+}
+
+/// `css_set.subsys[memory_cgrp_id]`: the memory controller's slot, its
+/// index taken from the kernel's own `enum cgroup_subsys_id`.
+fn css_set_memcg(btf: &KernelBtf) -> u32 {
+    let Ok(css_set) = Struct::named(btf, "css_set") else {
+        return ABSENT;
+    };
+    match (css_set.optional("subsys"), btf.enumerator("memory_cgrp_id")) {
+        (ABSENT, _) | (_, None) => ABSENT,
+        (subsys, Some(index)) => u32::try_from(index)
+            .ok()
+            .and_then(|i| subsys.checked_add(i.checked_mul(8)?))
+            .unwrap_or(ABSENT),
+    }
+}
+
+/// Where the count of `mm_struct`'s first RSS counter is and how far apart
+/// the counters are: `struct percpu_counter rss_stat[]` (>= 6.2, `count`
+/// inside each) or `struct mm_rss_stat { atomic_long_t count[]; }`.
+fn rss_counters(btf: &KernelBtf, mm: &Struct<'_>) -> Option<(u32, u32)> {
+    let (at, ty) = find_member_typed(btf, mm.id, "rss_stat").ok()??;
+    let id = btf.resolve(ty)?;
+    let ty = btf.ty(id).ok()?;
+    match ty.kind {
+        kind::ARRAY => {
+            let elem = btf.resolve(read_u32(ty.rest, 0)?)?;
+            let count = find_member(btf, elem, "count", 0).ok()??;
+            Some((at + count, btf.ty(elem).ok()?.size_or_type))
+        }
+        kind::STRUCT => {
+            let count = find_member(btf, id, "count", 0).ok()??;
+            Some((at + count, 8))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a BTF tracepoint's first argument is a pointer (`mark_victim`:
+/// the victim's task from 6.8, its pid before).
+fn tracepoint_first_arg_is_pointer(btf: &KernelBtf, name: &str) -> bool {
+    let Some(mut id) = btf.find(&format!("btf_trace_{name}"), |_| true) else {
+        return false;
+    };
+    for _ in 0..8 {
+        let Ok(ty) = btf.ty(id) else { return false };
+        id = match ty.kind {
+            kind::FUNC_PROTO => {
+                // Parameters are (name_off, type) pairs; the first is the
+                // probe's `void *` data.
+                return read_u32(ty.rest, 12)
+                    .and_then(|t| btf.resolve(t))
+                    .and_then(|t| btf.ty(t).ok())
+                    .is_some_and(|t| t.kind == kind::PTR);
+            }
+            kind::TYPEDEF | kind::PTR => ty.size_or_type,
+            _ => return false,
+        };
+    }
+    false
 }
 
 impl KernelLayout {
@@ -106,8 +168,33 @@ impl KernelLayout {
             clone_args_exit_signal: clone_args
                 .as_ref()
                 .map_or(ABSENT, |c| c.optional("exit_signal")),
+            siginfo_code: optional("kernel_siginfo", "si_code"),
+            signal_oom_score_adj: signal.optional("oom_score_adj"),
+            css_set_memcg: css_set_memcg(btf),
+            css_cgroup: optional("cgroup_subsys_state", "cgroup"),
+            memcg_memory: match Struct::named(btf, "mem_cgroup") {
+                // The programs take the css for the memcg.
+                Ok(m) if m.optional("css") == 0 => m.optional("memory"),
+                _ => ABSENT,
+            },
+            counter_usage: optional("page_counter", "usage"),
+            counter_max: optional("page_counter", "max"),
+            counter_parent: optional("page_counter", "parent"),
+            kernfs_node_name: optional("kernfs_node", "name"),
+            kernfs_node_parent: match optional("kernfs_node", "parent") {
+                ABSENT => optional("kernfs_node", "__parent"),
+                off => off,
+            },
+            mm_rss_stat: ABSENT,
+            rss_stride: ABSENT,
         };
+        let mut offsets = offsets;
+        if let Some((at, stride)) = rss_counters(btf, &mm) {
+            offsets.mm_rss_stat = at;
+            offsets.rss_stride = stride;
+        }
         let exit_args = tracepoint_arg_count(btf, "sched_process_exit")?;
+        let oom_victim_task = tracepoint_first_arg_is_pointer(btf, "mark_victim");
         let has_exit_mmap = tracepoint_arg_count(btf, "exit_mmap").is_ok();
         let o = &offsets;
         let pacct_std = [
@@ -129,6 +216,7 @@ impl KernelLayout {
             && ioac.size >= 48;
         Ok(Self {
             offsets,
+            oom_victim_task,
             pacct_std,
             ioac_std,
             exit_tp_has_group_dead: exit_args >= 2,
@@ -332,6 +420,43 @@ impl KernelBtf {
         &tail[..end]
     }
 
+    /// `id` with typedefs and qualifiers taken off.
+    fn resolve(&self, mut id: u32) -> Option<u32> {
+        for _ in 0..16 {
+            let ty = self.ty(id).ok()?;
+            if !matches!(
+                ty.kind,
+                kind::TYPEDEF | kind::CONST | kind::VOLATILE | kind::RESTRICT | kind::TYPE_TAG
+            ) {
+                return Some(id);
+            }
+            id = ty.size_or_type;
+        }
+        None
+    }
+
+    /// The value of the enumerator `name`, in whichever enum holds it.
+    fn enumerator(&self, name: &str) -> Option<i64> {
+        (1..=self.starts.len() as u32).find_map(|id| {
+            let ty = self.ty(id).ok()?;
+            let size = match ty.kind {
+                kind::ENUM => 8,
+                kind::ENUM64 => 12,
+                _ => return None,
+            };
+            ty.rest.chunks_exact(size).find_map(|e| {
+                (self.name(read_u32(e, 0)?) == name.as_bytes()).then(|| {
+                    let lo = read_u32(e, 4).unwrap_or(0);
+                    if size == 8 {
+                        i64::from(lo as i32)
+                    } else {
+                        i64::from(lo) | i64::from(read_u32(e, 8).unwrap_or(0)) << 32
+                    }
+                })
+            })
+        })
+    }
+
     /// The first type (lowest id) named `name` that `filter` accepts.
     fn find(&self, name: &str, filter: impl Fn(&Type<'_>) -> bool) -> Option<u32> {
         (1..=self.starts.len() as u32).find(|&id| {
@@ -513,6 +638,20 @@ impl<'a> Struct<'a> {
 }
 
 fn find_member(btf: &KernelBtf, id: u32, want: &str, base_bits: u32) -> Result<Option<u32>> {
+    Ok(find_member_in(btf, id, want, base_bits)?.map(|(off, _)| off))
+}
+
+/// A member's byte offset and its type id.
+fn find_member_typed(btf: &KernelBtf, id: u32, want: &str) -> Result<Option<(u32, u32)>> {
+    find_member_in(btf, id, want, 0)
+}
+
+fn find_member_in(
+    btf: &KernelBtf,
+    id: u32,
+    want: &str,
+    base_bits: u32,
+) -> Result<Option<(u32, u32)>> {
     for m in btf.ty(id)?.members() {
         let name = btf.name(m.name_off);
         let bits = base_bits + m.bit_offset;
@@ -520,7 +659,7 @@ fn find_member(btf: &KernelBtf, id: u32, want: &str, base_bits: u32) -> Result<O
             if m.bitfield_bits != 0 || !bits.is_multiple_of(8) {
                 bail!("member {want} is a bitfield; cannot read it");
             }
-            return Ok(Some(bits / 8));
+            return Ok(Some((bits / 8, m.type_id)));
         }
         if name.is_empty() {
             // Anonymous members can be wrapped in qualifiers.
@@ -534,8 +673,8 @@ fn find_member(btf: &KernelBtf, id: u32, want: &str, base_bits: u32) -> Result<O
                 inner = btf.ty(inner_id)?;
             }
             if matches!(inner.kind, kind::STRUCT | kind::UNION) {
-                if let Some(off) = find_member(btf, inner_id, want, bits)? {
-                    return Ok(Some(off));
+                if let Some(found) = find_member_in(btf, inner_id, want, bits)? {
+                    return Ok(Some(found));
                 }
             }
         }

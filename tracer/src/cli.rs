@@ -180,6 +180,7 @@ impl ProbeArgs {
             lineage: false,
             threads: false,
             check_clone_args: self.check_clone_args,
+            causes: false,
         }
     }
 }

@@ -2,8 +2,9 @@
 //! An exit record becomes the model's [`crate::model::Exit`].
 
 use tracer_common::{
-    ExecRecord, ExitRecord, ForkRecord, MmapStamp, ThreadExitRecord, RECORD_EXEC, RECORD_EXIT,
-    RECORD_FORK, RECORD_MMAP_STAMP, RECORD_THREAD_EXIT,
+    ExecRecord, ExitRecord, ForkRecord, KillRecord, MmapStamp, OomRecord, ThreadExitRecord,
+    RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_KILL, RECORD_MMAP_STAMP, RECORD_OOM,
+    RECORD_THREAD_EXIT,
 };
 
 /// One ring record, by kind.
@@ -19,6 +20,10 @@ pub enum Record {
     ThreadExit(ThreadExitRecord),
     /// The exit time for an `Exit` flagged to await it.
     MmapStamp(MmapStamp),
+    /// A signal that can kill was sent.
+    Kill(KillRecord),
+    /// The OOM killer chose a victim.
+    Oom(OomRecord),
 }
 
 /// Reads one record out of a ring item without allocating; `None` for an
@@ -31,6 +36,8 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         RECORD_EXEC => read::<ExecRecord>(bytes).map(Record::Exec),
         RECORD_THREAD_EXIT => read::<ThreadExitRecord>(bytes).map(Record::ThreadExit),
         RECORD_MMAP_STAMP => read::<MmapStamp>(bytes).map(Record::MmapStamp),
+        RECORD_KILL => read::<KillRecord>(bytes).map(Record::Kill),
+        RECORD_OOM => read::<OomRecord>(bytes).map(Record::Oom),
         _ => None,
     }
 }

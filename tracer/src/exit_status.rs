@@ -64,6 +64,46 @@ impl fmt::Display for ExitStatus {
     }
 }
 
+/// How a process ended and, when known, why, for people:
+/// `SIGKILL by sh[4242]`, `SIGKILL (OOM, /system.slice/x.service)`,
+/// `SIGSEGV (core dumped)`, `exit 3`. Names are shown escaped.
+#[derive(Clone, Copy, Debug)]
+pub struct Described<'a> {
+    pub status: ExitStatus,
+    /// The process that ended: a signal it sent itself names nobody.
+    pub pid: u32,
+    /// The sender of the fatal signal: pid and comm.
+    pub killer: Option<(u32, &'a [u8])>,
+    /// The memory cgroup whose OOM killed it.
+    pub oom_cgroup: Option<&'a str>,
+}
+
+impl fmt::Display for Described<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ExitStatus::Signaled {
+            signal,
+            core_dumped,
+        } = self.status
+        else {
+            return self.status.fmt(f);
+        };
+        write!(f, "{}", SignalDisplay(signal))?;
+        if let Some(cgroup) = self.oom_cgroup {
+            write!(
+                f,
+                " (OOM, {})",
+                crate::output::text::escaped(cgroup.as_bytes())
+            )?;
+        } else if let Some((pid, comm)) = self.killer.filter(|&(pid, _)| pid != self.pid) {
+            write!(f, " by {}[{pid}]", crate::output::text::escaped(comm))?;
+        }
+        if core_dumped {
+            f.write_str(" (core dumped)")?;
+        }
+        Ok(())
+    }
+}
+
 /// Formats a signal number as its one name ([`signal_label`]), or
 /// `signal n` for a number no signal has.
 struct SignalDisplay(u8);

@@ -9,10 +9,12 @@
 
 use tracer_common::{present, ExitRecord};
 
+pub use crate::causes::{Killer, OomKill};
 use crate::{
     acct::{nsec_to_ahz, old_encode_dev, AHZ},
+    causes::Cause,
     decode::Clock,
-    exit_status::ExitStatus,
+    exit_status::{Described, ExitStatus},
     lineage::{ExecContext, ProcessTable},
 };
 
@@ -57,6 +59,11 @@ pub struct Exit<'a> {
     /// Where the process sits in the tree of creation, when an output
     /// asked for lineage.
     pub lineage: Option<Lineage<'a>>,
+    /// Who sent the signal it died of (probes only; `None` when it did not
+    /// die of a signal, or the signal was sent before the tracer started).
+    pub killed_by: Option<Killer>,
+    /// The OOM killer's verdict, when it chose this process.
+    pub oom_kill: Option<&'a OomKill>,
 }
 
 /// Fields the kernel knows at exit and acct drops; each `Option` is `None`
@@ -99,6 +106,16 @@ impl Exit<'_> {
     /// How it ended, from the exit code.
     pub fn status(&self) -> ExitStatus {
         ExitStatus::from_code(self.exit_code)
+    }
+
+    /// How it ended and why, for people (the table's STATUS, the tree).
+    pub fn described(&self) -> Described<'_> {
+        Described {
+            status: self.status(),
+            pid: self.pid,
+            killer: self.killed_by.as_ref().map(|k| (k.pid, k.comm_bytes())),
+            oom_cgroup: self.oom_kill.map(|o| o.cgroup.as_str()),
+        }
     }
 
     /// CPU time for people: the scheduler's exact figure when the probes
@@ -175,7 +192,16 @@ impl<'a> Exit<'a> {
                 nivcsw: has(present::CSW).then_some(rec.nivcsw),
             }),
             lineage: None,
+            killed_by: None,
+            oom_kill: None,
         }
+    }
+
+    /// Why it died, from the kill and OOM events joined with it.
+    pub fn with_cause(mut self, cause: &'a Cause) -> Self {
+        self.killed_by = cause.killed_by;
+        self.oom_kill = cause.oom_kill.as_ref();
+        self
     }
 
     pub fn with_lineage(mut self, table: Option<&'a ProcessTable>) -> Self {

@@ -54,6 +54,8 @@ pub struct ProbeOptions {
     /// Hook `kernel_clone` too and compare every fork event with its
     /// arguments (a cross-check for the tests; needs `lineage`).
     pub check_clone_args: bool,
+    /// Kill and OOM events too (an output shows why a process died).
+    pub causes: bool,
 }
 
 /// 2 MiB: room for about 10,000 exit records (192 bytes, 200 with the
@@ -86,13 +88,15 @@ const SAMPLED_WAKEUP_MIN_RING: u32 = 256 << 10;
 /// it holds, and kernel_clone's costs about 8 MiB of peak RSS.
 const ATTACH_FUNCS: [&str; 1] = ["acct_process"];
 const CHECK_FUNCS: [&str; 2] = ["acct_process", "kernel_clone"];
-const ATTACH_TRACEPOINTS: [&str; 6] = [
+const ATTACH_TRACEPOINTS: [&str; 8] = [
     "sched_process_exit",
     "exit_mmap",
     "task_newtask",
     "sched_process_exec",
     "sched_process_fork",
     "sched_process_free",
+    "signal_generate",
+    "mark_victim",
 ];
 
 /// Loaded and attached programs; detached when dropped.
@@ -147,6 +151,8 @@ impl Probes {
             },
             // A quarter full wakes the reader; below that its timer drains.
             wakeup_bytes: u64::from(opts.ring_bytes / 4),
+            oom_victim_task: layout.oom_victim_task.into(),
+            _pad: 0,
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
         // the loader needs no kernel BTF; `btf` is for the program loads.
@@ -210,6 +216,17 @@ impl Probes {
             for (name, tracepoint) in [
                 ("fork_event", "task_newtask"),
                 ("exec_event", "sched_process_exec"),
+            ] {
+                attach_tp_btf(&mut ebpf, &btf, name, tracepoint)
+                    .with_context(|| format!("cannot hook tp_btf/{tracepoint}"))?;
+            }
+        }
+        if opts.causes {
+            // A signal sent before these are attached leaves its exit
+            // without a sender, like one sent before the tracer started.
+            for (name, tracepoint) in [
+                ("kill_event", "signal_generate"),
+                ("oom_event", "mark_victim"),
             ] {
                 attach_tp_btf(&mut ebpf, &btf, name, tracepoint)
                     .with_context(|| format!("cannot hook tp_btf/{tracepoint}"))?;

@@ -10,6 +10,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tracer_common::{ExitRecord, STAMP_TIMEOUT_NS};
 
 use crate::{
+    causes::Causes,
     decode::{decode, Clock, Record},
     lineage::ProcessTable,
     metrics::{self, Metrics},
@@ -47,6 +48,8 @@ pub struct Session {
     /// The process table, when an output shows lineage.
     table: Option<ProcessTable>,
     awaiting: AwaitingStamps,
+    /// Kill and OOM events, until the exits they explain.
+    causes: Causes,
     totals: Totals,
     /// SIGHUP: reopen the file outputs (`record`).
     reopen: Option<mpsc::UnboundedReceiver<()>>,
@@ -62,6 +65,7 @@ impl Session {
     pub fn start(spec: &output::Spec, mut opts: ProbeOptions) -> Result<Self> {
         spec.check()?;
         opts.lineage = spec.wants_lineage();
+        opts.causes = spec.wants_causes();
         opts.threads = spec.threads;
         if opts.check_clone_args && !opts.lineage {
             bail!("--check-clone-args compares fork events: give --json too");
@@ -84,6 +88,7 @@ impl Session {
             follows: opts.follow_tracked,
             table: None,
             awaiting: AwaitingStamps::default(),
+            causes: Causes::default(),
             totals: Totals::default(),
             reopen: None,
             metrics: None,
@@ -288,6 +293,8 @@ impl Session {
                 self.outputs.fork(fork, clock);
             }
             Record::ThreadExit(t) => self.outputs.thread_exit(t, clock),
+            Record::Kill(kill) => self.causes.kill(kill),
+            Record::Oom(oom) => self.causes.oom(oom),
             Record::Exec(exec) => {
                 if let Some(t) = &mut self.table {
                     t.exec(exec);
@@ -298,7 +305,10 @@ impl Session {
     }
 
     fn exit(&mut self, exit: &ExitRecord, clock: &Clock) {
-        let decoded = Exit::from_record(exit, clock).with_lineage(self.table.as_ref());
+        let cause = self.causes.take(exit.pid, Some(exit.tid), exit.exit_code);
+        let decoded = Exit::from_record(exit, clock)
+            .with_lineage(self.table.as_ref())
+            .with_cause(&cause);
         self.outputs.exit(&decoded);
         if let Some(m) = &mut self.metrics {
             m.exit(&decoded, &self.outputs);

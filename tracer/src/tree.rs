@@ -140,12 +140,27 @@ impl Tree {
                     };
                     let (status, failed) =
                         match (v.get("signal").and_then(|s| s.as_str()), num("exit_status")) {
-                            (Some(sig), _)
-                                if v.get("core_dumped") == Some(&serde_json::Value::Bool(true)) =>
-                            {
-                                (format!("{sig} (core dumped)"), true)
+                            (Some(sig), _) => {
+                                let mut text = sig.to_owned();
+                                let oom = v.pointer("/oom_kill/cgroup").and_then(|c| c.as_str());
+                                let killer = v
+                                    .pointer("/killed_by/pid")
+                                    .and_then(serde_json::Value::as_u64)
+                                    .filter(|&k| Some(k) != v.get("pid").and_then(|p| p.as_u64()));
+                                if let Some(cgroup) = oom {
+                                    text += &format!(" (OOM, {})", escaped(cgroup.as_bytes()));
+                                } else if let Some(k) = killer {
+                                    let comm = v
+                                        .pointer("/killed_by/comm")
+                                        .and_then(|c| c.as_str())
+                                        .unwrap_or("?");
+                                    text += &format!(" by {}[{k}]", escaped(comm.as_bytes()));
+                                }
+                                if v.get("core_dumped") == Some(&serde_json::Value::Bool(true)) {
+                                    text += " (core dumped)";
+                                }
+                                (text, true)
                             }
-                            (Some(sig), _) => (sig.to_owned(), true),
                             (None, Some(code)) => (format!("exit {code}"), code != 0),
                             (None, None) => ("?".to_owned(), false),
                         };
@@ -371,7 +386,7 @@ impl Output for TreeOutput {
         self.tree.exit(
             ev.pid,
             ev.comm_bytes(),
-            status.to_string(),
+            ev.described().to_string(),
             failed,
             ev.elapsed_ns,
             ev.cpu_ns(),

@@ -296,6 +296,7 @@ pub(super) fn write_exit(w: &mut Vec<u8>, e: &Exit<'_>) {
         }
         int(w, br#","nvcsw":"#, p.nvcsw);
         int(w, br#","nivcsw":"#, p.nivcsw);
+        write_cause(w, e);
     }
     if let Some(lineage) = &e.lineage {
         let table = lineage.table;
@@ -349,6 +350,52 @@ pub(super) fn write_exit(w: &mut Vec<u8>, e: &Exit<'_>) {
 /// A JSON string from NUL-padded bytes, lossily decoded ([`push_lossy`]);
 /// escapes quotes, backslashes and control characters (a comm can hold
 /// any of them).
+/// `killed_by` and `oom_kill`, `null` when they do not apply.
+fn write_cause(w: &mut Vec<u8>, e: &Exit<'_>) {
+    w.extend_from_slice(br#","killed_by":"#);
+    match &e.killed_by {
+        Some(k) => {
+            w.extend_from_slice(br#"{"pid":"#);
+            push_int(w, k.pid);
+            w.extend_from_slice(br#","tid":"#);
+            push_int(w, k.tid);
+            w.extend_from_slice(br#","comm":"#);
+            write_str(w, k.comm_bytes());
+            w.extend_from_slice(br#","uid":"#);
+            push_int(w, k.uid);
+            w.extend_from_slice(br#","code":"#);
+            write_str(w, k.code_name().as_bytes());
+            w.push(b'}');
+        }
+        None => w.extend_from_slice(b"null"),
+    }
+    w.extend_from_slice(br#","oom_kill":"#);
+    match e.oom_kill {
+        Some(o) => {
+            w.extend_from_slice(br#"{"cgroup":"#);
+            write_str(w, o.cgroup.as_bytes());
+            for (key, v) in [
+                (&br#","anon_rss_kb":"#[..], o.anon_rss_kb),
+                (br#","file_rss_kb":"#, o.file_rss_kb),
+                (br#","shmem_rss_kb":"#, o.shmem_rss_kb),
+            ] {
+                w.extend_from_slice(key);
+                match v {
+                    Some(v) => push_int(w, v),
+                    None => w.extend_from_slice(b"null"),
+                }
+            }
+            w.extend_from_slice(br#","oom_score_adj":"#);
+            match o.oom_score_adj {
+                Some(v) => push_int(w, v),
+                None => w.extend_from_slice(b"null"),
+            }
+            w.push(b'}');
+        }
+        None => w.extend_from_slice(b"null"),
+    }
+}
+
 pub(super) fn write_str(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.push(b'"');
     let start = buf.len();
@@ -408,7 +455,23 @@ mod tests {
         json.exit(&with_lineage(&full)).unwrap();
         // Not in the table: no creator, no ancestry.
         json.exit(&with_lineage(&bare)).unwrap();
-        json.exit(&Exit::from_record(&rt_signal, &clock)).unwrap();
+        // Killed by a process, and by the OOM killer.
+        let rt_cause = crate::causes::Cause {
+            killed_by: Some(killer(40)),
+            oom_kill: None,
+        };
+        json.exit(&Exit::from_record(&rt_signal, &clock).with_cause(&rt_cause))
+            .unwrap();
+        let oom_cause = crate::causes::Cause {
+            killed_by: Some(killer(9)),
+            oom_kill: Some(oom_kill()),
+        };
+        let oom = ExitRecord {
+            exit_code: 9,
+            ..bare
+        };
+        json.exit(&Exit::from_record(&oom, &clock).with_cause(&oom_cause))
+            .unwrap();
         // From an acct file (`dump`): acct's resolution, no extras.
         json.exit(&AcctV3::from_model(&Exit::from_record(&full, &clock)).to_exit())
             .unwrap();
@@ -445,9 +508,10 @@ mod tests {
 
     /// What the outputs wrote when this test was added: any change is a
     /// format change.
-    const GOLDEN: &str = r#"{"event":"exit","pid":4242,"ppid":4200,"tid":4243,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"exit_time":1795000000.000000000,"elapsed_s":1.234567890,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12,"exit_signal":"SIGCHLD","start_ns":998765432110,"cgroup_id":18446744073709551615,"maxrss_kb":4000,"rchar":1099511627776,"wchar":65536,"read_bytes":4096,"write_bytes":0,"cpu_runtime_s":1.029999999,"nvcsw":5,"nivcsw":6,"created_by":4200,"kind":"vfork","clone_flags":["CLONE_VM","CLONE_VFORK"],"ancestry":[{"pid":4200,"comm":"bash"},{"pid":1,"comm":"swapper/0"}],"exe":"/bin/sh","argv":["sh","-c","exit 3"],"argv_truncated":false}
-{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":139,"exit_status":null,"signal":"SIGSEGV","core_dumped":true,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615,"created_by":null,"kind":null,"clone_flags":null,"ancestry":[],"exe":null,"argv":null,"argv_truncated":null}
-{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":40,"exit_status":null,"signal":"SIGRTMIN+8","core_dumped":false,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":"SIGRTMIN+8","start_ns":2000000000000,"cgroup_id":18446744073709551615}
+    const GOLDEN: &str = r#"{"event":"exit","pid":4242,"ppid":4200,"tid":4243,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"exit_time":1795000000.000000000,"elapsed_s":1.234567890,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12,"exit_signal":"SIGCHLD","start_ns":998765432110,"cgroup_id":18446744073709551615,"maxrss_kb":4000,"rchar":1099511627776,"wchar":65536,"read_bytes":4096,"write_bytes":0,"cpu_runtime_s":1.029999999,"nvcsw":5,"nivcsw":6,"killed_by":null,"oom_kill":null,"created_by":4200,"kind":"vfork","clone_flags":["CLONE_VM","CLONE_VFORK"],"ancestry":[{"pid":4200,"comm":"bash"},{"pid":1,"comm":"swapper/0"}],"exe":"/bin/sh","argv":["sh","-c","exit 3"],"argv_truncated":false}
+{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":139,"exit_status":null,"signal":"SIGSEGV","core_dumped":true,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615,"killed_by":null,"oom_kill":null,"created_by":null,"kind":null,"clone_flags":null,"ancestry":[],"exe":null,"argv":null,"argv_truncated":null}
+{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":40,"exit_status":null,"signal":"SIGRTMIN+8","core_dumped":false,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":"SIGRTMIN+8","start_ns":2000000000000,"cgroup_id":18446744073709551615,"killed_by":{"pid":4200,"tid":4201,"comm":"sh\u001b[2J","uid":1000,"code":"SI_USER"},"oom_kill":null}
+{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":9,"exit_status":null,"signal":"SIGKILL","core_dumped":false,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615,"killed_by":{"pid":4200,"tid":4201,"comm":"sh\u001b[2J","uid":1000,"code":"SI_KERNEL"},"oom_kill":{"cgroup":"/system.slice/x.service","anon_rss_kb":49000,"file_rss_kb":120,"shmem_rss_kb":0,"oom_score_adj":200}}
 {"event":"exit","pid":4242,"ppid":4200,"tid":null,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"exit_time":1795000000.230000000,"elapsed_s":1.230000000,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12}
 {"event":"fork","time":1795000000.000000001,"parent_pid":4200,"parent_tid":4201,"child_pid":4242,"child_tid":4242,"clone_flags":["CLONE_VM","CLONE_VFORK"],"clone_flags_raw":16657,"exit_signal":"SIGCHLD","kind":"vfork","comm":"bash"}
 {"event":"fork","time":1795000000.000000001,"parent_pid":4242,"parent_tid":4243,"child_pid":4242,"child_tid":4242,"clone_flags":["CLONE_VM","CLONE_FS","CLONE_FILES","CLONE_SIGHAND","CLONE_THREAD","CLONE_SYSVSEM","CLONE_SETTLS","CLONE_PARENT_SETTID","CLONE_CHILD_CLEARTID"],"clone_flags_raw":4001536,"exit_signal":null,"kind":"thread","comm":"sh"}

@@ -116,6 +116,16 @@ impl Spec {
         self.json.is_some() || self.tree || self.wide || self.otlp.is_some()
     }
 
+    /// Whether an output shows why a process died (killed_by, oom_kill):
+    /// every one but the acct file, whose format has no room for it.
+    pub fn wants_causes(&self) -> bool {
+        self.json.is_some()
+            || self.tree
+            || self.otlp.is_some()
+            || self.table
+            || self.acct_file.is_none()
+    }
+
     /// Opens the outputs (the table when no other is given).
     pub fn open(&self) -> Result<Outputs> {
         let mut outputs = Outputs::default();
@@ -636,6 +646,29 @@ pub(crate) mod fixtures {
             cgroup_id: u64::MAX,
             runtime_ns: 1_029_999_999,
             comm: comm(b"sh"),
+        }
+    }
+
+    /// A shell that sent `signal` with kill(2).
+    pub(crate) fn killer(signal: u8) -> crate::causes::Killer {
+        crate::causes::Killer {
+            pid: 4200,
+            tid: 4201,
+            comm: *b"sh\x1b[2J\0\0\0\0\0\0\0\0\0\0",
+            uid: 1000,
+            code: if signal == 9 { 0x80 } else { 0 },
+            signal,
+        }
+    }
+
+    /// A cgroup OOM, as a 6.8 or later kernel reports it.
+    pub(crate) fn oom_kill() -> crate::causes::OomKill {
+        crate::causes::OomKill {
+            cgroup: "/system.slice/x.service".into(),
+            anon_rss_kb: Some(49_000),
+            file_rss_kb: Some(120),
+            shmem_rss_kb: Some(0),
+            oom_score_adj: Some(200),
         }
     }
 

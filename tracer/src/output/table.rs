@@ -97,7 +97,7 @@ impl Table {
             });
             column(w, 22, pad_right, |w| {
                 // Into a Vec: no allocation, and ExitStatus keeps its wording.
-                let _ = write!(w, "{}", ev.status());
+                let _ = write!(w, "{}", ev.described());
             });
             column(w, 12, pad_right, |w| {
                 let mut any = false;

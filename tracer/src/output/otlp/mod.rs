@@ -430,7 +430,7 @@ fn fill_exit(r: &mut LogRecord, e: &Exit<'_>, argv: bool, observed_ns: u64) {
     fill_head(r, exited_ns, observed_ns, status, EXIT_EVENT, |s| {
         push_text(s, &e.comm);
         // Into a String: cannot fail.
-        let _ = write!(s, " ({}): {status}", e.pid);
+        let _ = write!(s, " ({}): {}", e.pid, e.described());
     });
     let mut a = Attrs::over(&mut r.attributes);
     a.int("process.pid", e.pid);
@@ -485,6 +485,22 @@ fn fill_exit(r: &mut LogRecord, e: &Exit<'_>, argv: bool, observed_ns: u64) {
         }
         a.opt_uint("tracer.nvcsw", p.nvcsw);
         a.opt_uint("tracer.nivcsw", p.nivcsw);
+    }
+    if let Some(k) = &e.killed_by {
+        a.int("tracer.killed_by.pid", k.pid);
+        a.int("tracer.killed_by.tid", k.tid);
+        a.text("tracer.killed_by.comm", |s| push_text(s, &k.comm));
+        a.int("tracer.killed_by.uid", k.uid);
+        a.text("tracer.killed_by.code", |s| s.push_str(&k.code_name()));
+    }
+    if let Some(o) = e.oom_kill {
+        a.text("tracer.oom_kill.cgroup", |s| s.push_str(&o.cgroup));
+        a.opt_uint("tracer.oom_kill.anon_rss_kb", o.anon_rss_kb);
+        a.opt_uint("tracer.oom_kill.file_rss_kb", o.file_rss_kb);
+        a.opt_uint("tracer.oom_kill.shmem_rss_kb", o.shmem_rss_kb);
+        if let Some(adj) = o.oom_score_adj {
+            a.int("tracer.oom_kill.oom_score_adj", adj);
+        }
     }
     a.done();
 }
