@@ -192,6 +192,38 @@ fn exe_and_argv_come_from_the_last_exec() {
     );
 }
 
+/// Bytes of an exit's argv, each argument with its NUL.
+fn argv_bytes(exit: &Value) -> usize {
+    exit["argv"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no argv: {exit}"))
+        .iter()
+        .map(|a| a.as_str().unwrap().len() + 1)
+        .sum()
+}
+
+#[test]
+fn argv_is_kept_up_to_argv_bytes() {
+    if !require_privileges("argv_is_kept_up_to_argv_bytes", BPF_ONLY) {
+        return;
+    }
+    let dir = TempDir::new("argv-bytes");
+    let long = "x".repeat(6000);
+    let script = format!("/bin/echo {long} >/dev/null & echo e $!; wait");
+    // By default 4 KiB: cut, and said so.
+    let (exits, stdout) = run_sh(&dir, &script, &[]);
+    let echo = exit_of(&exits, label(&stdout, "e"));
+    assert_eq!(echo["argv_truncated"], true, "{echo}");
+    assert_eq!(echo["argv"][0], "/bin/echo", "{echo}");
+    // "/bin/echo\0" and 4086 of the x's, with no NUL after them.
+    assert_eq!(argv_bytes(echo), 4096 + 1, "{echo}");
+    // With room for it, whole.
+    let (exits, stdout) = run_sh(&dir, &script, &["--argv-bytes", "16K"]);
+    let echo = exit_of(&exits, label(&stdout, "e"));
+    assert_eq!(echo["argv_truncated"], false, "{echo}");
+    assert_eq!(echo["argv"][1], long.as_str(), "{echo}");
+}
+
 #[test]
 fn a_process_older_than_the_tracer_has_its_argv_from_proc() {
     if !require_privileges(

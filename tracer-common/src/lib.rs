@@ -223,7 +223,8 @@ pub struct Config {
     /// 1: `oom:mark_victim` passes the victim's task (kernels >= 6.8); 0:
     /// only its pid.
     pub oom_victim_task: u32,
-    pub _pad: u32,
+    /// Bytes of argv an exec event carries at most (<= [`ARGS_MAX`]).
+    pub argv_bytes: u32,
 }
 
 /// Bits of [`ExitRecord::present`]: which optional fields the kernel had.
@@ -372,10 +373,15 @@ pub struct ForkRecord {
 
 /// Bytes of the exec'd file name kept (NUL terminated when shorter).
 pub const FILENAME_LEN: usize = 128;
-/// Bytes of the new image's argv kept (NUL separated, as in the process).
-pub const ARGS_LEN: usize = 256;
+/// Bytes of the new image's argv an exec event can carry (NUL separated, as
+/// in the process): `--argv-bytes` up to this; a per-CPU map value holds
+/// a whole record, and those stop at 32 KiB.
+pub const ARGS_MAX: usize = 16384;
+/// What `--argv-bytes` is by default: 4 KiB of arguments.
+pub const ARGS_DEFAULT: u32 = 4096;
 
-/// A successful exec (`sched_process_exec`).
+/// A successful exec (`sched_process_exec`). Variable length in the ring:
+/// the header ([`EXEC_HEADER_LEN`] bytes) and `args_len` bytes of `args`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecRecord {
@@ -390,9 +396,12 @@ pub struct ExecRecord {
     /// CLOCK_MONOTONIC ns.
     pub time_ns: u64,
     pub filename: [u8; FILENAME_LEN],
-    pub args: [u8; ARGS_LEN],
     pub comm: [u8; 16],
+    pub args: [u8; ARGS_MAX],
 }
+
+/// Bytes of an [`ExecRecord`] before its `args`.
+pub const EXEC_HEADER_LEN: usize = core::mem::offset_of!(ExecRecord, args);
 
 /// A record awaiting its [`MmapStamp`] longer than this is written with the
 /// time from before `exit_mm()`: its `exit_mmap` ran in another task (which
@@ -514,6 +523,7 @@ mod tests {
         assert_eq!(size_of::<ForkRecord>(), 56);
         assert_eq!(size_of::<ThreadExitRecord>(), 48);
         assert_eq!(size_of::<MmapStamp>(), 16);
-        assert_eq!(size_of::<ExecRecord>(), 32 + FILENAME_LEN + ARGS_LEN + 16);
+        assert_eq!(size_of::<ExecRecord>(), 32 + FILENAME_LEN + 16 + ARGS_MAX);
+        assert_eq!(EXEC_HEADER_LEN, 32 + FILENAME_LEN + 16);
     }
 }

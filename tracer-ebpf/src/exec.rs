@@ -4,16 +4,22 @@
 use aya_ebpf::{
     cty::c_void,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes, generated},
-    macros::btf_tracepoint,
+    macros::{btf_tracepoint, map},
+    maps::PerCpuArray,
     programs::BtfTracePointContext,
 };
-use tracer_common::{ExecRecord, ARGS_LEN, RECORD_EXEC};
+use tracer_common::{counter, ExecRecord, ARGS_MAX, EXEC_HEADER_LEN, RECORD_EXEC};
 
 use crate::{
     follow::wanted,
     kernel::{Btf, Kernel},
-    ring::{emit, Loss},
+    ring::{count, wakeup_flags, EVENTS},
 };
+
+/// Where an exec event is put together: it is sent with as many argument
+/// bytes as it has (`--argv-bytes` at most), not a fixed 16 KiB.
+#[map]
+static EXEC_SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
 
 /// `sched_process_exec(p, old_pid, bprm)`: after a successful exec, with
 /// the new image's argv in place in the new mm.
@@ -27,48 +33,68 @@ pub(crate) fn exec_event(ctx: BtfTracePointContext) -> i32 {
     if !wanted(pid) {
         return 0;
     }
+    let Some(r) = EXEC_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
     let bprm = ctx.arg::<u64>(2);
     let mm = Btf::u64(task, off!(task_mm));
     let start = Btf::u64(mm, off!(mm_arg_start));
     let total = Btf::u64(mm, off!(mm_arg_end)).saturating_sub(start);
-    emit(Loss::Event, |r: *mut ExecRecord| {
-        // SAFETY: our reserved ring slot; every field is written.
-        unsafe {
-            (*r).args = [0; ARGS_LEN];
-            (*r).args_len = read_args(&raw mut (*r).args, start, total);
-            (*r).args_total = total as u32;
-            (*r).kind = RECORD_EXEC;
-            (*r).pid = pid;
-            (*r).tid = Btf::u32(task, off!(task_pid));
-            (*r)._pad = 0;
-            (*r).time_ns = bpf_ktime_get_ns();
-            (*r).comm = Btf::comm(task);
-            (*r).filename = [0; tracer_common::FILENAME_LEN];
-            let name = Btf::u64(bprm, off!(bprm_filename));
-            if name != 0 {
-                let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*r).filename);
-            }
-            (*r).time_ns
+    let want = total.min(u64::from(cfg!(argv_bytes)));
+    // SAFETY: this CPU's scratch record; every header field is written,
+    // and only `args_len` bytes of `args` are sent.
+    let len = unsafe {
+        (*r).args_len = read_args(&raw mut (*r).args, start, want);
+        (*r).args_total = total as u32;
+        (*r).kind = RECORD_EXEC;
+        (*r).pid = pid;
+        (*r).tid = Btf::u32(task, off!(task_pid));
+        (*r)._pad = 0;
+        (*r).time_ns = bpf_ktime_get_ns();
+        (*r).comm = Btf::comm(task);
+        (*r).filename = [0; tracer_common::FILENAME_LEN];
+        let name = Btf::u64(bprm, off!(bprm_filename));
+        if name != 0 {
+            let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*r).filename);
         }
-    });
+        (*r).args_len as usize
+    };
+    send(r, len);
     0
 }
 
-/// Copies the first `len` bytes of argv (at most `ARGS_LEN`) from user
+/// Sends the header and `len` argument bytes of the scratch record.
+#[inline(never)]
+fn send(r: *mut ExecRecord, len: usize) {
+    if len > ARGS_MAX {
+        return;
+    }
+    // SAFETY: the scratch record is ARGS_MAX + EXEC_HEADER_LEN bytes long
+    // and len <= ARGS_MAX.
+    let bytes = unsafe { core::slice::from_raw_parts(r.cast::<u8>(), EXEC_HEADER_LEN + len) };
+    // SAFETY: written just before.
+    let time_ns = unsafe { (*r).time_ns };
+    let flags = wakeup_flags(time_ns);
+    if EVENTS.output::<[u8]>(bytes, flags).is_err() {
+        count(counter::EVENTS_LOST);
+    }
+}
+
+/// Copies the first `len` bytes of argv (at most `ARGS_MAX`) from user
 /// memory at `src`; returns how many it got. A function of its own so the
 /// bound is checked on the register the helper gets: older verifiers lose
 /// a length's bounds when the compiler parks it on the stack.
 #[inline(never)]
-pub(crate) fn read_args(dst: *mut [u8; ARGS_LEN], src: u64, len: u64) -> u32 {
-    let n = if len < ARGS_LEN as u64 {
+pub(crate) fn read_args(dst: *mut [u8; ARGS_MAX], src: u64, len: u64) -> u32 {
+    let n = if len < ARGS_MAX as u64 {
         len as u32
     } else {
-        ARGS_LEN as u32
+        ARGS_MAX as u32
     };
-    if src == 0 || n == 0 || n > ARGS_LEN as u32 {
+    if src == 0 || n == 0 || n > ARGS_MAX as u32 {
         return 0;
     }
-    // SAFETY: `dst` holds ARGS_LEN bytes and n <= ARGS_LEN; the helper
+    // SAFETY: `dst` holds ARGS_MAX bytes and n <= ARGS_MAX; the helper
     // checks the user address.
     let ret = unsafe { generated::bpf_probe_read_user(dst.cast(), n, src as *const c_void) };
     if ret == 0 {

@@ -80,7 +80,7 @@ static CONFIG: Config = Config {
     wakeup_check_mask: 0,
     wakeup_bytes: 0,
     oom_victim_task: 0,
-    _pad: 0,
+    argv_bytes: 0,
 };
 
 #[cfg(not(test))]

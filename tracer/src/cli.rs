@@ -143,6 +143,11 @@ struct ProbeArgs {
     /// or longer stalls; it costs twice its size in memory.
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "2M")]
     ring_size: u32,
+    /// Bytes of each command line kept (exe and argv in --json, --wide,
+    /// OTLP): 0 to 16K. A longer one is cut and says argv_truncated.
+    #[arg(long, value_name = "BYTES", value_parser = parse_argv_bytes,
+          default_value_t = tracer_common::ARGS_DEFAULT)]
+    argv_bytes: u32,
     /// Cross-check: hook kernel_clone (fentry, else kprobe) and compare
     /// every fork event's clone flags and exit signal with its arguments;
     /// the summary line gives the counts. Needs --json.
@@ -176,6 +181,7 @@ impl ProbeArgs {
         ProbeOptions {
             attach: self.attach,
             ring_bytes: self.ring_size,
+            argv_bytes: self.argv_bytes,
             follow_tracked: false,
             lineage: false,
             threads: false,
@@ -183,6 +189,19 @@ impl ProbeArgs {
             causes: false,
         }
     }
+}
+
+/// `--argv-bytes`: a size (`4096`, `4K`, `16K`) up to what an exec event
+/// can carry.
+fn parse_argv_bytes(s: &str) -> Result<u32, String> {
+    let n = parse_bytes(s, "4K, 16K")?;
+    let max = tracer_common::ARGS_MAX as u64;
+    if n > max {
+        return Err(format!(
+            "{s:?} is more than the {max} bytes an exec event can carry"
+        ));
+    }
+    Ok(n as u32)
 }
 
 /// Runs the command line; returns the process exit status.
@@ -299,6 +318,11 @@ mod tests {
         assert!(parse_size("2048").is_err());
         assert!(parse_size("0").is_err());
         assert_eq!(parse_size("2G"), Ok(1 << 31));
+        assert_eq!(parse_argv_bytes("4K"), Ok(4096));
+        assert_eq!(parse_argv_bytes("0"), Ok(0));
+        assert_eq!(parse_argv_bytes("16K"), Ok(16384));
+        assert!(parse_argv_bytes("17K").is_err());
+        assert!(parse_argv_bytes("-1").is_err());
         assert_eq!(parse_rotate_size("100M"), Ok(100 << 20));
         assert!(parse_rotate_size("1K").is_err());
         assert!(parse_rotate_size("99999999999G").is_err());

@@ -3,12 +3,12 @@
 
 use tracer_common::{
     ExecRecord, ExitRecord, ForkRecord, KillRecord, MmapStamp, OomRecord, ThreadExitRecord,
-    RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_KILL, RECORD_MMAP_STAMP, RECORD_OOM,
-    RECORD_THREAD_EXIT,
+    EXEC_HEADER_LEN, FILENAME_LEN, RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_KILL,
+    RECORD_MMAP_STAMP, RECORD_OOM, RECORD_THREAD_EXIT,
 };
 
 /// One ring record, by kind.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 #[expect(
     clippy::large_enum_variant,
     reason = "a record lives on the stack for one dispatch; boxing would allocate per record"
@@ -16,7 +16,7 @@ use tracer_common::{
 pub enum Record {
     Exit(ExitRecord),
     Fork(ForkRecord),
-    Exec(ExecRecord),
+    Exec(Exec),
     ThreadExit(ThreadExitRecord),
     /// The exit time for an `Exit` flagged to await it.
     MmapStamp(MmapStamp),
@@ -29,16 +29,96 @@ pub enum Record {
 /// Reads one record out of a ring item without allocating; `None` for an
 /// item of an unknown kind or size (a newer object than this loader).
 pub fn decode(bytes: &[u8]) -> Option<Record> {
+    // An exec event is variable length: the only kind not read whole.
     let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
     match kind {
         RECORD_EXIT => read::<ExitRecord>(bytes).map(Record::Exit),
         RECORD_FORK => read::<ForkRecord>(bytes).map(Record::Fork),
-        RECORD_EXEC => read::<ExecRecord>(bytes).map(Record::Exec),
+        RECORD_EXEC => Exec::decode(bytes).map(Record::Exec),
         RECORD_THREAD_EXIT => read::<ThreadExitRecord>(bytes).map(Record::ThreadExit),
         RECORD_MMAP_STAMP => read::<MmapStamp>(bytes).map(Record::MmapStamp),
         RECORD_KILL => read::<KillRecord>(bytes).map(Record::Kill),
         RECORD_OOM => read::<OomRecord>(bytes).map(Record::Oom),
         _ => None,
+    }
+}
+
+/// An exec event: the header of its [`ExecRecord`] and the argument bytes
+/// it carried (as many as the process had, up to `--argv-bytes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exec {
+    pub pid: u32,
+    pub tid: u32,
+    /// The whole argv's length in the process.
+    pub args_total: u32,
+    /// CLOCK_MONOTONIC ns.
+    pub time_ns: u64,
+    /// NUL padded.
+    pub filename: [u8; FILENAME_LEN],
+    pub comm: [u8; 16],
+    /// NUL separated, as in the process.
+    pub args: Vec<u8>,
+}
+
+impl Exec {
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        use core::mem::offset_of;
+        let header = bytes.get(..EXEC_HEADER_LEN)?;
+        let u32_at = |at: usize| -> Option<u32> {
+            Some(u32::from_ne_bytes(header.get(at..at + 4)?.try_into().ok()?))
+        };
+        let array = |at: usize, len: usize| header.get(at..at + len);
+        let args_len = u32_at(offset_of!(ExecRecord, args_len))? as usize;
+        Some(Self {
+            pid: u32_at(offset_of!(ExecRecord, pid))?,
+            tid: u32_at(offset_of!(ExecRecord, tid))?,
+            args_total: u32_at(offset_of!(ExecRecord, args_total))?,
+            time_ns: u64::from_ne_bytes(
+                array(offset_of!(ExecRecord, time_ns), 8)?.try_into().ok()?,
+            ),
+            filename: array(offset_of!(ExecRecord, filename), FILENAME_LEN)?
+                .try_into()
+                .ok()?,
+            comm: array(offset_of!(ExecRecord, comm), 16)?.try_into().ok()?,
+            args: bytes
+                .get(EXEC_HEADER_LEN..EXEC_HEADER_LEN.checked_add(args_len)?)?
+                .to_vec(),
+        })
+    }
+
+    /// The process's arguments were longer than what was kept.
+    pub fn truncated(&self) -> bool {
+        self.args_total as usize > self.args.len()
+    }
+
+    /// An event as the probes would send it, for tests.
+    #[cfg(test)]
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut b = vec![0u8; EXEC_HEADER_LEN];
+        let put = |b: &mut Vec<u8>, at: usize, v: &[u8]| b[at..at + v.len()].copy_from_slice(v);
+        use core::mem::offset_of;
+        put(&mut b, 0, &RECORD_EXEC.to_ne_bytes());
+        put(&mut b, offset_of!(ExecRecord, pid), &self.pid.to_ne_bytes());
+        put(&mut b, offset_of!(ExecRecord, tid), &self.tid.to_ne_bytes());
+        put(
+            &mut b,
+            offset_of!(ExecRecord, args_len),
+            &(self.args.len() as u32).to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            offset_of!(ExecRecord, args_total),
+            &self.args_total.to_ne_bytes(),
+        );
+        put(
+            &mut b,
+            offset_of!(ExecRecord, time_ns),
+            &self.time_ns.to_ne_bytes(),
+        );
+        put(&mut b, offset_of!(ExecRecord, filename), &self.filename);
+        put(&mut b, offset_of!(ExecRecord, comm), &self.comm);
+        b.extend_from_slice(&self.args);
+        b
     }
 }
 
@@ -93,5 +173,34 @@ impl Clock {
     /// Wall-clock seconds, as the kernel's `ktime_get_real_seconds()`.
     pub fn realtime_s(&self, monotonic_ns: u64) -> i64 {
         self.realtime_ns(monotonic_ns).div_euclid(1_000_000_000) as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An exec event is its header and as many argument bytes as it says:
+    /// decoded back whole, and refused when cut short.
+    #[test]
+    fn exec_events_have_their_length() {
+        let exec = Exec {
+            pid: 1,
+            tid: 2,
+            args_total: 9000,
+            time_ns: 3,
+            filename: [b'f'; FILENAME_LEN],
+            comm: [b'c'; 16],
+            args: b"ls\0-l\0".to_vec(),
+        };
+        let bytes = exec.encode();
+        assert_eq!(bytes.len(), EXEC_HEADER_LEN + 6);
+        let Some(Record::Exec(back)) = decode(&bytes) else {
+            panic!("not decoded as an exec event");
+        };
+        assert_eq!(back, exec);
+        assert!(back.truncated());
+        assert!(decode(&bytes[..bytes.len() - 1]).is_none());
+        assert!(decode(&bytes[..EXEC_HEADER_LEN - 1]).is_none());
     }
 }

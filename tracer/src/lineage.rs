@@ -7,7 +7,9 @@
 
 use std::{collections::HashMap, rc::Rc};
 
-use tracer_common::{ExecRecord, ForkRecord};
+use tracer_common::ForkRecord;
+
+use crate::decode::Exec;
 
 /// The CLONE_* flags by name (include/uapi/linux/sched.h), in bit order.
 /// The low byte is the exit signal for clone(2) and carries no flags, but
@@ -104,8 +106,8 @@ pub struct ExecContext {
 }
 
 impl ExecContext {
-    fn of_record(e: &ExecRecord) -> Self {
-        let args = &e.args[..(e.args_len as usize).min(e.args.len())];
+    fn of_record(e: &Exec) -> Self {
+        let args = &e.args[..];
         let name_len = e
             .filename
             .iter()
@@ -114,7 +116,7 @@ impl ExecContext {
         Self {
             exe: e.filename[..name_len].into(),
             argv: args.into(),
-            argv_truncated: e.args_total > e.args_len,
+            argv_truncated: e.truncated(),
         }
     }
 
@@ -272,7 +274,7 @@ impl ProcessTable {
         self.peak = self.peak.max(self.procs.len());
     }
 
-    pub fn exec(&mut self, e: &ExecRecord) {
+    pub fn exec(&mut self, e: &Exec) {
         if let Some(p) = self.procs.get_mut(&e.pid) {
             p.comm = e.comm;
             p.exec = Some(Rc::new(ExecContext::of_record(e)));

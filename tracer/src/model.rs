@@ -18,9 +18,6 @@ use crate::{
     lineage::{ExecContext, ProcessTable},
 };
 
-/// How much of a process's arguments is kept, in all: 4 KiB.
-pub const ARGV_BYTES: usize = 4096;
-
 /// One thread group's death.
 #[derive(Clone, Copy, Debug)]
 pub struct Exit<'a> {

@@ -45,6 +45,8 @@ pub struct ProbeOptions {
     pub attach: AttachMode,
     /// Ring buffer size in bytes: a power of two, a multiple of the page size.
     pub ring_bytes: u32,
+    /// Bytes of argv an exec event carries at most.
+    pub argv_bytes: u32,
     /// Only thread groups created by tracked ones (`tracer run`).
     pub follow_tracked: bool,
     /// Fork and exec events too (an output wants lineage).
@@ -152,7 +154,7 @@ impl Probes {
             // A quarter full wakes the reader; below that its timer drains.
             wakeup_bytes: u64::from(opts.ring_bytes / 4),
             oom_victim_task: layout.oom_victim_task.into(),
-            _pad: 0,
+            argv_bytes: opts.argv_bytes,
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
         // the loader needs no kernel BTF; `btf` is for the program loads.

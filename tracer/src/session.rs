@@ -56,6 +56,8 @@ pub struct Session {
     /// `--metrics`.
     metrics: Option<Metrics>,
     ring_bytes: u32,
+    /// `--argv-bytes`, for processes older than the session too.
+    argv_bytes: u32,
 }
 
 impl Session {
@@ -93,6 +95,7 @@ impl Session {
             reopen: None,
             metrics: None,
             ring_bytes: opts.ring_bytes,
+            argv_bytes: opts.argv_bytes,
         })
     }
 
@@ -104,7 +107,7 @@ impl Session {
         if !self.lineage {
             return;
         }
-        let mut table = ProcessTable::from_proc(crate::model::ARGV_BYTES);
+        let mut table = ProcessTable::from_proc(self.argv_bytes as usize);
         if let Some(root) = root {
             table.set_root(root);
         }

@@ -10,10 +10,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use tracer_common::{ExecRecord, ForkRecord};
+use tracer_common::ForkRecord;
 
 use crate::{
-    decode::Clock,
+    decode::{Clock, Exec},
     lineage::{clone_flag_names, Kind, CLONE_NEW_ANY},
     model::Exit,
     output::{
@@ -404,7 +404,7 @@ impl Output for TreeOutput {
         Ok(())
     }
 
-    fn exec(&mut self, rec: &ExecRecord, _clock: &Clock) -> io::Result<()> {
+    fn exec(&mut self, rec: &Exec, _clock: &Clock) -> io::Result<()> {
         self.tree.exec(rec.pid, until_nul(&rec.comm));
         Ok(())
     }

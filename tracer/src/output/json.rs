@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 #[cfg(test)]
 use tracer_common::ExitRecord;
-use tracer_common::{ExecRecord, ForkRecord, ThreadExitRecord};
+use tracer_common::{ForkRecord, ThreadExitRecord};
 
 use super::{
     flag_names, push_signal,
@@ -12,7 +12,7 @@ use super::{
     Batched, Output, Summary, Target,
 };
 use crate::{
-    decode::Clock,
+    decode::{Clock, Exec},
     exit_status::ExitStatus,
     lineage::{clone_flag_names, Kind},
     model::Exit,
@@ -46,7 +46,7 @@ impl Output for JsonLines {
         self.out.line(|w| write_fork(w, rec, clock))
     }
 
-    fn exec(&mut self, rec: &ExecRecord, clock: &Clock) -> io::Result<()> {
+    fn exec(&mut self, rec: &Exec, clock: &Clock) -> io::Result<()> {
         self.out.line(|w| write_exec(w, rec, clock))
     }
 
@@ -183,7 +183,7 @@ pub(super) fn write_fork(w: &mut Vec<u8>, f: &ForkRecord, clock: &Clock) {
     w.extend_from_slice(b"}\n");
 }
 
-pub(super) fn write_exec(w: &mut Vec<u8>, e: &ExecRecord, clock: &Clock) {
+pub(super) fn write_exec(w: &mut Vec<u8>, e: &Exec, clock: &Clock) {
     w.extend_from_slice(br#"{"event":"exec","time":"#);
     push_unix_time(w, clock.realtime_ns(e.time_ns));
     w.extend_from_slice(br#","pid":"#);
@@ -193,7 +193,7 @@ pub(super) fn write_exec(w: &mut Vec<u8>, e: &ExecRecord, clock: &Clock) {
     w.extend_from_slice(br#","filename":"#);
     write_str(w, &e.filename);
     w.extend_from_slice(br#","argv":["#);
-    let args = &e.args[..(e.args_len as usize).min(e.args.len())];
+    let args = &e.args[..];
     let mut first = true;
     for arg in args.split(|&b| b == 0) {
         // The last piece after the final NUL is empty; a cut argument is kept.
@@ -207,11 +207,7 @@ pub(super) fn write_exec(w: &mut Vec<u8>, e: &ExecRecord, clock: &Clock) {
         write_str(w, arg);
     }
     w.extend_from_slice(br#"],"argv_truncated":"#);
-    w.extend_from_slice(if e.args_total > e.args_len {
-        b"true"
-    } else {
-        b"false"
-    });
+    w.extend_from_slice(if e.truncated() { b"true" } else { b"false" });
     w.extend_from_slice(br#","comm":"#);
     write_str(w, &e.comm);
     w.extend_from_slice(b"}\n");

@@ -19,9 +19,12 @@ pub use acct_file::AcctFile;
 pub use json::JsonLines;
 pub use table::Table;
 
-use tracer_common::{ExecRecord, ForkRecord, ThreadExitRecord};
+use tracer_common::{ForkRecord, ThreadExitRecord};
 
-use crate::{decode::Clock, model::Exit};
+use crate::{
+    decode::{Clock, Exec},
+    model::Exit,
+};
 
 pub trait Output {
     fn exit(&mut self, exit: &Exit<'_>) -> io::Result<()>;
@@ -29,7 +32,7 @@ pub trait Output {
     fn fork(&mut self, _rec: &ForkRecord, _clock: &Clock) -> io::Result<()> {
         Ok(())
     }
-    fn exec(&mut self, _rec: &ExecRecord, _clock: &Clock) -> io::Result<()> {
+    fn exec(&mut self, _rec: &Exec, _clock: &Clock) -> io::Result<()> {
         Ok(())
     }
     fn thread_exit(&mut self, _rec: &ThreadExitRecord, _clock: &Clock) -> io::Result<()> {
@@ -379,7 +382,7 @@ impl Outputs {
         self.each(|s| s.fork(rec, clock))
     }
 
-    pub fn exec(&mut self, rec: &ExecRecord, clock: &Clock) {
+    pub fn exec(&mut self, rec: &Exec, clock: &Clock) {
         self.each(|s| s.exec(rec, clock))
     }
 
@@ -573,8 +576,8 @@ pub(crate) mod fixtures {
     use std::{cell::RefCell, io, rc::Rc};
 
     use tracer_common::{
-        present, ExecRecord, ExitRecord, ForkRecord, ThreadExitRecord, ARGS_LEN, FILENAME_LEN,
-        RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_THREAD_EXIT,
+        present, ExitRecord, ForkRecord, ThreadExitRecord, FILENAME_LEN, RECORD_EXIT, RECORD_FORK,
+        RECORD_THREAD_EXIT,
     };
 
     use crate::{decode::Clock, lineage::ProcessTable};
@@ -724,21 +727,16 @@ pub(crate) mod fixtures {
     }
 
     /// `argv` is NUL separated as in the process; `total` its whole length.
-    pub(crate) fn exec(filename: &[u8], argv: &[u8], total: u32) -> ExecRecord {
+    pub(crate) fn exec(filename: &[u8], argv: &[u8], total: u32) -> crate::decode::Exec {
         let mut f = [0u8; FILENAME_LEN];
         f[..filename.len()].copy_from_slice(filename);
-        let mut args = [0u8; ARGS_LEN];
-        args[..argv.len()].copy_from_slice(argv);
-        ExecRecord {
-            kind: RECORD_EXEC,
+        crate::decode::Exec {
             pid: 4242,
             tid: 4244,
-            args_len: argv.len() as u32,
             args_total: total,
-            _pad: 0,
             time_ns: 999_999_999_999,
             filename: f,
-            args,
+            args: argv.to_vec(),
             comm: comm(b"ls"),
         }
     }
