@@ -482,6 +482,24 @@ mod tests {
     }
 
     #[test]
+    fn the_killer_and_the_oom_are_on_the_victims_line() {
+        let rec = concat!(
+            "{\"event\":\"fork\",\"parent_pid\":7,\"child_pid\":8,\"comm\":\"sh\"}\n",
+            "{\"event\":\"fork\",\"parent_pid\":7,\"child_pid\":9,\"comm\":\"sh\"}\n",
+            "{\"event\":\"exit\",\"pid\":8,\"comm\":\"sleep\",\"signal\":\"SIGKILL\",",
+            "\"killed_by\":{\"pid\":7,\"comm\":\"sh\\u001b\"},\"oom_kill\":null}\n",
+            "{\"event\":\"exit\",\"pid\":9,\"comm\":\"hog\",\"signal\":\"SIGKILL\",",
+            "\"killed_by\":{\"pid\":9,\"comm\":\"hog\"},\"oom_kill\":{\"cgroup\":\"/x\"}}\n",
+        );
+        let tree = Tree::from_json(rec.as_bytes(), "rec").unwrap();
+        let mut out = Vec::new();
+        tree.render(&mut out, false).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("8 sleep SIGKILL by sh\\x1b[7]"), "{out}");
+        assert!(out.contains("9 hog SIGKILL (OOM, /x)"), "{out}");
+    }
+
+    #[test]
     fn a_bad_line_names_itself() {
         let err = Tree::from_json("{\"event\":\"exit\"}\nnot json\n".as_bytes(), "rec.json")
             .unwrap_err()
