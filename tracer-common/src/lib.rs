@@ -116,6 +116,19 @@ pub struct Offsets {
     /// `count` since, which is what the kernel's own OOM report reads).
     pub mm_rss_stat: u32,
     pub rss_stride: u32,
+    // Pids as the process's own pid namespace sees them.
+    /// `task_struct.thread_pid`, `pid.level`, `pid.numbers` (an array of
+    /// `struct upid { int nr; struct pid_namespace *ns; }`), `upid.ns`,
+    /// `sizeof(struct upid)`, `pid_namespace.ns.inum`.
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_ns: u32,
+    pub upid_size: u32,
+    pub pidns_inum: u32,
+    /// `cgroup.root` and `cgroup_root.hierarchy_id` (0: the v2 hierarchy).
+    pub cgroup_root: u32,
+    pub root_hierarchy_id: u32,
 }
 
 impl Offsets {
@@ -185,6 +198,14 @@ impl Offsets {
             kernfs_node_parent: ABSENT,
             mm_rss_stat: ABSENT,
             rss_stride: ABSENT,
+            task_thread_pid: ABSENT,
+            pid_level: ABSENT,
+            pid_numbers: ABSENT,
+            upid_ns: ABSENT,
+            upid_size: ABSENT,
+            pidns_inum: ABSENT,
+            cgroup_root: ABSENT,
+            root_hierarchy_id: ABSENT,
         }
     }
 }
@@ -225,6 +246,9 @@ pub struct Config {
     pub oom_victim_task: u32,
     /// Bytes of argv an exec event carries at most (<= [`ARGS_MAX`]).
     pub argv_bytes: u32,
+    /// 1: exit records carry the pids of the process's own pid namespace.
+    pub ns_ids: u32,
+    pub _pad: u32,
 }
 
 /// Bits of [`ExitRecord::present`]: which optional fields the kernel had.
@@ -244,6 +268,7 @@ pub const RECORD_THREAD_EXIT: u32 = 4;
 pub const RECORD_MMAP_STAMP: u32 = 5;
 pub const RECORD_KILL: u32 = 6;
 pub const RECORD_OOM: u32 = 7;
+pub const RECORD_CGROUP: u32 = 8;
 
 /// A signal that can end a process, delivered (`signal_generate`): who
 /// sent it, for the `killed_by` of the exit that follows.
@@ -491,7 +516,48 @@ pub struct ExitRecord {
     pub runtime_ns: u64,
     /// `comm` of the last thread, NUL padded.
     pub comm: [u8; 16],
+    /// With `Config::ns_ids`: the pid and parent's pid as the process's
+    /// own pid namespace sees them (0 for a parent outside it), and that
+    /// namespace's inode number ([`INIT_PID_NS`] for the initial one).
+    pub ns_pid: u32,
+    pub ns_ppid: u32,
+    pub pidns: u32,
+    pub _pad: u32,
 }
+
+/// The initial pid namespace's inode number (`PROC_PID_INIT_INO`).
+pub const INIT_PID_NS: u32 = 0xEFFF_FFFC;
+
+/// Bytes of a cgroup path a [`CgroupRecord`] carries.
+pub const CGROUP_PATH_MAX: usize = 1024;
+
+/// Kinds of [`CgroupRecord`].
+pub const CGROUP_MKDIR: u32 = 1;
+pub const CGROUP_RMDIR: u32 = 2;
+
+/// A cgroup of the v2 hierarchy made or removed (`cgroup:cgroup_mkdir`,
+/// `cgroup_rmdir`): its id, as exit records carry it, and its path, so
+/// that an exit names its cgroup even when the cgroup is gone by the time
+/// the loader reads the exit. Variable length in the ring: the header
+/// ([`CGROUP_HEADER_LEN`] bytes) and `path_len` bytes of `path`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupRecord {
+    /// [`RECORD_CGROUP`].
+    pub kind: u32,
+    /// [`CGROUP_MKDIR`] or [`CGROUP_RMDIR`].
+    pub event: u32,
+    /// Bytes of `path` filled, without a NUL.
+    pub path_len: u32,
+    pub _pad: u32,
+    /// The kernfs node id (what `bpf_get_current_cgroup_id()` gives).
+    pub id: u64,
+    /// From the hierarchy's root, `/` separated.
+    pub path: [u8; CGROUP_PATH_MAX],
+}
+
+/// Bytes of a [`CgroupRecord`] before its `path`.
+pub const CGROUP_HEADER_LEN: usize = core::mem::offset_of!(CgroupRecord, path);
 
 #[cfg(feature = "user")]
 mod user {
@@ -506,6 +572,7 @@ mod user {
     unsafe impl aya::Pod for super::MmapStamp {}
     unsafe impl aya::Pod for super::KillRecord {}
     unsafe impl aya::Pod for super::OomRecord {}
+    unsafe impl aya::Pod for super::CgroupRecord {}
 }
 
 #[cfg(test)]
@@ -514,10 +581,11 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16);
+        assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16 + 16);
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
-        assert_eq!(size_of::<Offsets>(), 62 * 4);
-        assert_eq!(size_of::<Config>(), 48);
+        assert_eq!(size_of::<Offsets>(), 70 * 4);
+        assert_eq!(size_of::<Config>(), 56);
+        assert_eq!(CGROUP_HEADER_LEN, 24);
         assert_eq!(size_of::<KillRecord>(), 56);
         assert_eq!(size_of::<OomRecord>(), 56 + CGROUP_LEVELS * CGROUP_NAME_LEN);
         assert_eq!(size_of::<ForkRecord>(), 56);

@@ -11,14 +11,18 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, ProbeContext},
 };
 use tracer_common::{
-    flags, present, ExitRecord, ThreadExitRecord, ABSENT, RECORD_EXIT, RECORD_THREAD_EXIT,
+    flags, present, ExitRecord, ThreadExitRecord, ABSENT, INIT_PID_NS, RECORD_EXIT,
+    RECORD_THREAD_EXIT,
 };
 
 use crate::{
     follow::{unreported, wanted, REPORTED_AWAITING_STAMP, REPORTED_DONE, TRACKED},
-    kernel::{member, Btf, Kernel, Probe},
+    kernel::{member, probe_u32, probe_u64, Btf, Kernel, Probe},
     ring::{emit, Loss},
 };
+
+/// Pid namespaces nest at most 32 deep (MAX_PID_NS_LEVEL).
+const MAX_PID_LEVEL: u32 = 32;
 
 /// Groups already reported, by `signal_struct` address, valued by the
 /// leader's start time (an address reused by a later group has another):
@@ -92,6 +96,54 @@ pub(crate) fn fill_identity<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32)
         (*r).start_ns = K::u64(leader, off!(task_start_time));
         (*r).cgroup_id = K::cgroup_id(task);
         (*r).comm = K::comm(task);
+        (*r).ns_pid = 0;
+        (*r).ns_ppid = 0;
+        (*r).pidns = 0;
+        (*r)._pad = 0;
+    }
+    if cfg!(ns_ids) != 0 {
+        let parent = K::u64(task, off!(task_real_parent));
+        fill_ns_ids::<K>(r, leader, parent, tgid);
+    }
+}
+
+/// The pid and parent's pid in the process's own pid namespace, as acct
+/// in that namespace writes them (`task_tgid_nr_ns()`; 0 for a parent
+/// outside it). In the initial namespace, two loads: the ids are the
+/// record's own.
+#[inline(always)]
+fn fill_ns_ids<K: Kernel>(r: *mut ExitRecord, leader: u64, parent: u64, tgid: u32) {
+    let pid = K::u64(leader, off!(task_thread_pid));
+    let level = K::u32(pid, off!(pid_level));
+    if level == 0 || off!(pid_numbers) == ABSENT || off!(upid_size) == ABSENT {
+        // SAFETY: `r` is our reserved ring slot.
+        unsafe {
+            (*r).ns_pid = tgid;
+            (*r).ns_ppid = (*r).ppid;
+            (*r).pidns = INIT_PID_NS;
+        }
+        return;
+    }
+    // `numbers[level]`: a variable index, so helper reads.
+    let level = level.min(MAX_PID_LEVEL);
+    let upid = member(pid, off!(pid_numbers)) + u64::from(level * off!(upid_size));
+    let ns = probe_u64(upid, off!(upid_ns));
+    let parent_pid = K::u64(
+        K::u64(parent, off!(task_group_leader)),
+        off!(task_thread_pid),
+    );
+    let mut ppid = 0;
+    if K::u32(parent_pid, off!(pid_level)) >= level {
+        let pupid = member(parent_pid, off!(pid_numbers)) + u64::from(level * off!(upid_size));
+        if probe_u64(pupid, off!(upid_ns)) == ns {
+            ppid = probe_u32(pupid, 0);
+        }
+    }
+    // SAFETY: `r` is our reserved ring slot.
+    unsafe {
+        (*r).ns_pid = probe_u32(upid, 0);
+        (*r).ns_ppid = ppid;
+        (*r).pidns = probe_u32(ns, off!(pidns_inum));
     }
 }
 

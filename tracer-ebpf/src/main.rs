@@ -9,6 +9,7 @@
 //! - `lineage`: creation events with their clone flags;
 //! - `exec`: exec events with file name and arguments;
 //! - `signal`: who sent a signal that can kill, and the OOM killer's verdicts;
+//! - `cgroup`: the v2 cgroups made and removed, with their paths;
 //! - `ring`: the ring buffer and the loss counters;
 //! - `kernel`: how a program reads a kernel struct member.
 //!
@@ -27,6 +28,7 @@
 //! | lineage | `fork_event` | tp_btf `task_newtask` | every kernel | the exact clone flags, on every creation path |
 //! | lineage | `clone_args_fentry`, `clone_args_kprobe` | fentry/kprobe `kernel_clone` | `--check-clone-args` only | the cross-check of `task_newtask`'s flags |
 //! | exec | `exec_event` | tp_btf `sched_process_exec` | every kernel | after a successful exec, argv in the new mm |
+//! | cgroup | `cgroup_made`, `cgroup_removed` | tp_btf `cgroup_mkdir`, `cgroup_rmdir` | every kernel | the path of each v2 cgroup id, taken when it is made, so an exit names a cgroup removed since |
 //! | signal | `kill_event` | tp_btf `signal_generate` | every kernel | every signal sent, in the sender's context, with its siginfo: the `killed_by` of the exit |
 //! | signal | `oom_event` | tp_btf `mark_victim` | every kernel; the victim's task (RSS, `oom_score_adj`) from 6.8, only its pid before | the OOM killer's own verdict, where fentry and kprobes are refused too |
 //!
@@ -56,6 +58,7 @@ macro_rules! cfg {
     };
 }
 
+mod cgroup;
 mod exec;
 mod exit;
 mod follow;
@@ -81,6 +84,8 @@ static CONFIG: Config = Config {
     wakeup_bytes: 0,
     oom_victim_task: 0,
     argv_bytes: 0,
+    ns_ids: 0,
+    _pad: 0,
 };
 
 #[cfg(not(test))]

@@ -314,6 +314,7 @@ impl AcctV3 {
             lineage: None,
             killed_by: None,
             oom_kill: None,
+            cgroup: None,
         }
     }
 
@@ -979,6 +980,10 @@ mod tests {
             cgroup_id: 7,
             runtime_ns: 0,
             comm,
+            ns_pid: 0,
+            ns_ppid: 0,
+            pidns: 0,
+            _pad: 0,
         }
     }
 

@@ -187,6 +187,20 @@ impl KernelLayout {
             },
             mm_rss_stat: ABSENT,
             rss_stride: ABSENT,
+            task_thread_pid: task.optional("thread_pid"),
+            pid_level: optional("pid", "level"),
+            pid_numbers: optional("pid", "numbers"),
+            upid_ns: optional("upid", "ns"),
+            upid_size: Struct::named(btf, "upid").map_or(ABSENT, |u| u.size),
+            pidns_inum: match (
+                optional("pid_namespace", "ns"),
+                optional("ns_common", "inum"),
+            ) {
+                (ABSENT, _) | (_, ABSENT) => ABSENT,
+                (a, b) => a + b,
+            },
+            cgroup_root: optional("cgroup", "root"),
+            root_hierarchy_id: optional("cgroup_root", "hierarchy_id"),
         };
         let mut offsets = offsets;
         if let Some((at, stride)) = rss_counters(btf, &mm) {

@@ -187,6 +187,7 @@ impl ProbeArgs {
             threads: false,
             check_clone_args: self.check_clone_args,
             causes: false,
+            containers: false,
         }
     }
 }

@@ -2,10 +2,12 @@
 //! An exit record becomes the model's [`crate::model::Exit`].
 
 use tracer_common::{
-    ExecRecord, ExitRecord, ForkRecord, KillRecord, MmapStamp, OomRecord, ThreadExitRecord,
-    EXEC_HEADER_LEN, FILENAME_LEN, RECORD_EXEC, RECORD_EXIT, RECORD_FORK, RECORD_KILL,
-    RECORD_MMAP_STAMP, RECORD_OOM, RECORD_THREAD_EXIT,
+    CgroupRecord, ExecRecord, ExitRecord, ForkRecord, KillRecord, MmapStamp, OomRecord,
+    ThreadExitRecord, CGROUP_HEADER_LEN, EXEC_HEADER_LEN, FILENAME_LEN, RECORD_CGROUP, RECORD_EXEC,
+    RECORD_EXIT, RECORD_FORK, RECORD_KILL, RECORD_MMAP_STAMP, RECORD_OOM, RECORD_THREAD_EXIT,
 };
+
+use crate::cgroups::CgroupEvent;
 
 /// One ring record, by kind.
 #[derive(Clone, Debug)]
@@ -24,6 +26,8 @@ pub enum Record {
     Kill(KillRecord),
     /// The OOM killer chose a victim.
     Oom(OomRecord),
+    /// A v2 cgroup made or removed.
+    Cgroup(CgroupEvent),
 }
 
 /// Reads one record out of a ring item without allocating; `None` for an
@@ -39,6 +43,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         RECORD_MMAP_STAMP => read::<MmapStamp>(bytes).map(Record::MmapStamp),
         RECORD_KILL => read::<KillRecord>(bytes).map(Record::Kill),
         RECORD_OOM => read::<OomRecord>(bytes).map(Record::Oom),
+        RECORD_CGROUP => cgroup_event(bytes).map(Record::Cgroup),
         _ => None,
     }
 }
@@ -120,6 +125,25 @@ impl Exec {
         b.extend_from_slice(&self.args);
         b
     }
+}
+
+/// A cgroup event: its header and `path_len` bytes of path.
+fn cgroup_event(bytes: &[u8]) -> Option<CgroupEvent> {
+    use core::mem::offset_of;
+    let header = bytes.get(..CGROUP_HEADER_LEN)?;
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(header.get(at..at + 4)?.try_into().ok()?))
+    };
+    let len = u32_at(offset_of!(CgroupRecord, path_len))? as usize;
+    let id_at = offset_of!(CgroupRecord, id);
+    Some(CgroupEvent {
+        event: u32_at(offset_of!(CgroupRecord, event))?,
+        id: u64::from_ne_bytes(header.get(id_at..id_at + 8)?.try_into().ok()?),
+        path: String::from_utf8_lossy(
+            bytes.get(CGROUP_HEADER_LEN..CGROUP_HEADER_LEN.checked_add(len)?)?,
+        )
+        .into_owned(),
+    })
 }
 
 /// Plain-old-data records only (all of tracer_common's).

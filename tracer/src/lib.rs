@@ -8,7 +8,8 @@
 //! `model` (the one `Exit` every output renders) → `output` (table, JSON
 //! lines, acct file, tree). Fork and exec events feed `lineage`, the
 //! process table that places each exit in its ancestry; kill and OOM
-//! events feed `causes`, which says why each one died. `acct` is the acct
+//! events feed `causes`, which says why each one died; cgroup events feed
+//! `cgroups`, which names the cgroup and container of each. `acct` is the acct
 //! v3 format, written by the acct-file output and read back by `dump`;
 //! `exit_status` names how a process ended. `modes` holds the commands,
 //! `cli` their options, `shutdown` how a session ends, `notes` what is
@@ -17,6 +18,7 @@
 pub mod acct;
 pub mod btf;
 pub mod causes;
+pub mod cgroups;
 pub mod cli;
 pub mod container;
 pub mod decode;

@@ -13,6 +13,7 @@ pub use crate::causes::{Killer, OomKill};
 use crate::{
     acct::{nsec_to_ahz, old_encode_dev, AHZ},
     causes::Cause,
+    cgroups::CgroupInfo,
     decode::Clock,
     exit_status::{Described, ExitStatus},
     lineage::{ExecContext, ProcessTable},
@@ -61,6 +62,9 @@ pub struct Exit<'a> {
     pub killed_by: Option<Killer>,
     /// The OOM killer's verdict, when it chose this process.
     pub oom_kill: Option<&'a OomKill>,
+    /// Its v2 cgroup at exit and the container that names, when an output
+    /// shows containers and the cgroup is known.
+    pub cgroup: Option<&'a CgroupInfo>,
 }
 
 /// Fields the kernel knows at exit and acct drops; each `Option` is `None`
@@ -81,6 +85,17 @@ pub struct Probed {
     pub cpu_runtime_ns: Option<u64>,
     pub nvcsw: Option<u64>,
     pub nivcsw: Option<u64>,
+    /// The pid and parent's pid in the process's own pid namespace, and
+    /// that namespace's inode number (when an output shows containers).
+    pub ns: Option<NsIds>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NsIds {
+    pub pid: u32,
+    /// 0 when the parent is outside the namespace.
+    pub ppid: u32,
+    pub pidns: u32,
 }
 
 /// The process table at the moment of an exit (before the exit is applied
@@ -187,11 +202,28 @@ impl<'a> Exit<'a> {
                 cpu_runtime_ns: has(present::RUNTIME).then_some(rec.runtime_ns),
                 nvcsw: has(present::CSW).then_some(rec.nvcsw),
                 nivcsw: has(present::CSW).then_some(rec.nivcsw),
+                ns: (rec.pidns != 0).then_some(NsIds {
+                    pid: rec.ns_pid,
+                    ppid: rec.ns_ppid,
+                    pidns: rec.pidns,
+                }),
             }),
             lineage: None,
             killed_by: None,
             oom_kill: None,
+            cgroup: None,
         }
+    }
+
+    pub fn with_cgroup(mut self, cgroup: Option<&'a CgroupInfo>) -> Self {
+        self.cgroup = cgroup;
+        self
+    }
+
+    /// The first 12 characters of the container id, as `docker ps` shows it.
+    pub fn short_container_id(&self) -> Option<&'a str> {
+        let c = self.cgroup?.container.as_ref()?;
+        Some(&c.id[..12.min(c.id.len())])
     }
 
     /// Why it died, from the kill and OOM events joined with it.

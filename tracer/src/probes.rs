@@ -58,6 +58,9 @@ pub struct ProbeOptions {
     pub check_clone_args: bool,
     /// Kill and OOM events too (an output shows why a process died).
     pub causes: bool,
+    /// Cgroup events and the pids of each process's own pid namespace (an
+    /// output shows which container a process died in).
+    pub containers: bool,
 }
 
 /// 2 MiB: room for about 10,000 exit records (192 bytes, 200 with the
@@ -90,7 +93,9 @@ const SAMPLED_WAKEUP_MIN_RING: u32 = 256 << 10;
 /// it holds, and kernel_clone's costs about 8 MiB of peak RSS.
 const ATTACH_FUNCS: [&str; 1] = ["acct_process"];
 const CHECK_FUNCS: [&str; 2] = ["acct_process", "kernel_clone"];
-const ATTACH_TRACEPOINTS: [&str; 8] = [
+const ATTACH_TRACEPOINTS: [&str; 10] = [
+    "cgroup_mkdir",
+    "cgroup_rmdir",
     "sched_process_exit",
     "exit_mmap",
     "task_newtask",
@@ -155,6 +160,8 @@ impl Probes {
             wakeup_bytes: u64::from(opts.ring_bytes / 4),
             oom_victim_task: layout.oom_victim_task.into(),
             argv_bytes: opts.argv_bytes,
+            ns_ids: opts.containers.into(),
+            _pad: 0,
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
         // the loader needs no kernel BTF; `btf` is for the program loads.
@@ -229,6 +236,17 @@ impl Probes {
             for (name, tracepoint) in [
                 ("kill_event", "signal_generate"),
                 ("oom_event", "mark_victim"),
+            ] {
+                attach_tp_btf(&mut ebpf, &btf, name, tracepoint)
+                    .with_context(|| format!("cannot hook tp_btf/{tracepoint}"))?;
+            }
+        }
+        if opts.containers {
+            // Before the loader reads the cgroup mount: a cgroup made in
+            // between is in both.
+            for (name, tracepoint) in [
+                ("cgroup_made", "cgroup_mkdir"),
+                ("cgroup_removed", "cgroup_rmdir"),
             ] {
                 attach_tp_btf(&mut ebpf, &btf, name, tracepoint)
                     .with_context(|| format!("cannot hook tp_btf/{tracepoint}"))?;

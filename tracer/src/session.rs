@@ -11,6 +11,7 @@ use tracer_common::{ExitRecord, STAMP_TIMEOUT_NS};
 
 use crate::{
     causes::Causes,
+    cgroups::Cgroups,
     decode::{decode, Clock, Record},
     lineage::ProcessTable,
     metrics::{self, Metrics},
@@ -50,6 +51,8 @@ pub struct Session {
     awaiting: AwaitingStamps,
     /// Kill and OOM events, until the exits they explain.
     causes: Causes,
+    /// The v2 cgroups by id, when an output shows containers.
+    cgroups: Option<Cgroups>,
     totals: Totals,
     /// SIGHUP: reopen the file outputs (`record`).
     reopen: Option<mpsc::UnboundedReceiver<()>>,
@@ -68,6 +71,8 @@ impl Session {
         spec.check()?;
         opts.lineage = spec.wants_lineage();
         opts.causes = spec.wants_causes();
+        // The same outputs show the container.
+        opts.containers = opts.causes;
         opts.threads = spec.threads;
         if opts.check_clone_args && !opts.lineage {
             bail!("--check-clone-args compares fork events: give --json too");
@@ -91,6 +96,9 @@ impl Session {
             table: None,
             awaiting: AwaitingStamps::default(),
             causes: Causes::default(),
+            // After the programs are attached: a cgroup made in between is
+            // in both.
+            cgroups: opts.containers.then(Cgroups::from_mount),
             totals: Totals::default(),
             reopen: None,
             metrics: None,
@@ -298,6 +306,11 @@ impl Session {
             Record::ThreadExit(t) => self.outputs.thread_exit(t, clock),
             Record::Kill(kill) => self.causes.kill(kill),
             Record::Oom(oom) => self.causes.oom(oom),
+            Record::Cgroup(event) => {
+                if let Some(c) = &mut self.cgroups {
+                    c.event(event);
+                }
+            }
             Record::Exec(exec) => {
                 if let Some(t) = &mut self.table {
                     t.exec(exec);
@@ -311,7 +324,8 @@ impl Session {
         let cause = self.causes.take(exit.pid, Some(exit.tid), exit.exit_code);
         let decoded = Exit::from_record(exit, clock)
             .with_lineage(self.table.as_ref())
-            .with_cause(&cause);
+            .with_cause(&cause)
+            .with_cgroup(self.cgroups.as_ref().and_then(|c| c.get(exit.cgroup_id)));
         self.outputs.exit(&decoded);
         if let Some(m) = &mut self.metrics {
             m.exit(&decoded, &self.outputs);

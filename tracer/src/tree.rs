@@ -164,6 +164,12 @@ impl Tree {
                             (None, Some(code)) => (format!("exit {code}"), code != 0),
                             (None, None) => ("?".to_owned(), false),
                         };
+                    let status = match v.get("container_id").and_then(|c| c.as_str()) {
+                        Some(id) => {
+                            format!("{status} [{}]", escaped(&id.as_bytes()[..12.min(id.len())]))
+                        }
+                        None => status,
+                    };
                     let comm = text("comm").as_bytes();
                     tree.exit(p, comm, status, failed, secs("elapsed_s"), cpu);
                 }
@@ -386,7 +392,10 @@ impl Output for TreeOutput {
         self.tree.exit(
             ev.pid,
             ev.comm_bytes(),
-            ev.described().to_string(),
+            match ev.short_container_id() {
+                Some(id) => format!("{} [{id}]", ev.described()),
+                None => ev.described().to_string(),
+            },
             failed,
             ev.elapsed_ns,
             ev.cpu_ns(),

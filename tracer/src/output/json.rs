@@ -292,6 +292,9 @@ pub(super) fn write_exit(w: &mut Vec<u8>, e: &Exit<'_>) {
         }
         int(w, br#","nvcsw":"#, p.nvcsw);
         int(w, br#","nivcsw":"#, p.nivcsw);
+        if let Some(ns) = p.ns {
+            write_container(w, e, ns);
+        }
         write_cause(w, e);
     }
     if let Some(lineage) = &e.lineage {
@@ -346,6 +349,32 @@ pub(super) fn write_exit(w: &mut Vec<u8>, e: &Exit<'_>) {
 /// A JSON string from NUL-padded bytes, lossily decoded ([`push_lossy`]);
 /// escapes quotes, backslashes and control characters (a comm can hold
 /// any of them).
+/// The cgroup, the container it names, and the pids as the process's own
+/// pid namespace sees them; `null` where not known or not applicable.
+fn write_container(w: &mut Vec<u8>, e: &Exit<'_>, ns: crate::model::NsIds) {
+    let opt_str = |w: &mut Vec<u8>, key: &[u8], v: Option<&str>| {
+        w.extend_from_slice(key);
+        match v {
+            Some(v) => write_str(w, v.as_bytes()),
+            None => w.extend_from_slice(b"null"),
+        }
+    };
+    let container = e.cgroup.and_then(|c| c.container.as_ref());
+    opt_str(w, br#","cgroup":"#, e.cgroup.map(|c| c.path.as_str()));
+    opt_str(w, br#","container_id":"#, container.map(|c| c.id.as_str()));
+    opt_str(
+        w,
+        br#","pod_uid":"#,
+        container.and_then(|c| c.pod_uid.as_deref()),
+    );
+    w.extend_from_slice(br#","ns_pid":"#);
+    push_int(w, ns.pid);
+    w.extend_from_slice(br#","ns_ppid":"#);
+    push_int(w, ns.ppid);
+    w.extend_from_slice(br#","pidns":"#);
+    push_int(w, ns.pidns);
+}
+
 /// `killed_by` and `oom_kill`, `null` when they do not apply.
 fn write_cause(w: &mut Vec<u8>, e: &Exit<'_>) {
     w.extend_from_slice(br#","killed_by":"#);

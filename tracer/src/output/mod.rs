@@ -155,7 +155,7 @@ impl Spec {
             outputs.push(Box::new(crate::tree::TreeOutput::new(Box::new(out), color)));
         }
         if self.table || outputs.is_empty() {
-            let table = Table::new(Target::Stdout, Target::Stdout.open()?);
+            let table = Table::new(Target::Stdout, Target::Stdout.open()?).containers();
             outputs.push(Box::new(if self.wide { table.wide() } else { table }));
         }
         Ok(outputs)
@@ -649,6 +649,10 @@ pub(crate) mod fixtures {
             cgroup_id: u64::MAX,
             runtime_ns: 1_029_999_999,
             comm: comm(b"sh"),
+            ns_pid: 0,
+            ns_ppid: 0,
+            pidns: 0,
+            _pad: 0,
         }
     }
 

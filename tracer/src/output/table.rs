@@ -27,6 +27,8 @@ pub struct Table {
     today: [u8; 10],
     /// An ARGS column with the command line (`--wide`).
     wide: bool,
+    /// A CONTAINER column (short ids): live sessions, not acct files.
+    containers: bool,
 }
 
 impl Table {
@@ -40,7 +42,14 @@ impl Table {
             dated: false,
             today: local_time(now_s()).0,
             wide: false,
+            containers: false,
         }
+    }
+
+    /// A table with the short id of each exit's container (`-` for none).
+    pub fn containers(mut self) -> Self {
+        self.containers = true;
+        self
     }
 
     /// A table with the command line of each exit in a last column.
@@ -77,6 +86,7 @@ impl Table {
         let show_date = self.dated && date != self.today;
         let end_width = self.end_width();
         let wide = self.wide;
+        let containers = self.containers;
         let users = &self.users;
         self.out.line(|w| {
             w.extend_from_slice(&hms);
@@ -116,6 +126,14 @@ impl Table {
             let start = w.len();
             push_secs(w, ev.elapsed_ns, 2);
             pad_left(w, start, 9);
+            if containers {
+                w.push(b' ');
+                let start = w.len();
+                w.extend_from_slice(ev.short_container_id().unwrap_or("-").as_bytes());
+                if wide {
+                    pad_right(w, start, 12);
+                }
+            }
             if wide {
                 w.push(b' ');
                 match ev.lineage.and_then(|l| l.exec(ev.pid)) {
@@ -156,10 +174,11 @@ impl Output for Table {
         if !self.header_done {
             let end_width = self.end_width();
             let wide = self.wide;
+            let containers = self.containers;
             self.out.line(|w| {
                 let _ = writeln!(
                     w,
-                    "{:<8} {:<end_width$} {:<16} {:>7} {:>7} {:<8} {:<22} {:<12} {:>8} {:>9}",
+                    "{:<8} {:<end_width$} {:<16} {:>7} {:>7} {:<8} {:<22} {:<12} {:>8} {:>9} {:<12}",
                     "START",
                     "END",
                     "COMMAND",
@@ -169,12 +188,17 @@ impl Output for Table {
                     "STATUS",
                     "FLAGS",
                     "CPU",
-                    "ELAPSED"
+                    "ELAPSED",
+                    if containers { "CONTAINER" } else { "" }
                 );
-                if wide {
+                w.pop();
+                while w.last() == Some(&b' ') {
                     w.pop();
-                    w.extend_from_slice(b" ARGS\n");
                 }
+                if wide {
+                    w.extend_from_slice(b" ARGS");
+                }
+                w.push(b'\n');
             })?;
             self.header_done = true;
         }

@@ -448,8 +448,20 @@ fn fill_exit(r: &mut LogRecord, e: &Exit<'_>, argv: bool, observed_ns: u64) {
             a.byte_strs("process.command_args", exec.args());
         }
     }
-    // process.linux.cgroup, container.id, k8s.pod.uid: not in the exit
-    // model yet.
+    if let Some(c) = e.cgroup {
+        a.text("process.linux.cgroup", |s| s.push_str(&c.path));
+        if let Some(container) = &c.container {
+            a.text("container.id", |s| s.push_str(&container.id));
+            if let Some(uid) = &container.pod_uid {
+                a.text("k8s.pod.uid", |s| s.push_str(uid));
+            }
+        }
+    }
+    if let Some(ns) = e.probed.and_then(|p| p.ns) {
+        a.int("tracer.ns_pid", ns.pid);
+        a.int("tracer.ns_ppid", ns.ppid);
+        a.int("tracer.pidns", ns.pidns);
+    }
     if let Some(tid) = e.tid {
         a.int("tracer.tid", tid);
     }

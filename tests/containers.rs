@@ -1,0 +1,184 @@
+//! Which container an exit belongs to: the cgroup path, the container id
+//! and pod uid its name gives, and the pids as the process's own pid
+//! namespace sees them. Cgroups are made with mkdir on the v2 hierarchy,
+//! named as each container runtime names them, and a shell is moved into
+//! each; one is removed the moment its shell is gone.
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test sees every dependency of the package"
+)]
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use common::*;
+use serde_json::Value;
+
+/// The v2 hierarchy's mount point.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split(' ').next()? != "cgroup2" {
+            return None;
+        }
+        Some(PathBuf::from(left.split(' ').nth(4)?))
+    })
+}
+
+/// Directories made for the test, removed (deepest first) on drop.
+struct Made(Vec<PathBuf>);
+
+impl Made {
+    fn dir(&mut self, path: &Path) {
+        if !path.exists() {
+            std::fs::create_dir(path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+            self.0.push(path.to_owned());
+        }
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            for _ in 0..50 {
+                if std::fs::remove_dir(p).is_ok() || !p.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn exits(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("reading the JSON")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v| v["event"] == "exit")
+        .collect()
+}
+
+fn id(seed: char) -> String {
+    std::iter::repeat_n(seed, 64).collect()
+}
+
+#[test]
+fn exits_name_their_cgroup_and_container() {
+    if !require_privileges("exits_name_their_cgroup_and_container", BPF_ONLY) {
+        return;
+    }
+    let Some(v2) = cgroup2_mount() else {
+        let why = "no cgroup2 hierarchy is mounted";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("skipped: exits_name_their_cgroup_and_container: {why}");
+        return;
+    };
+    let top = format!("tracer-test-{}", std::process::id());
+    let pod = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+    // (path below `top`, expected container id, expected pod uid)
+    let cases: Vec<(String, Option<String>, Option<&str>)> = vec![
+        (format!("docker-{}.scope", id('a')), Some(id('a')), None),
+        (format!("docker/{}", id('b')), Some(id('b')), None),
+        (format!("cri-containerd-{}.scope", id('c')), Some(id('c')), None),
+        (format!("crio-{}.scope", id('d')), Some(id('d')), None),
+        (format!("libpod-{}.scope", id('e')), Some(id('e')), None),
+        (format!("libpod-conmon-{}.scope", id('f')), None, None),
+        (
+            format!(
+                "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{}.scope",
+                pod.replace('-', "_"),
+                id('1')
+            ),
+            Some(id('1')),
+            Some(pod),
+        ),
+        ("plain.slice".to_owned(), None, None),
+    ];
+    let mut made = Made(Vec::new());
+    made.dir(&v2.join(&top));
+    let mut script = String::new();
+    for (i, (path, _, _)) in cases.iter().enumerate() {
+        let mut dir = v2.join(&top);
+        for part in path.split('/') {
+            dir = dir.join(part);
+            made.dir(&dir);
+        }
+        // A shell that moves itself in and exits with its case number;
+        // the first cgroup is removed the moment its shell is gone.
+        script += &format!(
+            "sh -c 'echo $$ > {}/cgroup.procs; exit {}'; ",
+            dir.display(),
+            10 + i
+        );
+        if i == 0 {
+            script += &format!("rmdir {}; ", dir.display());
+        }
+    }
+    script += "unshare --pid --fork sh -c 'echo ns $$; sh -c \"echo nschild \\$\\$ \\$PPID; exit 42\"'; true";
+    let dir = TempDir::new("containers");
+    let json = dir.join("exits.json");
+    let out = run_with_timeout(
+        tracer()
+            .args(["run", "--json"])
+            .arg(&json)
+            .args(["--", "/bin/sh", "-c", &script]),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let exits = exits(&json);
+    for (i, (path, container, pod_uid)) in cases.iter().enumerate() {
+        let status = 10 + i as u64;
+        let e = exits
+            .iter()
+            .find(|e| e["exit_status"] == status)
+            .unwrap_or_else(|| panic!("no exit {status} in {exits:#?}"));
+        assert_eq!(e["cgroup"], format!("/{top}/{path}"), "{e}");
+        assert_eq!(e["container_id"].as_str(), container.as_deref(), "{e}");
+        assert_eq!(e["pod_uid"].as_str(), *pod_uid, "{e}");
+    }
+    // The command itself: a host process, in no container, its pids its
+    // own in the initial pid namespace.
+    let root = exits
+        .iter()
+        .find(|e| e["comm"] == "sh" && e["exit_status"] == 0 && e["ns_pid"] == e["pid"])
+        .unwrap_or_else(|| panic!("no exit of the command in {exits:#?}"));
+    assert_eq!(root["container_id"], Value::Null, "{root}");
+    assert_eq!(root["ns_ppid"], root["ppid"], "{root}");
+    // In the new pid namespace: pid 1 and its child 2, as they saw
+    // themselves, the parent outside it as 0.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ns 1\n"), "{stdout}");
+    assert!(stdout.contains("nschild 2 1\n"), "{stdout}");
+    let child = exits
+        .iter()
+        .find(|e| e["exit_status"] == 42)
+        .unwrap_or_else(|| panic!("no exit 42 in {exits:#?}"));
+    assert_eq!(
+        (child["ns_pid"].as_u64(), child["ns_ppid"].as_u64()),
+        (Some(2), Some(1)),
+        "{child}"
+    );
+    let init = exits
+        .iter()
+        .find(|e| e["pid"] == child["ppid"])
+        .unwrap_or_else(|| panic!("no exit of the namespace's init in {exits:#?}"));
+    assert_eq!(
+        (init["ns_pid"].as_u64(), init["ns_ppid"].as_u64()),
+        (Some(1), Some(0)),
+        "{init}"
+    );
+    assert_eq!(init["pidns"], child["pidns"]);
+    assert_ne!(init["pidns"], root["pidns"]);
+    let own = std::fs::read_link("/proc/self/ns/pid").expect("reading /proc/self/ns/pid");
+    assert_eq!(
+        own.to_string_lossy(),
+        format!("pid:[{}]", root["pidns"]),
+        "{root}"
+    );
+}
