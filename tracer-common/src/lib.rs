@@ -129,6 +129,9 @@ pub struct Offsets {
     /// `cgroup.root` and `cgroup_root.hierarchy_id` (0: the v2 hierarchy).
     pub cgroup_root: u32,
     pub root_hierarchy_id: u32,
+    /// `cgroup.self.parent`: the parent's css (for `--cgroup`), whose
+    /// `cgroup` is the parent cgroup.
+    pub cgroup_parent_css: u32,
 }
 
 impl Offsets {
@@ -206,6 +209,7 @@ impl Offsets {
             pidns_inum: ABSENT,
             cgroup_root: ABSENT,
             root_hierarchy_id: ABSENT,
+            cgroup_parent_css: ABSENT,
         }
     }
 }
@@ -248,7 +252,18 @@ pub struct Config {
     pub argv_bytes: u32,
     /// 1: exit records carry the pids of the process's own pid namespace.
     pub ns_ids: u32,
-    pub _pad: u32,
+    /// [`filter`] bits: the filters given.
+    pub filters: u32,
+}
+
+/// Bits of [`Config::filters`]: which filter maps (or tests) apply.
+pub mod filter {
+    pub const PID: u32 = 1 << 0;
+    pub const UID: u32 = 1 << 1;
+    pub const COMM: u32 = 1 << 2;
+    /// `--cgroup` and `--container`.
+    pub const CGROUP: u32 = 1 << 3;
+    pub const FAILED: u32 = 1 << 4;
 }
 
 /// Bits of [`ExitRecord::present`]: which optional fields the kernel had.
@@ -583,7 +598,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16 + 16);
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
-        assert_eq!(size_of::<Offsets>(), 70 * 4);
+        assert_eq!(size_of::<Offsets>(), 71 * 4);
         assert_eq!(size_of::<Config>(), 56);
         assert_eq!(CGROUP_HEADER_LEN, 24);
         assert_eq!(size_of::<KillRecord>(), 56);

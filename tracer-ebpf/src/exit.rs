@@ -16,6 +16,7 @@ use tracer_common::{
 };
 
 use crate::{
+    filter::passes,
     follow::{unreported, wanted, REPORTED_AWAITING_STAMP, REPORTED_DONE, TRACKED},
     kernel::{member, probe_u32, probe_u64, Btf, Kernel, Probe},
     ring::{emit, Loss},
@@ -40,6 +41,16 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool) {
     let tgid = K::u32(task, off!(task_tgid));
     if cfg!(follow_tracked) != 0 && !unreported::<K>(task, tgid) {
         return;
+    }
+    if cfg!(filters) != 0 {
+        let pacct = member(K::u64(task, off!(task_signal)), off!(signal_pacct));
+        if !passes::<K>(task, tgid, K::u32(pacct, off!(pacct_exitcode))) {
+            if cfg!(follow_tracked) != 0 {
+                // Not wanted, not lost: `track_free` must not count it.
+                let _ = TRACKED.insert(tgid, REPORTED_DONE, 0);
+            }
+            return;
+        }
     }
     let mut record_flags = 0;
     if before_exit_mm && cfg!(defer_to_exit_mmap) != 0 {
@@ -323,7 +334,7 @@ pub(crate) fn first_report(task: u64) -> bool {
 #[inline(always)]
 pub(crate) fn emit_thread_exit(task: u64) {
     let pid = Btf::u32(task, off!(task_tgid));
-    if !wanted(pid) {
+    if !wanted(pid) || !passes::<Btf>(task, pid, Btf::u32(task, off!(task_exit_code))) {
         return;
     }
     emit(Loss::Event, |r: *mut ThreadExitRecord| {

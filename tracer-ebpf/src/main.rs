@@ -5,6 +5,7 @@
 //! - `exit`: exit records (and `--threads`' thread exits);
 //! - `stamp`: `exit_mmap` stamps, the exit time of records sent before
 //!   `exit_mm()`;
+//! - `filter`: which exits are wanted (`--pid`, `--uid`, `--failed`...);
 //! - `follow`: the groups `tracer run` follows;
 //! - `lineage`: creation events with their clone flags;
 //! - `exec`: exec events with file name and arguments;
@@ -61,6 +62,7 @@ macro_rules! cfg {
 mod cgroup;
 mod exec;
 mod exit;
+mod filter;
 mod follow;
 mod kernel;
 mod lineage;
@@ -85,7 +87,7 @@ static CONFIG: Config = Config {
     oom_victim_task: 0,
     argv_bytes: 0,
     ns_ids: 0,
-    _pad: 0,
+    filters: 0,
 };
 
 #[cfg(not(test))]

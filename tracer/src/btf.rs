@@ -201,6 +201,13 @@ impl KernelLayout {
             },
             cgroup_root: optional("cgroup", "root"),
             root_hierarchy_id: optional("cgroup_root", "hierarchy_id"),
+            cgroup_parent_css: match (
+                optional("cgroup", "self"),
+                optional("cgroup_subsys_state", "parent"),
+            ) {
+                (ABSENT, _) | (_, ABSENT) => ABSENT,
+                (a, b) => a + b,
+            },
         };
         let mut offsets = offsets;
         if let Some((at, stride)) = rss_counters(btf, &mm) {

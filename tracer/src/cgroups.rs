@@ -116,6 +116,11 @@ impl Cgroups {
         self.by_id.get(&id).map(|c| &**c)
     }
 
+    /// Every cgroup known, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &CgroupInfo)> {
+        self.by_id.iter().map(|(&id, c)| (id, &**c))
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
@@ -137,7 +142,7 @@ impl Cgroups {
 
 /// The first cgroup2 mount: where it is, and the path in the hierarchy
 /// its root is (not `/` inside a cgroup namespace).
-fn cgroup2_mount() -> Option<(PathBuf, String)> {
+pub fn cgroup2_mount() -> Option<(PathBuf, String)> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    filters::Filters,
     modes, notes,
     output::{file::Rotate, Spec, Target},
     probes::{AttachMode, ProbeOptions},
@@ -148,6 +149,41 @@ struct ProbeArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_argv_bytes,
           default_value_t = tracer_common::ARGS_DEFAULT)]
     argv_bytes: u32,
+    /// Only the exits of this process id (repeat for more).
+    #[arg(
+        long,
+        value_name = "PID",
+        help_heading = "Filters (in the kernel; values of one option OR, options AND)"
+    )]
+    pid: Vec<u32>,
+    /// Only processes of this real user id (repeat for more).
+    #[arg(
+        long,
+        value_name = "UID",
+        help_heading = "Filters (in the kernel; values of one option OR, options AND)"
+    )]
+    uid: Vec<u32>,
+    /// Only processes with this command name (as the kernel keeps it, 15
+    /// bytes at most; repeat for more).
+    #[arg(long, value_name = "NAME", value_parser = crate::filters::parse_comm,
+          help_heading = "Filters (in the kernel; values of one option OR, options AND)")]
+    comm: Vec<String>,
+    /// Only processes in this v2 cgroup or below it (a path as
+    /// /proc/PID/cgroup shows it; it must exist).
+    #[arg(long, value_name = "PATH", value_parser = crate::filters::parse_cgroup,
+          help_heading = "Filters (in the kernel; values of one option OR, options AND)")]
+    cgroup: Vec<String>,
+    /// Only processes in this container: at least 12 characters of its id,
+    /// naming one container; containers started later count.
+    #[arg(long, value_name = "ID", value_parser = crate::filters::parse_container,
+          help_heading = "Filters (in the kernel; values of one option OR, options AND)")]
+    container: Vec<String>,
+    /// Only processes that failed: a non-zero exit status or a signal.
+    #[arg(
+        long,
+        help_heading = "Filters (in the kernel; values of one option OR, options AND)"
+    )]
+    failed: bool,
     /// Cross-check: hook kernel_clone (fentry, else kprobe) and compare
     /// every fork event's clone flags and exit signal with its arguments;
     /// the summary line gives the counts. Needs --json.
@@ -188,6 +224,14 @@ impl ProbeArgs {
             check_clone_args: self.check_clone_args,
             causes: false,
             containers: false,
+            filters: Filters {
+                pids: self.pid.clone(),
+                uids: self.uid.clone(),
+                comms: self.comm.clone(),
+                cgroups: self.cgroup.clone(),
+                containers: self.container.clone(),
+                failed: self.failed,
+            },
         }
     }
 }

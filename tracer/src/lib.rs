@@ -24,6 +24,7 @@ pub mod container;
 pub mod decode;
 pub mod dump;
 pub mod exit_status;
+pub mod filters;
 pub mod lineage;
 pub mod metrics;
 pub mod model;

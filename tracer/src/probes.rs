@@ -10,7 +10,10 @@ use aya::{
 };
 use tracer_common::{counter, Config, ABSENT};
 
-use crate::btf::{KernelBtf, KernelLayout};
+use crate::{
+    btf::{KernelBtf, KernelLayout},
+    filters::Filters,
+};
 
 /// The eBPF object, built by `cargo xtask build-ebpf` and committed, so that
 /// building the tool needs only stable Rust.
@@ -61,6 +64,8 @@ pub struct ProbeOptions {
     /// Cgroup events and the pids of each process's own pid namespace (an
     /// output shows which container a process died in).
     pub containers: bool,
+    /// The exits wanted.
+    pub filters: Filters,
 }
 
 /// 2 MiB: room for about 10,000 exit records (192 bytes, 200 with the
@@ -161,7 +166,7 @@ impl Probes {
             oom_victim_task: layout.oom_victim_task.into(),
             argv_bytes: opts.argv_bytes,
             ns_ids: opts.containers.into(),
-            _pad: 0,
+            filters: opts.filters.bits(),
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
         // the loader needs no kernel BTF; `btf` is for the program loads.
@@ -282,6 +287,47 @@ impl Probes {
             .take_map("EVENTS")
             .context("ring buffer already taken")?;
         Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Fills the filter maps (before any output opens: the programs check
+    /// them from their first run, an empty map passing nothing).
+    pub fn set_filters(&mut self, filters: &Filters) -> Result<()> {
+        fn fill<K: aya::Pod + Copy>(ebpf: &mut Ebpf, map: &str, keys: &[K]) -> Result<()> {
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let mut m: HashMap<_, K, u8> =
+                HashMap::try_from(ebpf.map_mut(map).with_context(|| format!("no {map} map"))?)?;
+            for &k in keys {
+                m.insert(k, 1, 0)
+                    .with_context(|| format!("cannot fill {map}"))?;
+            }
+            Ok(())
+        }
+        let comms: Vec<[u8; 16]> = filters
+            .comms
+            .iter()
+            .map(|c| {
+                let mut k = [0u8; 16];
+                k[..c.len().min(15)].copy_from_slice(&c.as_bytes()[..c.len().min(15)]);
+                k
+            })
+            .collect();
+        fill(&mut self.ebpf, "FILTER_PIDS", &filters.pids)?;
+        fill(&mut self.ebpf, "FILTER_UIDS", &filters.uids)?;
+        fill(&mut self.ebpf, "FILTER_COMMS", &comms)?;
+        Ok(())
+    }
+
+    /// Exits in cgroup `id`, or below it, pass `--cgroup`/`--container`.
+    pub fn add_filter_cgroup(&mut self, id: u64) -> Result<()> {
+        let mut m: HashMap<_, u64, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut("FILTER_CGROUPS")
+                .context("no FILTER_CGROUPS map")?,
+        )?;
+        m.insert(id, 1, 0)
+            .context("cannot add a cgroup to the --cgroup/--container filter")
     }
 
     /// Follows this thread group (and, from now on, every group it creates).

@@ -11,8 +11,9 @@ use tracer_common::{ExitRecord, STAMP_TIMEOUT_NS};
 
 use crate::{
     causes::Causes,
-    cgroups::Cgroups,
+    cgroups::{CgroupEvent, Cgroups},
     decode::{decode, Clock, Record},
+    filters::Filters,
     lineage::ProcessTable,
     metrics::{self, Metrics},
     model::Exit,
@@ -53,6 +54,8 @@ pub struct Session {
     causes: Causes,
     /// The v2 cgroups by id, when an output shows containers.
     cgroups: Option<Cgroups>,
+    /// The exits wanted (`--container` grows as containers start).
+    filters: Filters,
     totals: Totals,
     /// SIGHUP: reopen the file outputs (`record`).
     reopen: Option<mpsc::UnboundedReceiver<()>>,
@@ -71,13 +74,15 @@ impl Session {
         spec.check()?;
         opts.lineage = spec.wants_lineage();
         opts.causes = spec.wants_causes();
-        // The same outputs show the container.
-        opts.containers = opts.causes;
+        // The same outputs show the container; --container needs the
+        // cgroup events whatever the outputs.
+        opts.containers = opts.causes || !opts.filters.containers.is_empty();
         opts.threads = spec.threads;
         if opts.check_clone_args && !opts.lineage {
             bail!("--check-clone-args compares fork events: give --json too");
         }
         let mut probes = Probes::load(&opts)?;
+        probes.set_filters(&opts.filters)?;
         // The attach choice with -v: by default a session says one line
         // at start, `tracer: recording` (which `cargo xtask bench` and the
         // tests wait for), from its mode.
@@ -86,6 +91,18 @@ impl Session {
         }
         notes::detail(format_args!("exit records from {}", probes.exit_hook));
         let ring = probes.take_ring()?;
+        // After the programs are attached: a cgroup made in between is in
+        // both.
+        let cgroups = opts.containers.then(Cgroups::from_mount);
+        if let Some(table) = &cgroups {
+            for id in opts.filters.cgroup_ids(table)? {
+                probes.add_filter_cgroup(id)?;
+            }
+        } else if !opts.filters.cgroups.is_empty() {
+            for id in opts.filters.cgroup_ids(&Cgroups::default())? {
+                probes.add_filter_cgroup(id)?;
+            }
+        }
         let outputs = spec.open()?;
         Ok(Self {
             probes,
@@ -98,7 +115,8 @@ impl Session {
             causes: Causes::default(),
             // After the programs are attached: a cgroup made in between is
             // in both.
-            cgroups: opts.containers.then(Cgroups::from_mount),
+            cgroups,
+            filters: opts.filters.clone(),
             totals: Totals::default(),
             reopen: None,
             metrics: None,
@@ -310,12 +328,29 @@ impl Session {
                 if let Some(c) = &mut self.cgroups {
                     c.event(event);
                 }
+                self.watch_containers(event);
             }
             Record::Exec(exec) => {
                 if let Some(t) = &mut self.table {
                     t.exec(exec);
                 }
                 self.outputs.exec(exec, clock);
+            }
+        }
+    }
+
+    /// `--container`: a container's cgroup made since the start joins the
+    /// filter. (An exit in it before the loader read this event, within a
+    /// millisecond or so, is not recorded.)
+    fn watch_containers(&mut self, event: &CgroupEvent) {
+        if self.filters.containers.is_empty() || event.event != tracer_common::CGROUP_MKDIR {
+            return;
+        }
+        let wanted = crate::container::container_of(&event.path)
+            .is_some_and(|c| self.filters.wants_container(&c.id));
+        if wanted {
+            if let Err(e) = self.probes.add_filter_cgroup(event.id) {
+                eprintln!("tracer: --container: {e:#}: its exits are not recorded");
             }
         }
     }

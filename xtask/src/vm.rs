@@ -619,7 +619,14 @@ fn prepare_kernel(series: &'static Series, cache: &Path) -> Result<Kernel> {
 /// safety tests (outputs, signals, counts: the loader's side), runs in one
 /// run only, the newest kernel's tracepoint run: the hook and the kernel
 /// make little difference to them, and the matrix has a time budget.
-const TEST_BINARIES: [&str; 5] = ["exit_records", "lineage", "causes", "containers", "safety"];
+const TEST_BINARIES: [&str; 6] = [
+    "exit_records",
+    "lineage",
+    "causes",
+    "containers",
+    "filters",
+    "safety",
+];
 
 /// Whether the run of `series` in `mode` runs the safety tests.
 fn runs_safety(series: &str, mode: &str) -> bool {

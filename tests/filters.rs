@@ -1,0 +1,220 @@
+//! The in-kernel filters (`--pid`, `--uid`, `--comm`, `--cgroup`,
+//! `--failed`), alone and combined, against a recording with no filter
+//! over the same workload: each filtered recording holds exactly the
+//! workload's exits that match, and nothing that does not match.
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test sees every dependency of the package"
+)]
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+use serde_json::Value;
+
+fn cgroup2_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split(' ').next()? != "cgroup2" {
+            return None;
+        }
+        Some(PathBuf::from(left.split(' ').nth(4)?))
+    })
+}
+
+fn exits(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v| v["event"] == "exit")
+        .collect()
+}
+
+/// Whether `e` is the workload's root (`root`) or one of its descendants.
+fn in_workload(e: &Value, root: u64) -> bool {
+    e["pid"] == root
+        || e["ancestry"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["pid"] == root))
+}
+
+type Pred = Box<dyn Fn(&Value) -> bool>;
+
+#[test]
+fn filtered_recordings_are_exactly_the_matching_subset() {
+    if !require_privileges(
+        "filtered_recordings_are_exactly_the_matching_subset",
+        BPF_ONLY,
+    ) {
+        return;
+    }
+    let Some(v2) = cgroup2_mount() else {
+        let why = "no cgroup2 hierarchy is mounted";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("skipped: filtered_recordings_are_exactly_the_matching_subset: {why}");
+        return;
+    };
+    let cgroup = format!("/tracer-filter-{}", std::process::id());
+    let cg_dir = v2.join(cgroup.trim_start_matches('/'));
+    std::fs::create_dir(&cg_dir).expect("mkdir the test cgroup");
+    let procs = cg_dir.join("cgroup.procs");
+    // Waits for a line on stdin, so that its pid is known before the
+    // recordings start; then exits of every kind.
+    let script = format!(
+        "read go; \
+         sh -c 'exit 0'; sh -c 'exit 3'; sleep 0.01; sleep 0.02 & kill -9 $!; wait; \
+         setpriv --reuid 65534 --regid 65534 --clear-groups sh -c 'exit 5'; \
+         setpriv --reuid 65534 --regid 65534 --clear-groups sh -c 'exit 0'; \
+         sh -c 'echo $$ > {procs}; sh -c \"exit 7\"; sleep 0.01; exit 0'; \
+         sh -c 'echo $$ > {procs}; exit 9'; true",
+        procs = procs.display()
+    );
+    let mut workload = ChildGuard(
+        Command::new("/bin/sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("starting the workload"),
+    );
+    let root = u64::from(workload.pid());
+    let dir = TempDir::new("filters");
+    let sh_pid = root.to_string();
+    // (name, arguments, what an exit must be to pass)
+    let cases: Vec<(&str, Vec<String>, Pred)> = vec![
+        (
+            "pid",
+            vec!["--pid".into(), sh_pid],
+            Box::new(move |e: &Value| e["pid"] == root),
+        ),
+        (
+            "uid",
+            vec!["--uid".into(), "65534".into()],
+            Box::new(|e: &Value| e["uid"] == 65534),
+        ),
+        (
+            "comm",
+            vec!["--comm".into(), "sleep".into()],
+            Box::new(|e: &Value| e["comm"] == "sleep"),
+        ),
+        (
+            "cgroup",
+            vec!["--cgroup".into(), cgroup.clone()],
+            Box::new({
+                let c = cgroup.clone();
+                move |e: &Value| {
+                    e["cgroup"]
+                        .as_str()
+                        .is_some_and(|p| p == c || p.starts_with(&format!("{c}/")))
+                }
+            }),
+        ),
+        (
+            "failed",
+            vec!["--failed".into()],
+            Box::new(|e: &Value| e["exit_code"] != 0),
+        ),
+        (
+            "uid+failed",
+            vec!["--uid".into(), "65534".into(), "--failed".into()],
+            Box::new(|e: &Value| e["uid"] == 65534 && e["exit_code"] != 0),
+        ),
+        (
+            "comm2+cgroup",
+            vec![
+                "--comm".into(),
+                "sh".into(),
+                "--comm".into(),
+                "sleep".into(),
+                "--cgroup".into(),
+                cgroup.clone(),
+            ],
+            Box::new({
+                let c = cgroup.clone();
+                move |e: &Value| {
+                    (e["comm"] == "sh" || e["comm"] == "sleep")
+                        && e["cgroup"].as_str().is_some_and(|p| p == c)
+                }
+            }),
+        ),
+    ];
+    let all_json = dir.join("all.json");
+    let mut sessions = vec![start_tracer(&["record", "--json"], &[all_json.as_path()])];
+    let mut files = Vec::new();
+    for (name, args, _) in &cases {
+        let file = dir.join(&format!("{name}.json"));
+        // The file goes last, as `--json`'s value.
+        let mut full: Vec<&str> = vec!["record"];
+        full.extend(args.iter().map(String::as_str));
+        full.push("--json");
+        sessions.push(start_tracer(&full, &[file.as_path()]));
+        files.push(file);
+    }
+    workload
+        .0
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"go\n")
+        .expect("starting the workload");
+    let status = workload
+        .wait_timeout(Duration::from_secs(60))
+        .expect("the workload did not end");
+    assert!(status.success(), "workload: {status}");
+    for (child, _lines, all) in sessions {
+        stop(child, all);
+    }
+    let _ = std::fs::remove_dir(&cg_dir);
+
+    let all: Vec<Value> = exits(&all_json)
+        .into_iter()
+        .filter(|e| in_workload(e, root))
+        .collect();
+    // sh 0, sh 3, sleep, the killed sleep, two as nobody, three in the
+    // cgroup and one more there, and the workload itself.
+    assert_eq!(all.len(), 11, "the workload's exits: {all:#?}");
+    for ((name, _, pred), file) in cases.iter().zip(&files) {
+        let got = exits(file);
+        for e in &got {
+            assert!(pred(e), "{name}: an exit that does not match: {e}");
+        }
+        let want: BTreeSet<u64> = all
+            .iter()
+            .filter(|e| pred(e))
+            .map(|e| e["pid"].as_u64().unwrap())
+            .collect();
+        let got: BTreeSet<u64> = got
+            .iter()
+            .filter(|e| in_workload(e, root))
+            .map(|e| e["pid"].as_u64().unwrap())
+            .collect();
+        assert!(
+            !want.is_empty(),
+            "{name}: the workload has no matching exit"
+        );
+        assert_eq!(
+            got, want,
+            "{name}: filtered != the matching subset of {all:#?}"
+        );
+    }
+}
+
+fn stop(mut child: ChildGuard, all: std::thread::JoinHandle<String>) {
+    // SAFETY: kill has no memory preconditions; the child is not reaped.
+    assert_eq!(unsafe { libc::kill(child.pid() as i32, libc::SIGTERM) }, 0);
+    let status = child
+        .wait_timeout(Duration::from_secs(30))
+        .expect("tracer did not stop");
+    let stderr = all.join().unwrap_or_default();
+    assert!(status.success(), "tracer: {status}\n{stderr}");
+    assert!(stderr.contains(" 0 lost"), "{stderr}");
+}
