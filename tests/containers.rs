@@ -11,6 +11,7 @@
 mod common;
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -181,4 +182,92 @@ fn exits_name_their_cgroup_and_container() {
         format!("pid:[{}]", root["pidns"]),
         "{root}"
     );
+}
+
+/// `--acct-dir`: a container's file holds the container's own pids, equal
+/// field for field to what the kernel writes with accounting switched on
+/// inside that pid namespace (`unshare --pid --fork`, then `accton`).
+#[test]
+fn acct_dir_equals_accton_inside_the_namespace() {
+    if !require_privileges(
+        "acct_dir_equals_accton_inside_the_namespace",
+        Needs {
+            bpf: true,
+            accton: true,
+            cc: false,
+        },
+    ) {
+        return;
+    }
+    let Some(v2) = cgroup2_mount() else {
+        let why = "no cgroup2 hierarchy is mounted";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("skipped: acct_dir_equals_accton_inside_the_namespace: {why}");
+        return;
+    };
+    let container = id('9');
+    let mut made = Made(Vec::new());
+    let cg = v2.join(format!("docker-{container}.scope"));
+    made.dir(&cg);
+    let dir = TempDir::new("acct-dir");
+    let out_dir = dir.join("acct");
+    std::fs::create_dir(&out_dir).expect("mkdir the acct dir");
+    let kernel_file = dir.join("kernel.acct");
+    std::fs::File::create(&kernel_file).expect("creating the kernel's file");
+    let accton = accton_path().expect("accton");
+    let json = dir.join("exits.json");
+    // The namespace's init moves itself into the container's cgroup, turns
+    // accounting on for its namespace, runs a workload, turns it off.
+    let inner = format!(
+        "echo $$ > {procs}; {accton} {kf} >/dev/null; \
+         sh -c 'exit 3'; sleep 0.05; /bin/true; sh -c 'kill -TERM $$'; \
+         (sleep 0.02 & wait); {accton} off >/dev/null",
+        procs = cg.join("cgroup.procs").display(),
+        accton = accton.display(),
+        kf = kernel_file.display(),
+    );
+    let out = run_with_timeout(
+        tracer()
+            .args(["run", "--acct-dir"])
+            .arg(&out_dir)
+            .arg("--json")
+            .arg(&json)
+            .args(["--", "unshare", "--pid", "--fork", "/bin/sh", "-c", &inner]),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let mut kernel_records = read_records(&kernel_file);
+    // Switching accounting off writes a record of the process doing it,
+    // while it still runs (acct_pin_kill: no exit, no memory figures);
+    // its real exit comes after, into no file of the kernel's.
+    let off = kernel_records.pop().expect("the kernel's records");
+    assert_eq!(off.comm_str(), "accton", "the last kernel record: {off:?}");
+    let kernel = by_pid(&kernel_records);
+    let mut ours = by_pid(&read_records(&out_dir.join(format!("{container}.acct"))));
+    // The namespace's init ends after `accton off`: only we have it.
+    let init = ours
+        .remove(&1)
+        .expect("the namespace's init in the container's file");
+    assert_eq!(init.comm_str(), "sh");
+    assert!(
+        ours.remove(&off.pid).is_some(),
+        "no exit of `accton off` ({off:?}) in ours: {ours:#?}"
+    );
+    assert!(kernel.len() >= 6, "the kernel's records: {kernel:#?}");
+    let runtimes: HashMap<u32, u64> = std::fs::read_to_string(&json)
+        .expect("reading the JSON")
+        .lines()
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["event"] == "exit").then_some(())?;
+            Some((
+                u32::try_from(v["ns_pid"].as_u64()?).ok()?,
+                (v["cpu_runtime_s"].as_f64()? * 1e6) as u64,
+            ))
+        })
+        .collect();
+    compare_records(&kernel, &ours, &HashMap::new(), &runtimes);
+    // The host's file has the rest (unshare, and the tracer's own command).
+    let host = read_records(&out_dir.join("host.acct"));
+    assert!(host.iter().any(|r| r.comm_str() == "unshare"), "{host:#?}");
 }

@@ -97,6 +97,10 @@ struct OutputArgs {
     /// Append acct v3 records to PATH (read by lastcomm -f, sa, dump-acct).
     #[arg(long, value_name = "PATH")]
     acct_file: Option<PathBuf>,
+    /// Append acct v3 records to DIR/<container id>.acct for each
+    /// container (with the container's own pids) and DIR/host.acct.
+    #[arg(long, value_name = "DIR")]
+    acct_dir: Option<PathBuf>,
     /// Print the table on standard output too (the default when no other
     /// output is given).
     #[arg(long)]
@@ -197,6 +201,7 @@ impl OutputArgs {
         Ok(Spec {
             json: self.json.clone(),
             acct_file: self.acct_file.clone(),
+            acct_dir: self.acct_dir.clone(),
             table: self.table,
             tree: self.tree,
             otlp: crate::output::otlp::Config::from_env(self.otlp.as_deref(), self.otlp_argv)?,

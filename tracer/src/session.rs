@@ -76,7 +76,7 @@ impl Session {
         opts.causes = spec.wants_causes();
         // The same outputs show the container; --container needs the
         // cgroup events whatever the outputs.
-        opts.containers = opts.causes || !opts.filters.containers.is_empty();
+        opts.containers = spec.wants_containers() || !opts.filters.containers.is_empty();
         opts.threads = spec.threads;
         if opts.check_clone_args && !opts.lineage {
             bail!("--check-clone-args compares fork events: give --json too");

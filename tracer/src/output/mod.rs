@@ -1,6 +1,7 @@
 //! Outputs: where decoded exits go. Each one buffers and writes in batches;
 //! `flush` is called after every drained batch and at stop.
 
+mod acct_dir;
 mod acct_file;
 pub mod file;
 mod json;
@@ -15,6 +16,7 @@ use std::{
 
 use anyhow::Result;
 
+pub use acct_dir::AcctDir;
 pub use acct_file::AcctFile;
 pub use json::JsonLines;
 pub use table::Table;
@@ -79,6 +81,8 @@ pub trait Output {
 pub struct Spec {
     pub json: Option<Target>,
     pub acct_file: Option<PathBuf>,
+    /// `--acct-dir`: an acct file per container and one for the host.
+    pub acct_dir: Option<PathBuf>,
     pub table: bool,
     pub tree: bool,
     /// OpenTelemetry log records over OTLP/HTTP (`--otlp`, `OTEL_*`).
@@ -126,7 +130,12 @@ impl Spec {
             || self.tree
             || self.otlp.is_some()
             || self.table
-            || self.acct_file.is_none()
+            || (self.acct_file.is_none() && self.acct_dir.is_none())
+    }
+
+    /// Whether an output shows containers or their pids.
+    pub fn wants_containers(&self) -> bool {
+        self.wants_causes() || self.acct_dir.is_some()
     }
 
     /// Opens the outputs (the table when no other is given).
@@ -134,6 +143,9 @@ impl Spec {
         let mut outputs = Outputs::default();
         if let Some(path) = &self.acct_file {
             outputs.push(Box::new(AcctFile::open(path)?.rotating(self.rotate)));
+        }
+        if let Some(dir) = &self.acct_dir {
+            outputs.push(Box::new(AcctDir::open(dir)?));
         }
         if let Some(target) = &self.json {
             let mut json = JsonLines::new(target.clone(), target.open()?);
