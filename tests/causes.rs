@@ -247,7 +247,8 @@ fn a_process_older_than_the_tracer_has_its_argv_from_proc() {
     old.wait_timeout(Duration::from_secs(10))
         .expect("sleep did not die");
     let found = wait_for_exit(&json, pid);
-    stop_tracer(tracer, all);
+    let stderr = stop_tracer(tracer, all);
+    let found = found.unwrap_or_else(|e| panic!("{e}\ntracer's stderr:\n{stderr}"));
     // From /proc/PID/exe: the path with its links resolved.
     let sleep = std::fs::canonicalize("/bin/sleep").expect("resolving /bin/sleep");
     assert_eq!(found["exe"], sleep.to_str().unwrap(), "{found}");
@@ -257,25 +258,28 @@ fn a_process_older_than_the_tracer_has_its_argv_from_proc() {
 }
 
 /// Waits (up to 30 s) until the JSON file holds the exit of `pid`.
-fn wait_for_exit(json: &Path, pid: u32) -> Value {
+fn wait_for_exit(json: &Path, pid: u32) -> Result<Value, String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(json).unwrap_or_default();
         // Whole lines only: the tracer may be writing the last one.
         let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
         if let Some(v) = exits(whole).into_iter().find(|v| v["pid"] == pid) {
-            return v;
+            return Ok(v);
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit of {pid} in {}",
-            json.display()
-        );
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "no exit of {pid} in {} after 30 s; its last lines:\n{}",
+                json.display(),
+                whole.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+            ));
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-fn stop_tracer(mut tracer: ChildGuard, all: std::thread::JoinHandle<String>) {
+/// Stops the tracer; its stderr.
+fn stop_tracer(mut tracer: ChildGuard, all: std::thread::JoinHandle<String>) -> String {
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(tracer.pid() as i32, libc::SIGTERM) }, 0);
     let status = tracer
@@ -283,6 +287,7 @@ fn stop_tracer(mut tracer: ChildGuard, all: std::thread::JoinHandle<String>) {
         .expect("tracer did not stop");
     let stderr = all.join().unwrap_or_default();
     assert!(status.success(), "tracer: {status}\n{stderr}");
+    stderr
 }
 
 /// A memory cgroup of this test, limited to 48 MiB, removed on drop.
@@ -378,7 +383,11 @@ fn oom_in(root: &Path, limit_file: &str, tag: &str) {
         assert!((30_000..=49_152).contains(&anon), "{hog}");
         assert_eq!(oom["oom_score_adj"], 250, "{hog}");
     } else {
-        eprintln!("{tag}: this kernel's mark_victim gives only the victim's pid: no RSS");
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "{tag}: this kernel's mark_victim gives only the victim's pid: no RSS"
+        );
     }
     let status = format!("SIGKILL (OOM, {})", cg.name);
     assert!(stdout.contains(&status), "no `{status}` in\n{stdout}");
@@ -396,16 +405,22 @@ fn oom_kill_names_the_memory_cgroup() {
         eprintln!("skipped: oom_kill_names_the_memory_cgroup: {why}");
         return;
     }
+    // Straight to fd 2, past the capture: which hierarchies were tested.
+    let say = |text: String| {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "oom_kill_names_the_memory_cgroup: {text}"
+        );
+    };
+    say(format!("memory hierarchies: v1 {v1:?}, v2 {v2:?}"));
     match &v1 {
         Some(root) => oom_in(root, "memory.limit_in_bytes", "v1"),
-        None => eprintln!("oom_kill_names_the_memory_cgroup: v1: no v1 memory hierarchy here"),
+        None => say("v1: no v1 memory hierarchy here".into()),
     }
     match &v2 {
         Some(root) => oom_in(root, "memory.max", "v2"),
         // On hybrid hosts the memory controller is bound to v1.
-        None => eprintln!(
-            "oom_kill_names_the_memory_cgroup: v2: the memory controller is not on a v2 \
-             hierarchy here (v1 holds it)"
-        ),
+        None => say("v2: the memory controller is not on a v2 hierarchy here (v1 holds it)".into()),
     }
 }
