@@ -494,6 +494,42 @@ impl Report {
                 met,
             ));
         }
+        // The "why did it die" budgets (killer and OOM probes attached with
+        // every output but the acct file), and what a filtered-out process
+        // may cost.
+        let bpf = |name: &str, c: Config| {
+            tracer_cells
+                .iter()
+                .find(|(wi, cc, _)| WORKLOADS[*wi].name == name && *cc == c)
+                .and_then(|(_, _, x)| x.bpf_ns_task)
+        };
+        for (name, config, budget) in [
+            ("vfork_churn", Config::TracerAcct, 400.0),
+            ("vfork_churn", Config::TracerJson, 550.0),
+            ("thread_churn", Config::TracerAcct, 90.0),
+            ("thread_churn", Config::TracerJson, 90.0),
+        ] {
+            if let Some(v) = bpf(name, config) {
+                out.push((
+                    format!("BPF time <= {budget:.0} ns per task on {name}, {}", config.key()),
+                    format!("{v:.0} ns"),
+                    v <= budget,
+                ));
+            }
+        }
+        for w in &WORKLOADS {
+            let name = w.name;
+            if let (Some(f), Some(j)) = (
+                bpf(name, Config::TracerFiltered),
+                bpf(name, Config::TracerJson),
+            ) {
+                out.push((
+                    format!("a filtered-out process costs <= half a recorded one ({name})"),
+                    format!("{f:.0} ns filtered, {j:.0} ns recorded (--json)"),
+                    f <= j / 2.0,
+                ));
+            }
+        }
         let worst = |f: &dyn Fn(&Cell) -> Option<f64>| {
             tracer_cells
                 .iter()
@@ -676,6 +712,7 @@ impl Report {
         let shown = [
             (Config::TracerAcct, "#1f77b4"),
             (Config::TracerJson, "#6baed6"),
+            (Config::TracerFiltered, "#9ecae1"),
             (Config::Exitsnoop, "#d62728"),
             (Config::Accton, "#7f7f7f"),
         ];

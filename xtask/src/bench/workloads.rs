@@ -102,17 +102,24 @@ pub(super) enum Config {
     Untraced,
     TracerAcct,
     TracerJson,
+    /// `--json` with a filter no exit passes: what a filtered-out process
+    /// costs.
+    TracerFiltered,
     Exitsnoop,
     Accton,
 }
 
-pub(super) const CONFIGS: [Config; 5] = [
+pub(super) const CONFIGS: [Config; 6] = [
     Config::Untraced,
     Config::TracerAcct,
     Config::TracerJson,
+    Config::TracerFiltered,
     Config::Exitsnoop,
     Config::Accton,
 ];
+
+/// A uid no process has, for `Config::TracerFiltered`.
+const NOBODY_UID: &str = "4294967200";
 
 impl Config {
     pub(super) fn label(self) -> &'static str {
@@ -120,6 +127,7 @@ impl Config {
             Config::Untraced => "untraced",
             Config::TracerAcct => "tracer record --acct-file",
             Config::TracerJson => "tracer record --json",
+            Config::TracerFiltered => "tracer record --json, all filtered out",
             Config::Exitsnoop => "exitsnoop (libbpf-tools)",
             Config::Accton => "accton (kernel acct)",
         }
@@ -130,13 +138,17 @@ impl Config {
             Config::Untraced => "untraced",
             Config::TracerAcct => "tracer_acct",
             Config::TracerJson => "tracer_json",
+            Config::TracerFiltered => "tracer_filtered",
             Config::Exitsnoop => "exitsnoop",
             Config::Accton => "accton",
         }
     }
 
     pub(super) fn is_tracer(self) -> bool {
-        matches!(self, Config::TracerAcct | Config::TracerJson)
+        matches!(
+            self,
+            Config::TracerAcct | Config::TracerJson | Config::TracerFiltered
+        )
     }
 }
 
@@ -338,7 +350,7 @@ pub(super) fn run_once(
             let (_, wall, cpu) = run_workload(ctx, w, n)?;
             (run.wall_s, run.cpu_s) = (wall, cpu);
         }
-        Config::TracerAcct | Config::TracerJson => {
+        Config::TracerAcct | Config::TracerJson | Config::TracerFiltered => {
             let out = ctx.work.join(if config == Config::TracerAcct {
                 "run.acct"
             } else {
@@ -351,7 +363,11 @@ pub(super) fn run_once(
                 "--json"
             };
             let out_s = out.to_str().context("work dir path is not UTF-8")?;
-            let tracer = Tracer::spawn(&ctx.tracer, &["record", flag, out_s])?;
+            let mut args = vec!["record", flag, out_s];
+            if config == Config::TracerFiltered {
+                args.extend(["--uid", NOBODY_UID]);
+            }
+            let tracer = Tracer::spawn(&ctx.tracer, &args)?;
             if let Err(e) = tracer.ready() {
                 let pid = tracer.pid;
                 let _ = send_signal(pid, libc::SIGKILL);
@@ -397,7 +413,8 @@ pub(super) fn run_once(
                 hwm_kib,
                 rss_kib,
             });
-            run.records = Some(Records {
+            // Filtered out, every one: nothing to find.
+            run.records = (config != Config::TracerFiltered).then_some(Records {
                 written,
                 lost,
                 found,
@@ -456,7 +473,8 @@ pub(super) fn run_once(
                 hwm_kib,
                 rss_kib,
             });
-            run.records = Some(Records {
+            // Filtered out, every one: nothing to find.
+            run.records = (config != Config::TracerFiltered).then_some(Records {
                 written,
                 lost,
                 found,
