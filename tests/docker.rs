@@ -1,7 +1,8 @@
 //! A real container engine: Docker runs an image built here (no registry
 //! is reachable: a busybox-static rootfs, `docker import`ed), and the exit
-//! records of its processes carry the id `docker` reports; then the tracer
-//! itself runs in a container with CAP_SYS_ADMIN and the host's pid
+//! records of its processes carry the id `docker` reports; `tracer run`
+//! inside a container (its own pid namespace) records its command; and the
+//! tracer runs in a container with CAP_SYS_ADMIN and the host's pid
 //! namespace, as a DaemonSet would run it, and records a host process.
 #![expect(
     unused_crate_dependencies,
@@ -207,8 +208,50 @@ fn docker_containers_are_named_and_the_tracer_runs_in_one() {
     // No host process is said to be in a container.
     assert!(exits.iter().any(|e| e["container_id"].is_null()));
 
-    // 2. The tracer in a privileged container with the host's pid
-    // namespace, recording a host process.
+    // 2. `tracer run` inside a container, in its own pid namespace.
+    let cid_run = dir.join("run.cid");
+    let out = run_with_timeout(
+        Command::new("docker").args([
+            "run",
+            "--rm",
+            "--cidfile",
+            cid_run.to_str().unwrap(),
+            "--cap-add",
+            "SYS_ADMIN",
+            "--security-opt",
+            "seccomp=unconfined",
+            "-v",
+            "/sys/kernel/btf:/sys/kernel/btf:ro",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+            IMAGE,
+            "/bin/tracer",
+            "run",
+            "--json",
+            "-",
+            "--",
+            "sh",
+            "-c",
+            "sh -c 'exit 6'; exit 5",
+        ]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", describe_output(&out));
+    let id_run = std::fs::read_to_string(&cid_run).expect("the cidfile");
+    let inside: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "exit")
+        .collect();
+    let command = inside
+        .iter()
+        .find(|e| e["exit_status"] == 5)
+        .unwrap_or_else(|| panic!("no exit of the command in {inside:#?}"));
+    assert_eq!(command["container_id"], id_run.trim(), "{command}");
+    assert!(inside.iter().any(|e| e["exit_status"] == 6), "{inside:#?}");
+
+    // 3. The tracer in a container with the host's pid namespace,
+    // recording a host process.
     let out_dir = dir.join("out");
     std::fs::create_dir(&out_dir).expect("mkdir out");
     let name = format!("tracer-test-{}", std::process::id());

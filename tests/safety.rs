@@ -491,9 +491,12 @@ fn numbers_out_of_range_are_usage_errors() {
     }
 }
 
+/// `tracer run` from a pid namespace of its own (what a container gives):
+/// the programs find the tracer by its namespace pid and follow the
+/// command, whose records carry the host's pids and the namespace's.
 #[test]
-fn run_in_a_pid_namespace_refuses_rather_than_record_nothing() {
-    const NAME: &str = "run_in_a_pid_namespace_refuses_rather_than_record_nothing";
+fn run_in_a_pid_namespace_records_the_command() {
+    const NAME: &str = "run_in_a_pid_namespace_records_the_command";
     if !require_privileges(NAME, BPF_ONLY) {
         return;
     }
@@ -501,13 +504,38 @@ fn run_in_a_pid_namespace_refuses_rather_than_record_nothing() {
         Command::new("unshare")
             .args(["--pid", "--fork", "--mount-proc"])
             .arg(env!("CARGO_BIN_EXE_tracer"))
-            .args(["run", "--", "/bin/sh", "-c", "true; exit 4"]),
+            .args([
+                "run",
+                "--json",
+                "-",
+                "--",
+                "/bin/sh",
+                "-c",
+                "true; sh -c 'exit 3'; exit 4",
+            ]),
         LIMIT,
     );
     let err = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(125), "{}", describe_output(&out));
-    assert!(err.contains("pid namespace"), "{err}");
-    assert!(!err.contains("0 lost"), "no empty success: {err}");
+    assert_eq!(out.status.code(), Some(4), "{}", describe_output(&out));
+    assert!(err.contains("2 records written, 0 lost"), "{err}");
+    let exits: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "exit")
+        .collect();
+    // The tracer is 1 in the namespace, the command 2, its child 3 or more.
+    let command = exits
+        .iter()
+        .find(|e| e["exit_status"] == 4)
+        .unwrap_or_else(|| panic!("no exit of the command: {exits:#?}"));
+    assert_eq!(command["ns_pid"], 2, "{command}");
+    assert_ne!(command["pid"], command["ns_pid"], "{command}");
+    let child = exits
+        .iter()
+        .find(|e| e["exit_status"] == 3)
+        .unwrap_or_else(|| panic!("no exit of the command's child: {exits:#?}"));
+    assert_eq!(child["ns_ppid"], 2, "{child}");
+    assert_eq!(child["ppid"], command["pid"], "{child}");
 }
 
 #[test]

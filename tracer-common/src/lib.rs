@@ -254,6 +254,14 @@ pub struct Config {
     pub ns_ids: u32,
     /// [`filter`] bits: the filters given.
     pub filters: u32,
+    /// `tracer run` inside a pid namespace of its own: that namespace
+    /// (`/proc/self/ns/pid`'s device and inode) and the tracer's pid in it,
+    /// so the follow programs can tell the tracer's own forks (the loader
+    /// knows only its namespace pid); 0: not in one.
+    pub self_ns_dev: u64,
+    pub self_ns_ino: u64,
+    pub self_ns_tgid: u32,
+    pub _pad: u32,
 }
 
 /// Bits of [`Config::filters`]: which filter maps (or tests) apply.
@@ -599,7 +607,7 @@ mod tests {
         assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16 + 16);
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
         assert_eq!(size_of::<Offsets>(), 71 * 4);
-        assert_eq!(size_of::<Config>(), 56);
+        assert_eq!(size_of::<Config>(), 80);
         assert_eq!(CGROUP_HEADER_LEN, 24);
         assert_eq!(size_of::<KillRecord>(), 56);
         assert_eq!(size_of::<OomRecord>(), 56 + CGROUP_LEVELS * CGROUP_NAME_LEN);

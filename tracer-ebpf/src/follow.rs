@@ -2,9 +2,10 @@
 //! creation; every step twice, because the kernel may skip a program.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
+    bindings::bpf_pidns_info,
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_ns_current_pid_tgid},
     macros::{btf_tracepoint, map},
-    maps::HashMap,
+    maps::{Array, HashMap},
     programs::BtfTracePointContext,
 };
 use tracer_common::counter;
@@ -106,6 +107,39 @@ pub(crate) fn follow_newtask(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// `tracer run` in a pid namespace of its own: slot 0 is set by the loader
+/// while it creates the command, slot 1 is where the follow programs put
+/// the tracer's pid as the kernel knows it, when they see it fork.
+#[map]
+pub(crate) static SELF_IN_NS: Array<u32> = Array::with_max_entries(2, 0);
+
+/// Whether the current task is the tracer, creating its command from a pid
+/// namespace of its own: then it is tracked, as the loader tracks itself
+/// by pid outside one.
+#[inline(always)]
+fn track_self(tgid: u32) {
+    if cfg!(self_ns_ino) == 0 || SELF_IN_NS.get(0).copied() != Some(1) {
+        return;
+    }
+    let mut ns = bpf_pidns_info { pid: 0, tgid: 0 };
+    // SAFETY: `ns` is ours and its size is given.
+    let ret = unsafe {
+        bpf_get_ns_current_pid_tgid(
+            cfg!(self_ns_dev),
+            cfg!(self_ns_ino),
+            &raw mut ns,
+            size_of::<bpf_pidns_info>() as u32,
+        )
+    };
+    if ret == 0 && ns.tgid == cfg!(self_ns_tgid) {
+        let _ = TRACKED.insert(tgid, FOLLOWED, 0);
+        if let Some(slot) = SELF_IN_NS.get_ptr_mut(1) {
+            // SAFETY: an array slot of ours.
+            unsafe { *slot = tgid };
+        }
+    }
+}
+
 /// Tracks `child` when the current (creating) group is tracked.
 #[inline(always)]
 pub(crate) fn follow(child: u64) {
@@ -113,6 +147,7 @@ pub(crate) fn follow(child: u64) {
         return;
     }
     let parent_tgid = current_tgid();
+    track_self(parent_tgid);
     // SAFETY: a lookup whose value is not used.
     if unsafe { TRACKED.get(parent_tgid) }.is_none() {
         return;

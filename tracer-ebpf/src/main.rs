@@ -88,6 +88,10 @@ static CONFIG: Config = Config {
     argv_bytes: 0,
     ns_ids: 0,
     filters: 0,
+    self_ns_dev: 0,
+    self_ns_ino: 0,
+    self_ns_tgid: 0,
+    _pad: 0,
 };
 
 #[cfg(not(test))]

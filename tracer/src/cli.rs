@@ -237,6 +237,7 @@ impl ProbeArgs {
                 containers: self.container.clone(),
                 failed: self.failed,
             },
+            self_ns: None,
         }
     }
 }

@@ -66,6 +66,9 @@ pub struct ProbeOptions {
     pub containers: bool,
     /// The exits wanted.
     pub filters: Filters,
+    /// `tracer run` in a pid namespace of its own: that namespace's device
+    /// and inode, and the tracer's pid in it.
+    pub self_ns: Option<(u64, u64, u32)>,
 }
 
 /// 2 MiB: room for about 10,000 exit records (192 bytes, 200 with the
@@ -167,6 +170,10 @@ impl Probes {
             argv_bytes: opts.argv_bytes,
             ns_ids: opts.containers.into(),
             filters: opts.filters.bits(),
+            self_ns_dev: opts.self_ns.map_or(0, |s| s.0),
+            self_ns_ino: opts.self_ns.map_or(0, |s| s.1),
+            self_ns_tgid: opts.self_ns.map_or(0, |s| s.2),
+            _pad: 0,
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
         // the loader needs no kernel BTF; `btf` is for the program loads.
@@ -328,6 +335,27 @@ impl Probes {
         )?;
         m.insert(id, 1, 0)
             .context("cannot add a cgroup to the --cgroup/--container filter")
+    }
+
+    /// From a pid namespace of its own, `tracer run` cannot name itself to
+    /// the programs by pid: while armed, the follow programs recognise the
+    /// tracer's forks by its namespace pid and track it.
+    pub fn find_self(&mut self, armed: bool) -> Result<()> {
+        let mut m: aya::maps::Array<_, u32> = aya::maps::Array::try_from(
+            self.ebpf
+                .map_mut("SELF_IN_NS")
+                .context("no SELF_IN_NS map")?,
+        )?;
+        m.set(0, u32::from(armed), 0)
+            .context("cannot arm the search for the tracer's own pid")
+    }
+
+    /// The tracer's pid as the kernel knows it, once a follow program saw
+    /// it fork while armed.
+    pub fn self_pid(&self) -> Result<Option<u32>> {
+        let m: aya::maps::Array<_, u32> =
+            aya::maps::Array::try_from(self.ebpf.map("SELF_IN_NS").context("no SELF_IN_NS map")?)?;
+        Ok(Some(m.get(&1, 0)?).filter(|&p| p != 0))
     }
 
     /// Follows this thread group (and, from now on, every group it creates).

@@ -140,6 +140,14 @@ impl Session {
         self.table = Some(table);
     }
 
+    /// An empty process table when an output shows lineage, fed by the
+    /// events only (`/proc` does not show the programs' pids).
+    pub fn start_lineage_empty(&mut self) {
+        if self.lineage {
+            self.table = Some(ProcessTable::default());
+        }
+    }
+
     /// Serves `/metrics` on `addr` from now on (a thread of its own).
     pub fn serve_metrics(&mut self, addr: std::net::SocketAddr) -> Result<()> {
         use std::os::fd::AsRawFd;

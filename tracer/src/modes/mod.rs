@@ -31,6 +31,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// programs see the kernel's pids, which a process in a child namespace
 /// (`docker run --privileged` without `--pid=host`) can neither name nor
 /// follow. Returns the namespace's inode number when it is another one.
+/// The pid namespace of our own, when we are in one: its device and inode
+/// (`/proc/self/ns/pid`), as `bpf_get_ns_current_pid_tgid()` takes them.
+fn own_pid_namespace() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata("/proc/self/ns/pid").ok()?;
+    child_pid_namespace().map(|_| (meta.dev(), meta.ino()))
+}
+
 fn child_pid_namespace() -> Option<u64> {
     // PROC_PID_INIT_INO in include/linux/proc_ns.h: the initial pid
     // namespace's inode number, the same on every kernel.

@@ -5,7 +5,7 @@ use std::{ffi::OsString, net::SocketAddr};
 
 use anyhow::{bail, Result};
 
-use super::{child_pid_namespace, runtime, EXIT_RUN_FAILED};
+use super::{own_pid_namespace, runtime, EXIT_RUN_FAILED};
 use crate::{exit_status::ExitStatus, output, probes::ProbeOptions, session::Session, shutdown};
 
 /// A failure of the tracer's own is reported as 125, as timeout(1), env(1)
@@ -32,14 +32,10 @@ async fn session(
     spec: &output::Spec,
     mut opts: ProbeOptions,
 ) -> Result<i32> {
-    if let Some(ns) = child_pid_namespace() {
-        bail!(
-            "tracer run is inside a pid namespace of its own (pid namespace {ns}): the programs \
-             see the host's pids and cannot follow the command from here, so nothing would be \
-             recorded. Run it in the host's pid namespace (docker run --pid=host, or outside \
-             unshare --pid)"
-        );
-    }
+    // In a pid namespace of our own (a container), our pid is not the one
+    // the programs see: they find us by our namespace pid instead.
+    let own_ns = own_pid_namespace();
+    opts.self_ns = own_ns.map(|(dev, ino)| (dev, ino, std::process::id()));
     opts.follow_tracked = true;
     let mut session = Session::start(spec, opts)?;
     if let Some(addr) = metrics {
@@ -50,10 +46,26 @@ async fn session(
     // Track ourselves while we create the command: the fork tracker then
     // marks it tracked before it first runs, so none of its own children
     // can slip by. Then stop tracking ourselves.
-    let me = std::process::id();
-    session.probes.track(me)?;
-    let spawned = spawn(command);
-    session.probes.untrack(me)?;
+    let spawned = if own_ns.is_some() {
+        session.probes.find_self(true)?;
+        let spawned = spawn(command);
+        session.probes.find_self(false)?;
+        match session.probes.self_pid()? {
+            Some(me) => session.probes.untrack(me)?,
+            None if spawned.is_ok() => bail!(
+                "tracer run in a pid namespace: the programs did not see the tracer create \
+                 the command, so it cannot be followed"
+            ),
+            None => {}
+        }
+        spawned
+    } else {
+        let me = std::process::id();
+        session.probes.track(me)?;
+        let spawned = spawn(command);
+        session.probes.untrack(me)?;
+        spawned
+    };
     let child = match spawned {
         Ok(child) => child,
         Err(e) => {
@@ -81,7 +93,13 @@ async fn session(
             }
         }
     };
-    session.seed_lineage(Some(pid as u32));
+    // /proc shows the namespace's pids, the programs the host's: in a
+    // namespace the table learns only from the events.
+    if own_ns.is_none() {
+        session.seed_lineage(Some(pid as u32));
+    } else {
+        session.start_lineage_empty();
+    }
     session.pump(stop, false).await?;
     // A wait status is encoded as acct's exit code (status << 8, or the
     // signal | 0x80 with a core): one decoding serves both.
@@ -89,7 +107,12 @@ async fn session(
         ExitStatus::from_code(status as u32).shell_status()
     });
     let ok = session.finish()?;
-    let alive = session.probes.tracked_alive().unwrap_or(0);
+    // (By /proc: only where it shows the programs' pids.)
+    let alive = if own_ns.is_none() {
+        session.probes.tracked_alive().unwrap_or(0)
+    } else {
+        0
+    };
     if alive > 0 {
         eprintln!(
             "tracer: {alive} descendant processes still running; their exits are not recorded"
