@@ -19,7 +19,7 @@ use tracer_common::{
 
 use crate::{
     follow::wanted,
-    kernel::{probe_u64, Btf, Kernel},
+    kernel::{probe_u32, probe_u64, Btf, Kernel},
     ring::{emit, Loss},
 };
 
@@ -58,10 +58,12 @@ pub(crate) fn kill_event(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let info = ctx.arg::<u64>(1);
+    // A helper read: newer verifiers (7.x) take `info` for a scalar, as
+    // it may encode SEND_SIG_NOINFO or SEND_SIG_PRIV.
     let code = match info {
         0 => SI_USER,
         1 => SI_KERNEL,
-        p => Btf::u32(p, off!(siginfo_code)) as i32,
+        p => probe_u32(p, off!(siginfo_code)) as i32,
     };
     let sender = bpf_get_current_pid_tgid();
     emit(Loss::Event, |r: *mut KillRecord| {

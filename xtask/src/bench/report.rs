@@ -511,7 +511,10 @@ impl Report {
         ] {
             if let Some(v) = bpf(name, config) {
                 out.push((
-                    format!("BPF time <= {budget:.0} ns per task on {name}, {}", config.key()),
+                    format!(
+                        "BPF time <= {budget:.0} ns per task on {name}, {}",
+                        config.key()
+                    ),
                     format!("{v:.0} ns"),
                     v <= budget,
                 ));
