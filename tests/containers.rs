@@ -31,6 +31,19 @@ fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
+/// The memory controller's v1 hierarchy, where one is mounted.
+fn memory_v1_mount() -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut r = right.split(' ');
+        if r.next()? != "cgroup" || !r.nth(1)?.split(',').any(|o| o == "memory") {
+            return None;
+        }
+        Some(PathBuf::from(left.split(' ').nth(4)?))
+    })
+}
+
 /// Directories made for the test, removed (deepest first) on drop.
 struct Made(Vec<PathBuf>);
 
@@ -121,6 +134,20 @@ fn exits_name_their_cgroup_and_container() {
             script += &format!("rmdir {}; ", dir.display());
         }
     }
+    // Where the memory controller has a v1 hierarchy (hybrid and v1
+    // hosts), a container only there (docker's cgroupfs driver on a v1
+    // host) is found from its v1 path.
+    let v1 = memory_v1_mount();
+    if let Some(v1) = &v1 {
+        let mut dir = v1.join(&top);
+        made.dir(&dir);
+        dir = dir.join(format!("docker-{}.scope", id('7')));
+        made.dir(&dir);
+        script += &format!(
+            "sh -c 'echo $$ > {}/cgroup.procs; exit 60'; ",
+            dir.display()
+        );
+    }
     script += "unshare --pid --fork sh -c 'echo ns $$; sh -c \"echo nschild \\$\\$ \\$PPID; exit 42\"'; true";
     let dir = TempDir::new("containers");
     let json = dir.join("exits.json");
@@ -142,6 +169,23 @@ fn exits_name_their_cgroup_and_container() {
         assert_eq!(e["cgroup"], format!("/{top}/{path}"), "{e}");
         assert_eq!(e["container_id"].as_str(), container.as_deref(), "{e}");
         assert_eq!(e["pod_uid"].as_str(), *pod_uid, "{e}");
+    }
+    if v1.is_some() {
+        let e = exits
+            .iter()
+            .find(|e| e["exit_status"] == 60)
+            .unwrap_or_else(|| panic!("no exit 60 in {exits:#?}"));
+        assert_eq!(e["container_id"].as_str(), Some(&id('7')[..]), "{e}");
+        assert!(
+            !e["cgroup"].as_str().unwrap_or("").contains(&id('7')),
+            "{e}"
+        );
+    } else {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "exits_name_their_cgroup_and_container: no v1 memory hierarchy here: v1 part not run"
+        );
     }
     // The command itself: a host process, in no container, its pids its
     // own in the initial pid namespace.

@@ -261,7 +261,9 @@ pub struct Config {
     pub self_ns_dev: u64,
     pub self_ns_ino: u64,
     pub self_ns_tgid: u32,
-    pub _pad: u32,
+    /// The v1 hierarchy of the memory controller, whose cgroup events are
+    /// sent too (0: memory is on v2, or absent).
+    pub v1_hierarchy: u32,
 }
 
 /// Bits of [`Config::filters`]: which filter maps (or tests) apply.
@@ -546,6 +548,10 @@ pub struct ExitRecord {
     pub ns_ppid: u32,
     pub pidns: u32,
     pub _pad: u32,
+    /// With `Config::ns_ids`: the id of the process's cgroup in the v1
+    /// hierarchy of the memory controller (where a runtime on a v1 or
+    /// hybrid host puts its containers); its v2 one where memory is on v2.
+    pub cgroup_v1_id: u64,
 }
 
 /// The initial pid namespace's inode number (`PROC_PID_INIT_INO`).
@@ -572,7 +578,8 @@ pub struct CgroupRecord {
     pub event: u32,
     /// Bytes of `path` filled, without a NUL.
     pub path_len: u32,
-    pub _pad: u32,
+    /// The hierarchy: 0 for v2, else the v1 one of the memory controller.
+    pub hierarchy: u32,
     /// The kernfs node id (what `bpf_get_current_cgroup_id()` gives).
     pub id: u64,
     /// From the hierarchy's root, `/` separated.
@@ -604,7 +611,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16 + 16);
+        assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16 + 16 + 8);
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
         assert_eq!(size_of::<Offsets>(), 71 * 4);
         assert_eq!(size_of::<Config>(), 80);

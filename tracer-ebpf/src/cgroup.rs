@@ -38,10 +38,14 @@ pub(crate) fn cgroup_removed(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn event(ctx: &BtfTracePointContext, kind: u32) {
     let cgrp = ctx.arg::<u64>(0);
-    // Only the v2 hierarchy (its root's hierarchy id is 0): exit records
-    // carry the v2 cgroup id.
+    // The v2 hierarchy (its root's hierarchy id is 0) and the memory
+    // controller's v1 one: exit records carry a cgroup id of each.
     let root = probe_u64(cgrp, off!(cgroup_root));
-    if root == 0 || probe_u64(root, off!(root_hierarchy_id)) as u32 != 0 {
+    if root == 0 {
+        return;
+    }
+    let hierarchy = probe_u64(root, off!(root_hierarchy_id)) as u32;
+    if hierarchy != 0 && hierarchy != cfg!(v1_hierarchy) {
         return;
     }
     let Some(r) = CGROUP_SCRATCH.get_ptr_mut(0) else {
@@ -53,7 +57,7 @@ fn event(ctx: &BtfTracePointContext, kind: u32) {
     let len = unsafe {
         (*r).kind = RECORD_CGROUP;
         (*r).event = kind;
-        (*r)._pad = 0;
+        (*r).hierarchy = hierarchy;
         (*r).id = probe_u64(probe_u64(cgrp, off!(cgroup_kn)), off!(kernfs_node_id));
         let n = match bpf_probe_read_kernel_str_bytes(path as *const u8, &mut (*r).path) {
             Ok(s) => s.len(),

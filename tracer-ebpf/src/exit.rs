@@ -111,8 +111,14 @@ pub(crate) fn fill_identity<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32)
         (*r).ns_ppid = 0;
         (*r).pidns = 0;
         (*r)._pad = 0;
+        (*r).cgroup_v1_id = 0;
     }
     if cfg!(ns_ids) != 0 {
+        // The memory controller's cgroup: `css_set.subsys[memory]->cgroup`.
+        let css = K::u64(K::u64(task, off!(task_cgroups)), off!(css_set_memcg));
+        let kn = K::u64(K::u64(css, off!(css_cgroup)), off!(cgroup_kn));
+        // SAFETY: `r` is our reserved ring slot.
+        unsafe { (*r).cgroup_v1_id = K::u64(kn, off!(kernfs_node_id)) };
         let parent = K::u64(task, off!(task_real_parent));
         fill_ns_ids::<K>(r, leader, parent, tgid);
     }

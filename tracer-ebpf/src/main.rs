@@ -91,7 +91,7 @@ static CONFIG: Config = Config {
     self_ns_dev: 0,
     self_ns_ino: 0,
     self_ns_tgid: 0,
-    _pad: 0,
+    v1_hierarchy: 0,
 };
 
 #[cfg(not(test))]

@@ -315,6 +315,7 @@ impl AcctV3 {
             killed_by: None,
             oom_kill: None,
             cgroup: None,
+            cgroup_v1: None,
         }
     }
 
@@ -984,6 +985,7 @@ mod tests {
             ns_ppid: 0,
             pidns: 0,
             _pad: 0,
+            cgroup_v1_id: 0,
         }
     }
 

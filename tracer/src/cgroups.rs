@@ -46,12 +46,22 @@ impl CgroupInfo {
 pub struct CgroupEvent {
     /// `CGROUP_MKDIR` or `CGROUP_RMDIR`.
     pub event: u32,
+    /// 0: the v2 hierarchy; else the memory controller's v1 one.
+    pub hierarchy: u32,
     pub id: u64,
     pub path: String,
 }
 
+/// The v2 hierarchy, and the v1 one of the memory controller (where a
+/// runtime on a v1 or hybrid host puts its containers).
 #[derive(Debug, Default)]
 pub struct Cgroups {
+    v2: Hierarchy,
+    v1: Hierarchy,
+}
+
+#[derive(Debug, Default)]
+struct Hierarchy {
     by_id: HashMap<u64, Rc<CgroupInfo>>,
     removed: VecDeque<(Instant, u64)>,
 }
@@ -59,13 +69,55 @@ pub struct Cgroups {
 impl Cgroups {
     /// Every cgroup of the v2 hierarchy mounted here (the first cgroup2
     /// mount: `/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid
-    /// hosts). A kernfs directory's inode number is its cgroup id.
+    /// hosts), and of the memory controller's v1 hierarchy where it has
+    /// one. A kernfs directory's inode number is its cgroup id.
     pub fn from_mount() -> Self {
+        Self {
+            v2: cgroup2_mount().map_or_else(Hierarchy::default, Hierarchy::read),
+            v1: memory_v1_mount().map_or_else(Hierarchy::default, Hierarchy::read),
+        }
+    }
+
+    pub fn event(&mut self, e: &CgroupEvent) {
+        if e.hierarchy == 0 {
+            self.v2.event(e);
+        } else {
+            self.v1.event(e);
+        }
+    }
+
+    /// The v2 cgroup of this id.
+    pub fn get(&self, id: u64) -> Option<&CgroupInfo> {
+        self.v2.by_id.get(&id).map(|c| &**c)
+    }
+
+    /// The cgroup of this id in the memory controller's v1 hierarchy.
+    pub fn get_v1(&self, id: u64) -> Option<&CgroupInfo> {
+        self.v1.by_id.get(&id).map(|c| &**c)
+    }
+
+    /// Every v2 and v1 cgroup known, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &CgroupInfo)> {
+        self.v2
+            .by_id
+            .iter()
+            .chain(&self.v1.by_id)
+            .map(|(&id, c)| (id, &**c))
+    }
+
+    pub fn len(&self) -> usize {
+        self.v2.by_id.len() + self.v1.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Hierarchy {
+    fn read((mount, root): (PathBuf, String)) -> Self {
         let mut table = Self::default();
-        let Some((mount, root)) = cgroup2_mount() else {
-            return table;
-        };
-        let mut stack = vec![(mount.clone(), root)];
+        let mut stack = vec![(mount, root)];
         let mut seen = 0;
         while let Some((dir, path)) = stack.pop() {
             let Ok(meta) = std::fs::symlink_metadata(&dir) else {
@@ -96,7 +148,7 @@ impl Cgroups {
         table
     }
 
-    pub fn event(&mut self, e: &CgroupEvent) {
+    fn event(&mut self, e: &CgroupEvent) {
         self.forget_removed();
         match e.event {
             CGROUP_MKDIR => {
@@ -110,23 +162,6 @@ impl Cgroups {
             CGROUP_RMDIR => self.removed.push_back((Instant::now(), e.id)),
             _ => {}
         }
-    }
-
-    pub fn get(&self, id: u64) -> Option<&CgroupInfo> {
-        self.by_id.get(&id).map(|c| &**c)
-    }
-
-    /// Every cgroup known, by id.
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &CgroupInfo)> {
-        self.by_id.iter().map(|(&id, c)| (id, &**c))
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
     }
 
     fn forget_removed(&mut self) {
@@ -154,6 +189,35 @@ pub fn cgroup2_mount() -> Option<(PathBuf, String)> {
         let mount = PathBuf::from(unescape(f.next()?));
         Path::new(&mount).is_dir().then_some((mount, root))
     })
+}
+
+/// The memory controller's v1 hierarchy, where one is mounted (hybrid and
+/// v1 hosts): where, and the path its root is.
+pub fn memory_v1_mount() -> Option<(PathBuf, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut r = right.split(' ');
+        if r.next()? != "cgroup" || !r.nth(1)?.split(',').any(|o| o == "memory") {
+            return None;
+        }
+        let mut f = left.split(' ');
+        let root = unescape(f.nth(3)?);
+        let mount = PathBuf::from(unescape(f.next()?));
+        Path::new(&mount).is_dir().then_some((mount, root))
+    })
+}
+
+/// The memory controller's v1 hierarchy id, from /proc/cgroups (0 when
+/// memory is on v2 or absent).
+pub fn memory_v1_hierarchy() -> u32 {
+    let text = std::fs::read_to_string("/proc/cgroups").unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next()? == "memory").then(|| f.next()?.parse().ok())?
+        })
+        .unwrap_or(0)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -185,6 +249,7 @@ mod tests {
         let id = "0123456789abcdef".repeat(4);
         t.event(&CgroupEvent {
             event: CGROUP_MKDIR,
+            hierarchy: 0,
             id: 77,
             path: format!("/docker/{id}"),
         });
@@ -194,6 +259,7 @@ mod tests {
         // Removed: still named for a while.
         t.event(&CgroupEvent {
             event: CGROUP_RMDIR,
+            hierarchy: 0,
             id: 77,
             path: String::new(),
         });
@@ -218,6 +284,10 @@ mod tests {
         }
         let t = Cgroups::from_mount();
         assert!(!t.is_empty());
-        assert!(t.by_id.values().any(|c| c.path == "/"), "{:?}", t.by_id);
+        assert!(
+            t.v2.by_id.values().any(|c| c.path == "/"),
+            "{:?}",
+            t.v2.by_id
+        );
     }
 }

@@ -138,6 +138,7 @@ fn cgroup_event(bytes: &[u8]) -> Option<CgroupEvent> {
     let id_at = offset_of!(CgroupRecord, id);
     Some(CgroupEvent {
         event: u32_at(offset_of!(CgroupRecord, event))?,
+        hierarchy: u32_at(offset_of!(CgroupRecord, hierarchy))?,
         id: u64::from_ne_bytes(header.get(id_at..id_at + 8)?.try_into().ok()?),
         path: String::from_utf8_lossy(
             bytes.get(CGROUP_HEADER_LEN..CGROUP_HEADER_LEN.checked_add(len)?)?,

@@ -14,6 +14,7 @@ use crate::{
     acct::{nsec_to_ahz, old_encode_dev, AHZ},
     causes::Cause,
     cgroups::CgroupInfo,
+    container::Container,
     decode::Clock,
     exit_status::{Described, ExitStatus},
     lineage::{ExecContext, ProcessTable},
@@ -65,6 +66,9 @@ pub struct Exit<'a> {
     /// Its v2 cgroup at exit and the container that names, when an output
     /// shows containers and the cgroup is known.
     pub cgroup: Option<&'a CgroupInfo>,
+    /// Its cgroup in the memory controller's v1 hierarchy (hybrid and v1
+    /// hosts), where a runtime may have put its container alone.
+    pub cgroup_v1: Option<&'a CgroupInfo>,
 }
 
 /// Fields the kernel knows at exit and acct drops; each `Option` is `None`
@@ -212,17 +216,27 @@ impl<'a> Exit<'a> {
             killed_by: None,
             oom_kill: None,
             cgroup: None,
+            cgroup_v1: None,
         }
     }
 
-    pub fn with_cgroup(mut self, cgroup: Option<&'a CgroupInfo>) -> Self {
-        self.cgroup = cgroup;
+    pub fn with_cgroups(mut self, v2: Option<&'a CgroupInfo>, v1: Option<&'a CgroupInfo>) -> Self {
+        self.cgroup = v2;
+        self.cgroup_v1 = v1;
         self
+    }
+
+    /// The container it died in: as its v2 cgroup names it, else as its
+    /// v1 one does.
+    pub fn container(&self) -> Option<&'a Container> {
+        self.cgroup
+            .and_then(|c| c.container.as_ref())
+            .or_else(|| self.cgroup_v1.and_then(|c| c.container.as_ref()))
     }
 
     /// The first 12 characters of the container id, as `docker ps` shows it.
     pub fn short_container_id(&self) -> Option<&'a str> {
-        let c = self.cgroup?.container.as_ref()?;
+        let c = self.container()?;
         Some(&c.id[..12.min(c.id.len())])
     }
 

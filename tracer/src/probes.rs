@@ -173,7 +173,11 @@ impl Probes {
             self_ns_dev: opts.self_ns.map_or(0, |s| s.0),
             self_ns_ino: opts.self_ns.map_or(0, |s| s.1),
             self_ns_tgid: opts.self_ns.map_or(0, |s| s.2),
-            _pad: 0,
+            v1_hierarchy: if opts.containers {
+                crate::cgroups::memory_v1_hierarchy()
+            } else {
+                0
+            },
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
         // the loader needs no kernel BTF; `btf` is for the program loads.

@@ -368,7 +368,12 @@ impl Session {
         let decoded = Exit::from_record(exit, clock)
             .with_lineage(self.table.as_ref())
             .with_cause(&cause)
-            .with_cgroup(self.cgroups.as_ref().and_then(|c| c.get(exit.cgroup_id)));
+            .with_cgroups(
+                self.cgroups.as_ref().and_then(|c| c.get(exit.cgroup_id)),
+                self.cgroups
+                    .as_ref()
+                    .and_then(|c| c.get_v1(exit.cgroup_v1_id)),
+            );
         self.outputs.exit(&decoded);
         if let Some(m) = &mut self.metrics {
             m.exit(&decoded, &self.outputs);

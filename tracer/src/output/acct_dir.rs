@@ -80,7 +80,7 @@ impl AcctDir {
 impl Output for AcctDir {
     fn exit(&mut self, exit: &Exit<'_>) -> io::Result<()> {
         self.written += 1;
-        let container = exit.cgroup.and_then(|c| c.container.as_ref());
+        let container = exit.container();
         let ns = exit.probed.and_then(|p| p.ns);
         match (container, ns) {
             (Some(c), Some(ns)) => {

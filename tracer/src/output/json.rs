@@ -359,7 +359,7 @@ fn write_container(w: &mut Vec<u8>, e: &Exit<'_>, ns: crate::model::NsIds) {
             None => w.extend_from_slice(b"null"),
         }
     };
-    let container = e.cgroup.and_then(|c| c.container.as_ref());
+    let container = e.container();
     opt_str(w, br#","cgroup":"#, e.cgroup.map(|c| c.path.as_str()));
     opt_str(w, br#","container_id":"#, container.map(|c| c.id.as_str()));
     opt_str(

@@ -665,6 +665,7 @@ pub(crate) mod fixtures {
             ns_ppid: 0,
             pidns: 0,
             _pad: 0,
+            cgroup_v1_id: 0,
         }
     }
 

@@ -450,11 +450,11 @@ fn fill_exit(r: &mut LogRecord, e: &Exit<'_>, argv: bool, observed_ns: u64) {
     }
     if let Some(c) = e.cgroup {
         a.text("process.linux.cgroup", |s| s.push_str(&c.path));
-        if let Some(container) = &c.container {
-            a.text("container.id", |s| s.push_str(&container.id));
-            if let Some(uid) = &container.pod_uid {
-                a.text("k8s.pod.uid", |s| s.push_str(uid));
-            }
+    }
+    if let Some(container) = e.container() {
+        a.text("container.id", |s| s.push_str(&container.id));
+        if let Some(uid) = &container.pod_uid {
+            a.text("k8s.pod.uid", |s| s.push_str(uid));
         }
     }
     if let Some(ns) = e.probed.and_then(|p| p.ns) {
