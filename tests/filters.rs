@@ -68,6 +68,10 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
     let cg_dir = v2.join(cgroup.trim_start_matches('/'));
     std::fs::create_dir(&cg_dir).expect("mkdir the test cgroup");
     let procs = cg_dir.join("cgroup.procs");
+    // A container started after the tracers: its cgroup is made by the
+    // workload, and its first process exits at once.
+    let ctr_id: String = std::iter::repeat_n('c', 64).collect();
+    let ctr_dir = cg_dir.join(format!("docker-{ctr_id}.scope"));
     // Waits for a line on stdin, so that its pid is known before the
     // recordings start; then exits of every kind.
     let script = format!(
@@ -76,8 +80,11 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
          setpriv --reuid 65534 --regid 65534 --clear-groups sh -c 'exit 5'; \
          setpriv --reuid 65534 --regid 65534 --clear-groups sh -c 'exit 0'; \
          sh -c 'echo $$ > {procs}; sh -c \"exit 7\"; sleep 0.01; exit 0'; \
-         sh -c 'echo $$ > {procs}; exit 9'; true",
-        procs = procs.display()
+         sh -c 'echo $$ > {procs}; exit 9'; \
+         mkdir {ctr}; sh -c 'echo $$ > {ctr}/cgroup.procs; sh -c \"exit 12\"; exit 0'; \
+         rmdir {ctr}; true",
+        procs = procs.display(),
+        ctr = ctr_dir.display(),
     );
     let mut workload = ChildGuard(
         Command::new("/bin/sh")
@@ -124,6 +131,26 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
             Box::new(|e: &Value| e["exit_code"] != 0),
         ),
         (
+            "container",
+            vec!["--container".into(), ctr_id[..12].to_owned()],
+            Box::new({
+                let id = ctr_id.clone();
+                move |e: &Value| e["container_id"] == id.as_str()
+            }),
+        ),
+        (
+            "container+failed",
+            vec![
+                "--container".into(),
+                ctr_id[..20].to_owned(),
+                "--failed".into(),
+            ],
+            Box::new({
+                let id = ctr_id.clone();
+                move |e: &Value| e["container_id"] == id.as_str() && e["exit_code"] != 0
+            }),
+        ),
+        (
             "uid+failed",
             vec!["--uid".into(), "65534".into(), "--failed".into()],
             Box::new(|e: &Value| e["uid"] == 65534 && e["exit_code"] != 0),
@@ -142,7 +169,9 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
                 let c = cgroup.clone();
                 move |e: &Value| {
                     (e["comm"] == "sh" || e["comm"] == "sleep")
-                        && e["cgroup"].as_str().is_some_and(|p| p == c)
+                        && e["cgroup"]
+                            .as_str()
+                            .is_some_and(|p| p == c || p.starts_with(&format!("{c}/")))
                 }
             }),
         ),
@@ -173,6 +202,7 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
     for (child, _lines, all) in sessions {
         stop(child, all);
     }
+    let _ = std::fs::remove_dir(&ctr_dir);
     let _ = std::fs::remove_dir(&cg_dir);
 
     let all: Vec<Value> = exits(&all_json)
@@ -180,8 +210,9 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
         .filter(|e| in_workload(e, root))
         .collect();
     // sh 0, sh 3, sleep, the killed sleep, two as nobody, three in the
-    // cgroup and one more there, and the workload itself.
-    assert_eq!(all.len(), 11, "the workload's exits: {all:#?}");
+    // cgroup and one more there, mkdir, two in the container, rmdir, and
+    // the workload.
+    assert_eq!(all.len(), 15, "the workload's exits: {all:#?}");
     for ((name, _, pred), file) in cases.iter().zip(&files) {
         let got = exits(file);
         for e in &got {

@@ -271,9 +271,9 @@ pub mod filter {
     pub const PID: u32 = 1 << 0;
     pub const UID: u32 = 1 << 1;
     pub const COMM: u32 = 1 << 2;
-    /// `--cgroup` and `--container`.
     pub const CGROUP: u32 = 1 << 3;
     pub const FAILED: u32 = 1 << 4;
+    pub const CONTAINER: u32 = 1 << 5;
 }
 
 /// Bits of [`ExitRecord::present`]: which optional fields the kernel had.
@@ -366,6 +366,11 @@ pub mod flags {
     /// with the same tid that follows it in the ring (when `exit_mmap`
     /// runs in that task, as it almost always does).
     pub const AWAITS_MMAP_STAMP: u32 = 1 << 0;
+    /// `--container`: the process's cgroup was made so recently that the
+    /// loader has not yet said whether it is a wanted container's; the
+    /// loader decides, from the cgroup's path (it has it: the cgroup's
+    /// event came first).
+    pub const CONTAINER_UNDECIDED: u32 = 1 << 1;
 }
 
 /// The end of `exit_mmap()` in a dying task whose group is dead: the exit

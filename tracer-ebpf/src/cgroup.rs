@@ -9,11 +9,12 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use tracer_common::{
-    counter, CgroupRecord, CGROUP_HEADER_LEN, CGROUP_MKDIR, CGROUP_PATH_MAX, CGROUP_RMDIR,
+    counter, filter, CgroupRecord, CGROUP_HEADER_LEN, CGROUP_MKDIR, CGROUP_PATH_MAX, CGROUP_RMDIR,
     RECORD_CGROUP,
 };
 
 use crate::{
+    filter::{PENDING_CGROUPS, PENDING_CGROUPS_V1},
     kernel::probe_u64,
     ring::{count, EVENTS},
 };
@@ -66,6 +67,18 @@ fn event(ctx: &BtfTracePointContext, kind: u32) {
         (*r).path_len = n as u32;
         n
     };
+    if kind == CGROUP_MKDIR && cfg!(filters) & filter::CONTAINER != 0 {
+        // Undecided until the loader has read this event (see
+        // `PENDING_CGROUPS`).
+        // SAFETY: written above.
+        let id = unsafe { (*r).id };
+        let pending = if hierarchy == 0 {
+            &PENDING_CGROUPS
+        } else {
+            &PENDING_CGROUPS_V1
+        };
+        let _ = pending.insert(id, 1, 0);
+    }
     send(r, len);
 }
 

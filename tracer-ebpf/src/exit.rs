@@ -16,7 +16,7 @@ use tracer_common::{
 };
 
 use crate::{
-    filter::passes,
+    filter::{passes, verdict, Verdict},
     follow::{unreported, wanted, REPORTED_AWAITING_STAMP, REPORTED_DONE, TRACKED},
     kernel::{member, probe_u32, probe_u64, Btf, Kernel, Probe},
     ring::{emit, Loss},
@@ -42,17 +42,21 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool) {
     if cfg!(follow_tracked) != 0 && !unreported::<K>(task, tgid) {
         return;
     }
+    let mut record_flags = 0;
     if cfg!(filters) != 0 {
         let pacct = member(K::u64(task, off!(task_signal)), off!(signal_pacct));
-        if !passes::<K>(task, tgid, K::u32(pacct, off!(pacct_exitcode))) {
-            if cfg!(follow_tracked) != 0 {
-                // Not wanted, not lost: `track_free` must not count it.
-                let _ = TRACKED.insert(tgid, REPORTED_DONE, 0);
+        match verdict::<K>(task, tgid, K::u32(pacct, off!(pacct_exitcode))) {
+            Verdict::Pass => {}
+            Verdict::Undecided => record_flags |= flags::CONTAINER_UNDECIDED,
+            Verdict::Fail => {
+                if cfg!(follow_tracked) != 0 {
+                    // Not wanted, not lost: `track_free` must not count it.
+                    let _ = TRACKED.insert(tgid, REPORTED_DONE, 0);
+                }
+                return;
             }
-            return;
         }
     }
-    let mut record_flags = 0;
     if before_exit_mm && cfg!(defer_to_exit_mmap) != 0 {
         let mm = K::u64(task, off!(task_mm));
         if mm != 0 && K::u32(mm, off!(mm_users)) == 1 {

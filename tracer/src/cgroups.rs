@@ -96,6 +96,16 @@ impl Cgroups {
         self.v1.by_id.get(&id).map(|c| &**c)
     }
 
+    /// The v2 cgroups, by id.
+    pub fn iter_v2(&self) -> impl Iterator<Item = (u64, &CgroupInfo)> {
+        self.v2.by_id.iter().map(|(&id, c)| (id, &**c))
+    }
+
+    /// The memory controller's v1 cgroups, by id.
+    pub fn iter_v1(&self) -> impl Iterator<Item = (u64, &CgroupInfo)> {
+        self.v1.by_id.iter().map(|(&id, c)| (id, &**c))
+    }
+
     /// Every v2 and v1 cgroup known, by id.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &CgroupInfo)> {
         self.v2

@@ -38,8 +38,11 @@ impl Filters {
         if !self.comms.is_empty() {
             bits |= filter::COMM;
         }
-        if !self.cgroups.is_empty() || !self.containers.is_empty() {
+        if !self.cgroups.is_empty() {
             bits |= filter::CGROUP;
+        }
+        if !self.containers.is_empty() {
+            bits |= filter::CONTAINER;
         }
         if self.failed {
             bits |= filter::FAILED;
@@ -52,28 +55,34 @@ impl Filters {
         self.containers.iter().any(|p| id.starts_with(p.as_str()))
     }
 
-    /// The cgroup ids the kernel matches at start: each `--cgroup` path
-    /// (which must exist: a filter that can never match is an error), and
-    /// the cgroups of the running containers each `--container` names (a
-    /// prefix that names two is an error; one that names none waits for a
-    /// container started later).
-    pub fn cgroup_ids(&self, table: &Cgroups) -> Result<Vec<u64>> {
+    /// The v2 cgroup ids `--cgroup` names: each path must exist (a filter
+    /// that can never match is an error).
+    pub fn cgroup_ids(&self) -> Result<Vec<u64>> {
         let mut ids = Vec::new();
-        if !self.cgroups.is_empty() {
-            let mount = crate::cgroups::cgroup2_mount()
-                .context("--cgroup: no cgroup v2 hierarchy is mounted")?;
-            for path in &self.cgroups {
-                let dir = mount.0.join(path.trim_start_matches('/'));
-                let meta = std::fs::metadata(&dir).with_context(|| {
-                    format!(
-                        "--cgroup {}: no such cgroup ({})",
-                        escaped(path.as_bytes()),
-                        escaped(dir.as_os_str().as_encoded_bytes())
-                    )
-                })?;
-                ids.push(meta.ino());
-            }
+        if self.cgroups.is_empty() {
+            return Ok(ids);
         }
+        let mount = crate::cgroups::cgroup2_mount()
+            .context("--cgroup: no cgroup v2 hierarchy is mounted")?;
+        for path in &self.cgroups {
+            let dir = mount.0.join(path.trim_start_matches('/'));
+            let meta = std::fs::metadata(&dir).with_context(|| {
+                format!(
+                    "--cgroup {}: no such cgroup ({})",
+                    escaped(path.as_bytes()),
+                    escaped(dir.as_os_str().as_encoded_bytes())
+                )
+            })?;
+            ids.push(meta.ino());
+        }
+        Ok(ids)
+    }
+
+    /// The cgroups of the running containers `--container` names, v2 ids
+    /// and v1 ids apart: a prefix that names two containers is an error;
+    /// one that names none waits for a container started later.
+    pub fn container_ids(&self, table: &Cgroups) -> Result<(Vec<u64>, Vec<u64>)> {
+        let (mut v2, mut v1) = (Vec::new(), Vec::new());
         for prefix in &self.containers {
             let mut named: Vec<&str> = table
                 .iter()
@@ -90,14 +99,15 @@ impl Filters {
                     named.join(", ")
                 );
             }
-            ids.extend(table.iter().filter_map(|(id, c)| {
+            let wanted = |c: &crate::cgroups::CgroupInfo| {
                 c.container
                     .as_ref()
                     .is_some_and(|c| c.id.starts_with(prefix.as_str()))
-                    .then_some(id)
-            }));
+            };
+            v2.extend(table.iter_v2().filter(|(_, c)| wanted(c)).map(|(id, _)| id));
+            v1.extend(table.iter_v1().filter(|(_, c)| wanted(c)).map(|(id, _)| id));
         }
-        Ok(ids)
+        Ok((v2, v1))
     }
 }
 
@@ -164,7 +174,7 @@ mod tests {
             containers: vec!["abcdef012345".into()],
             ..Filters::default()
         };
-        assert_eq!(f.bits(), filter::UID | filter::FAILED | filter::CGROUP);
+        assert_eq!(f.bits(), filter::UID | filter::FAILED | filter::CONTAINER);
         assert!(f.wants_container(&"abcdef012345".repeat(5)));
         assert!(!f.wants_container(&"0".repeat(64)));
     }

@@ -330,15 +330,49 @@ impl Probes {
         Ok(())
     }
 
-    /// Exits in cgroup `id`, or below it, pass `--cgroup`/`--container`.
+    /// Exits in cgroup `id`, or below it, pass `--cgroup`.
     pub fn add_filter_cgroup(&mut self, id: u64) -> Result<()> {
+        self.add_to("FILTER_CGROUPS", id, "--cgroup")
+    }
+
+    /// Exits in container cgroup `id` (v2, or the memory controller's v1
+    /// hierarchy with `v1`), or below it, pass `--container`.
+    pub fn add_filter_container(&mut self, id: u64, v1: bool) -> Result<()> {
+        let map = if v1 {
+            "FILTER_CONTAINERS_V1"
+        } else {
+            "FILTER_CONTAINERS"
+        };
+        self.add_to(map, id, "--container")
+    }
+
+    /// The loader has decided on cgroup `id` (see `PENDING_CGROUPS` in
+    /// tracer-ebpf): its exits are no longer sent undecided.
+    pub fn forget_pending(&mut self, id: u64, v1: bool) -> Result<()> {
+        let map = if v1 {
+            "PENDING_CGROUPS_V1"
+        } else {
+            "PENDING_CGROUPS"
+        };
         let mut m: HashMap<_, u64, u8> = HashMap::try_from(
             self.ebpf
-                .map_mut("FILTER_CGROUPS")
-                .context("no FILTER_CGROUPS map")?,
+                .map_mut(map)
+                .with_context(|| format!("no {map} map"))?,
+        )?;
+        match m.remove(&id) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot update {map}")),
+        }
+    }
+
+    fn add_to(&mut self, map: &str, id: u64, option: &str) -> Result<()> {
+        let mut m: HashMap<_, u64, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut(map)
+                .with_context(|| format!("no {map} map"))?,
         )?;
         m.insert(id, 1, 0)
-            .context("cannot add a cgroup to the --cgroup/--container filter")
+            .with_context(|| format!("cannot add a cgroup to the {option} filter"))
     }
 
     /// From a pid namespace of its own, `tracer run` cannot name itself to

@@ -94,13 +94,16 @@ impl Session {
         // After the programs are attached: a cgroup made in between is in
         // both.
         let cgroups = opts.containers.then(Cgroups::from_mount);
+        for id in opts.filters.cgroup_ids()? {
+            probes.add_filter_cgroup(id)?;
+        }
         if let Some(table) = &cgroups {
-            for id in opts.filters.cgroup_ids(table)? {
-                probes.add_filter_cgroup(id)?;
+            let (v2, v1) = opts.filters.container_ids(table)?;
+            for id in v2 {
+                probes.add_filter_container(id, false)?;
             }
-        } else if !opts.filters.cgroups.is_empty() {
-            for id in opts.filters.cgroup_ids(&Cgroups::default())? {
-                probes.add_filter_cgroup(id)?;
+            for id in v1 {
+                probes.add_filter_container(id, true)?;
             }
         }
         let outputs = spec.open()?;
@@ -354,16 +357,43 @@ impl Session {
         if self.filters.containers.is_empty() || event.event != tracer_common::CGROUP_MKDIR {
             return;
         }
+        let v1 = event.hierarchy != 0;
         let wanted = crate::container::container_of(&event.path)
             .is_some_and(|c| self.filters.wants_container(&c.id));
         if wanted {
-            if let Err(e) = self.probes.add_filter_cgroup(event.id) {
+            if let Err(e) = self.probes.add_filter_container(event.id, v1) {
                 eprintln!("tracer: --container: {e:#}: its exits are not recorded");
             }
         }
+        // Decided: from now on the kernel says pass or fail by itself.
+        if let Err(e) = self.probes.forget_pending(event.id, v1) {
+            eprintln!("tracer: --container: {e:#}");
+        }
+    }
+
+    /// An exit the kernel sent undecided (its cgroup was new, see
+    /// `flags::CONTAINER_UNDECIDED`): whether it is a wanted container's.
+    fn wanted_container(&self, exit: &ExitRecord) -> bool {
+        let Some(table) = &self.cgroups else {
+            return false;
+        };
+        let named = |c: Option<&crate::cgroups::CgroupInfo>| {
+            c.and_then(|c| c.container.as_ref())
+                .is_some_and(|c| self.filters.wants_container(&c.id))
+        };
+        named(table.get(exit.cgroup_id)) || named(table.get_v1(exit.cgroup_v1_id))
     }
 
     fn exit(&mut self, exit: &ExitRecord, clock: &Clock) {
+        if exit.flags & tracer_common::flags::CONTAINER_UNDECIDED != 0
+            && !self.wanted_container(exit)
+        {
+            // Filtered out, late: not wanted, not lost.
+            if let Some(t) = &mut self.table {
+                t.exit(exit.pid);
+            }
+            return;
+        }
         let cause = self.causes.take(exit.pid, Some(exit.tid), exit.exit_code);
         let decoded = Exit::from_record(exit, clock)
             .with_lineage(self.table.as_ref())
