@@ -9,7 +9,8 @@
 //! - `lineage`: creation events with their clone flags;
 //! - `exec`: exec events with file name and arguments;
 //! - `ring`: the ring buffer and the loss counters;
-//! - `kernel`: how a program reads a kernel struct member.
+//! - `kernel`: how a program reads a kernel struct member;
+//! - `diag`: why a program gave up on something (`--bpf-log`).
 //!
 //! Which attach point serves which kernel (the loader picks, in this order,
 //! the first that loads; `--attach` forces one):
@@ -53,6 +54,9 @@ macro_rules! cfg {
     };
 }
 
+// First: the logging macros are used by the modules after it.
+#[macro_use]
+mod diag;
 mod exec;
 mod exit;
 mod follow;
