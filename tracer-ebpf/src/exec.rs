@@ -55,6 +55,8 @@ pub(crate) fn exec_event(ctx: BtfTracePointContext) -> i32 {
         (*r).filename = [0; tracer_common::FILENAME_LEN];
         let name = Btf::u64(bprm, off!(bprm_filename));
         if name != 0 {
+            // Not logged when it fails: looking at the result would cost
+            // every exec a branch, with the log off too.
             let _ = bpf_probe_read_kernel_str_bytes(name as *const u8, &mut (*r).filename);
         }
         (*r).args_len as usize
@@ -100,6 +102,11 @@ pub(crate) fn read_args(dst: *mut [u8; ARGS_MAX], src: u64, len: u64) -> u32 {
     if ret == 0 {
         n
     } else {
+        log_debug!(
+            "argv unreadable at {:x} ({}); exec event without it",
+            src,
+            ret
+        );
         0
     }
 }

@@ -16,6 +16,7 @@ use tracer_common::{
 };
 
 use crate::{
+    diag::read_failed,
     filter::{passes, verdict, Verdict},
     follow::{unreported, wanted, REPORTED_AWAITING_STAMP, REPORTED_DONE, TRACKED},
     kernel::{member, probe_u32, probe_u64, Btf, Kernel, Probe},
@@ -178,7 +179,10 @@ pub(crate) fn fill_acct<K: Kernel>(r: *mut ExitRecord, task: u64) {
         if !K::DIRECT && cfg!(pacct_std) != 0 && pacct != 0 {
             // ac_flag (int), ac_exitcode (long), ac_mem, ac_utime, ac_stime,
             // ac_minflt, ac_majflt: one helper call instead of seven.
-            let p = bpf_probe_read_kernel(pacct as *const [u64; 7]).unwrap_or([0; 7]);
+            let p = bpf_probe_read_kernel(pacct as *const [u64; 7]).unwrap_or_else(|err| {
+                read_failed("signal->pacct", pacct, err);
+                [0; 7]
+            });
             (*r).ac_flag = p[0] as u32;
             (*r).exit_code = p[1] as u32;
             (*r).mem_kb = p[2];
@@ -241,8 +245,14 @@ pub(crate) fn fill_extras<K: Kernel>(r: *mut ExitRecord, task: u64) {
         (*r).maxrss_pages = K::u64(signal, off!(signal_maxrss));
         if !K::DIRECT && cfg!(ioac_std) != 0 && io {
             // rchar, wchar, syscr, syscw, read_bytes, write_bytes.
-            let a = bpf_probe_read_kernel(sig_io as *const [u64; 6]).unwrap_or([0; 6]);
-            let b = bpf_probe_read_kernel(task_io as *const [u64; 6]).unwrap_or([0; 6]);
+            let a = bpf_probe_read_kernel(sig_io as *const [u64; 6]).unwrap_or_else(|err| {
+                read_failed("signal->ioac", sig_io, err);
+                [0; 6]
+            });
+            let b = bpf_probe_read_kernel(task_io as *const [u64; 6]).unwrap_or_else(|err| {
+                read_failed("task->ioac", task_io, err);
+                [0; 6]
+            });
             (*r).rchar = a[0] + b[0];
             (*r).wchar = a[1] + b[1];
             (*r).read_bytes = a[4] + b[4];
@@ -281,6 +291,10 @@ pub(crate) fn exit_tp(ctx: &BtfTracePointContext) -> i32 {
     // threads exiting together can both see the group dead.
     let before_exit_mm = cfg!(exit_tp_has_group_dead) != 0;
     if !before_exit_mm && !first_report(task) {
+        log_debug!(
+            "group {} already reported: another of its threads saw it dead too",
+            Btf::u32(task, off!(task_tgid))
+        );
         return 0;
     }
     emit_exit::<Btf>(task, before_exit_mm);

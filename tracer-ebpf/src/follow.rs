@@ -158,6 +158,11 @@ pub(crate) fn follow(child: u64) {
         && TRACKED.insert(child_tgid, FOLLOWED, 0).is_err()
     {
         count(counter::TRACK_FULL);
+        log_warn!(
+            "tracking map full: group {} (created by {}) not followed, its exit is lost",
+            child_tgid,
+            parent_tgid
+        );
     }
 }
 
@@ -181,6 +186,10 @@ pub(crate) fn track_free(ctx: BtfTracePointContext) -> i32 {
     };
     if state == FOLLOWED {
         count(counter::TRACK_FULL);
+        log_warn!(
+            "group {} freed unreported: the kernel skipped both exit programs",
+            tgid
+        );
     }
     let _ = TRACKED.remove(tgid);
     0

@@ -5,6 +5,8 @@
 use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_probe_read_kernel};
 use tracer_common::ABSENT;
 
+use crate::diag::read_failed;
+
 /// Reads a field of one of our globals.
 #[inline(always)]
 pub(crate) fn global<T: Copy>(field: *const T) -> T {
@@ -106,7 +108,10 @@ impl Kernel for Probe {
 
     #[inline(always)]
     fn comm(_task: u64) -> [u8; 16] {
-        bpf_get_current_comm().unwrap_or([0; 16])
+        bpf_get_current_comm().unwrap_or_else(|err| {
+            log_debug!("comm unreadable ({}); written empty", err);
+            [0; 16]
+        })
     }
 
     #[inline(always)]
@@ -124,7 +129,10 @@ pub(crate) fn probe_u64(base: u64, off: u32) -> u64 {
     }
     // SAFETY: bpf_probe_read_kernel validates the address; a bad one is an
     // error, not a fault.
-    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const u64) }.unwrap_or(0)
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const u64) }.unwrap_or_else(|err| {
+        read_failed("a member", base + u64::from(off), err);
+        0
+    })
 }
 
 #[inline(never)]
@@ -133,7 +141,10 @@ pub(crate) fn probe_u32(base: u64, off: u32) -> u32 {
         return 0;
     }
     // SAFETY: as in probe_u64.
-    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const u32) }.unwrap_or(0)
+    unsafe { bpf_probe_read_kernel((base + u64::from(off)) as *const u32) }.unwrap_or_else(|err| {
+        read_failed("a member", base + u64::from(off), err);
+        0
+    })
 }
 
 /// Address of a member (for nested structs), 0 when absent.

@@ -66,6 +66,10 @@ pub(crate) fn check_clone_args(tid: u32, child: u64, clone_flags: u64) {
     // SAFETY: the value is copied out at once.
     let Some(&[flags, exit_signal]) = (unsafe { CLONE_ARGS.get(tid) }) else {
         count(counter::CLONE_UNSEEN);
+        log_debug!(
+            "clone check: tid {} created a task without kernel_clone",
+            tid
+        );
         return;
     };
     let _ = CLONE_ARGS.remove(tid);
@@ -81,6 +85,14 @@ pub(crate) fn check_clone_args(tid: u32, child: u64, clone_flags: u64) {
         count(counter::CLONE_AGREE);
     } else {
         count(counter::CLONE_DIFFER);
+        log_warn!(
+            "clone check: tid {}: task_newtask flags {:x}, exit signal {}; kernel_clone's {:x}, {}",
+            tid,
+            clone_flags,
+            child_signal,
+            flags,
+            exit_signal as i32
+        );
     }
 }
 

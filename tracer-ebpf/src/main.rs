@@ -12,7 +12,8 @@
 //! - `signal`: who sent a signal that can kill, and the OOM killer's verdicts;
 //! - `cgroup`: the v2 cgroups made and removed, with their paths;
 //! - `ring`: the ring buffer and the loss counters;
-//! - `kernel`: how a program reads a kernel struct member.
+//! - `kernel`: how a program reads a kernel struct member;
+//! - `diag`: why a program gave up on something (`--bpf-log`).
 //!
 //! Which attach point serves which kernel (the loader picks, in this order,
 //! the first that loads; `--attach` forces one):
@@ -58,6 +59,10 @@ macro_rules! cfg {
         $crate::kernel::global(&raw const $crate::CONFIG.$field)
     };
 }
+
+// First: the logging macros are used by the modules after it.
+#[macro_use]
+mod diag;
 
 mod cgroup;
 mod exec;

@@ -3,6 +3,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::bpf_get_current_pid_tgid,
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
@@ -55,6 +56,29 @@ pub(crate) enum Loss {
     Event,
 }
 
+/// Says which record the ring had no room for (`--bpf-log warn`): the
+/// current task is the one that died (exit records, stamps, thread exits),
+/// created (fork events) or exec'd.
+#[inline(always)]
+pub(crate) fn lost(loss: Loss) {
+    // The ids are read inside each call, which is dropped when off.
+    let tgid = || (bpf_get_current_pid_tgid() >> 32) as u32;
+    let tid = || bpf_get_current_pid_tgid() as u32;
+    match loss {
+        Loss::Exit => log_warn!("ring full: exit record of tgid {} (tid {}) lost", tgid(), tid()),
+        Loss::Stamp => log_warn!(
+            "ring full: exit_mmap stamp of tgid {} (tid {}) lost: its record, if written, keeps the time from before exit_mm()",
+            tgid(),
+            tid()
+        ),
+        Loss::Event => log_warn!(
+            "ring full: fork, exec or thread event of tgid {} (tid {}) lost",
+            tgid(),
+            tid()
+        ),
+    }
+}
+
 /// Writes one record of type `T` into the ring: `fill` writes every field
 /// and returns the record's time (for [`wakeup_flags`]).
 #[inline(always)]
@@ -65,6 +89,7 @@ pub(crate) fn emit<T: 'static>(loss: Loss, fill: impl FnOnce(*mut T) -> u64) {
             Loss::Stamp => counter::STAMPS_LOST,
             Loss::Event => counter::EVENTS_LOST,
         });
+        lost(loss);
         return;
     };
     let time_ns = fill(entry.as_mut_ptr());

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    bpf_log::BpfLog,
     filters::Filters,
     modes, notes,
     output::{file::Rotate, Spec, Target},
@@ -193,6 +194,12 @@ struct ProbeArgs {
     /// the summary line gives the counts. Needs --json.
     #[arg(long, hide = true)]
     check_clone_args: bool,
+    /// The eBPF programs' diagnostics on standard error (`tracer: bpf
+    /// ...` lines): why a record or an event was lost (warn), or written
+    /// with less than it should have (debug). Off, the default, costs
+    /// nothing: the log calls are dropped when the programs are loaded.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = BpfLog::Off)]
+    bpf_log: BpfLog,
 }
 
 impl OutputArgs {
@@ -238,6 +245,7 @@ impl ProbeArgs {
                 failed: self.failed,
             },
             self_ns: None,
+            bpf_log: self.bpf_log,
         }
     }
 }

@@ -13,9 +13,11 @@
 //! v3 format, written by the acct-file output and read back by `dump`;
 //! `exit_status` names how a process ended. `modes` holds the commands,
 //! `cli` their options, `shutdown` how a session ends, `notes` what is
-//! said on stderr, `metrics` what `--metrics` serves.
+//! said on stderr, `metrics` what `--metrics` serves, `bpf_log` what the
+//! programs say about themselves (`--bpf-log`).
 
 pub mod acct;
+pub mod bpf_log;
 pub mod btf;
 pub mod causes;
 pub mod cgroups;

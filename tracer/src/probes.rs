@@ -11,6 +11,7 @@ use aya::{
 use tracer_common::{counter, Config, ABSENT};
 
 use crate::{
+    bpf_log::{self, BpfLog},
     btf::{KernelBtf, KernelLayout},
     filters::Filters,
 };
@@ -69,6 +70,8 @@ pub struct ProbeOptions {
     /// `tracer run` in a pid namespace of its own: that namespace's device
     /// and inode, and the tracer's pid in it.
     pub self_ns: Option<(u64, u64, u32)>,
+    /// The programs' diagnostics (`--bpf-log`).
+    pub bpf_log: BpfLog,
 }
 
 /// 2 MiB: room for about 10,000 exit records (192 bytes, 200 with the
@@ -123,6 +126,8 @@ pub struct Probes {
     pub fallbacks: Vec<(AttachMode, String)>,
     /// `kernel_clone` is hooked for `--check-clone-args`.
     pub check_clone_args: bool,
+    /// The programs' log ring (`--bpf-log`); the session takes it.
+    pub logger: Option<bpf_log::Logger>,
 }
 
 impl Probes {
@@ -181,14 +186,18 @@ impl Probes {
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
         // the loader needs no kernel BTF; `btf` is for the program loads.
+        let log_level = opts.bpf_log.level();
         let mut ebpf = loader_without_kernel_btf()
             .btf(None)
             .override_global("OFFSETS", &layout.offsets, true)
             .override_global("CONFIG", &config, true)
+            .override_global(bpf_log::LEVEL_GLOBAL, &log_level, true)
             .map_max_entries("EVENTS", opts.ring_bytes)
+            .map_max_entries(bpf_log::RING, opts.bpf_log.ring_bytes())
             .load(EBPF_OBJECT)
             .map_err(|e| explain_bpf_error(anyhow!(e)))
             .context("cannot load the eBPF object")?;
+        let logger = bpf_log::Logger::start(&mut ebpf, opts.bpf_log)?;
 
         let order = match opts.attach {
             AttachMode::Auto => vec![
@@ -288,6 +297,7 @@ impl Probes {
             exit_hook,
             fallbacks,
             check_clone_args: opts.check_clone_args,
+            logger,
         })
     }
 

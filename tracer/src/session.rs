@@ -10,6 +10,7 @@ use tokio::{io::unix::AsyncFd, sync::mpsc};
 use tracer_common::{ExitRecord, STAMP_TIMEOUT_NS};
 
 use crate::{
+    bpf_log,
     causes::Causes,
     cgroups::{CgroupEvent, Cgroups},
     decode::{decode, Clock, Record},
@@ -184,6 +185,7 @@ impl Session {
         let ring = self.ring.take().expect("a session is pumped once");
         // SAFETY: the ring owns its fd for as long as the AsyncFd owns it.
         let mut ring = unsafe { AsyncFd::register(ring) }.map_err(std::io::Error::from)?;
+        let mut bpf_log = bpf_log::Forward::new(self.probes.logger.take())?;
         let mut tick = tokio::time::interval(DRAIN_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
@@ -209,6 +211,7 @@ impl Session {
                     self.drain(ring.get_mut());
                     self.outputs.reopen();
                 }
+                r = bpf_log.ready() => r?,
                 _ = tick.tick() => {
                     self.drain(ring.get_mut());
                     self.expire(STAMP_TIMEOUT_NS);
@@ -221,6 +224,7 @@ impl Session {
         shutdown::deadline_in(shutdown::DRAIN);
         self.drain(ring.get_mut());
         self.expire(0);
+        bpf_log.flush();
         self.update_metrics()
     }
 
