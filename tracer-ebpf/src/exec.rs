@@ -11,6 +11,7 @@ use aya_ebpf::{
 use tracer_common::{counter, ExecRecord, ARGS_MAX, EXEC_HEADER_LEN, RECORD_EXEC};
 
 use crate::{
+    filter::events_wanted,
     follow::wanted,
     kernel::{Btf, Kernel},
     ring::{count, wakeup_flags, EVENTS},
@@ -30,7 +31,7 @@ pub(crate) fn exec_event(ctx: BtfTracePointContext) -> i32 {
     }
     let task = ctx.arg::<u64>(0);
     let pid = Btf::u32(task, off!(task_tgid));
-    if !wanted(pid) {
+    if !wanted(pid) || (cfg!(filters) != 0 && !events_wanted::<Btf>(task, pid)) {
         return 0;
     }
     let Some(r) = EXEC_SCRATCH.get_ptr_mut(0) else {

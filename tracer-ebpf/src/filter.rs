@@ -74,6 +74,22 @@ pub(crate) fn verdict<K: Kernel>(task: u64, tgid: u32, exit_code: u32) -> Verdic
     Verdict::Fail
 }
 
+/// Whether the fork, exec and kill events of `task` (group `tgid`) are
+/// wanted: the filters apply to every output, so these pass the same
+/// filters as its exit, but `--failed` (not known before it dies); a
+/// cgroup too new for the loader to have decided on passes.
+#[inline(always)]
+pub(crate) fn events_wanted<K: Kernel>(task: u64, tgid: u32) -> bool {
+    let on = cfg!(filters) & !filter::FAILED;
+    if on == 0 {
+        return true;
+    }
+    check_with::<K>(task, tgid, 1, on)
+        || (on & filter::CONTAINER != 0
+            && in_pending::<K>(task)
+            && check_with::<K>(task, tgid, 1, on & !filter::CONTAINER))
+}
+
 /// Whether the task's own cgroup (v2, or the memory controller's) was made
 /// too recently for the loader to have decided on it.
 #[inline(always)]

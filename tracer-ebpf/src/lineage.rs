@@ -11,6 +11,7 @@ use aya_ebpf::{
 use tracer_common::{counter, ForkRecord, RECORD_FORK};
 
 use crate::{
+    filter::events_wanted,
     follow::wanted,
     kernel::{Btf, Kernel, Probe},
     ring::{count, emit, Loss},
@@ -37,6 +38,9 @@ pub(crate) fn fork_event(ctx: BtfTracePointContext) -> i32 {
     let child = ctx.arg::<u64>(0);
     if cfg!(check_clone_args) != 0 {
         check_clone_args(parent_tid, child, ctx.arg::<u64>(1));
+    }
+    if cfg!(filters) != 0 && !events_wanted::<Btf>(child, Btf::u32(child, off!(task_tgid))) {
+        return 0;
     }
     emit(Loss::Event, |r: *mut ForkRecord| {
         // SAFETY: our reserved ring slot; every field is written.

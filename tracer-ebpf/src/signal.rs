@@ -18,6 +18,7 @@ use tracer_common::{
 };
 
 use crate::{
+    filter::events_wanted,
     follow::wanted,
     kernel::{probe_u32, probe_u64, Btf, Kernel},
     ring::{emit, Loss},
@@ -54,7 +55,7 @@ pub(crate) fn kill_event(ctx: BtfTracePointContext) -> i32 {
     }
     let task = ctx.arg::<u64>(2);
     let target_pid = Btf::u32(task, off!(task_tgid));
-    if !wanted(target_pid) {
+    if !wanted(target_pid) || (cfg!(filters) != 0 && !events_wanted::<Btf>(task, target_pid)) {
         return 0;
     }
     let info = ctx.arg::<u64>(1);

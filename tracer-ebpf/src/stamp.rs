@@ -10,8 +10,9 @@ use tracer_common::{MmapStamp, RECORD_MMAP_STAMP};
 
 use crate::{
     exit::live_threads_gone,
+    filter::{verdict, Verdict},
     follow::{REPORTED_AWAITING_STAMP, REPORTED_DONE, TRACKED},
-    kernel::{Btf, Kernel},
+    kernel::{member, Btf, Kernel},
     ring::{emit, Loss},
 };
 
@@ -45,6 +46,13 @@ pub(crate) fn mmap_stamp() -> i32 {
         return 0;
     }
     let tgid = Btf::u32(task, off!(task_tgid));
+    if cfg!(filters) != 0 {
+        // Its exit record was filtered out: no stamp to send.
+        let pacct = member(Btf::u64(task, off!(task_signal)), off!(signal_pacct));
+        if verdict::<Btf>(task, tgid, Btf::u32(pacct, off!(pacct_exitcode))) == Verdict::Fail {
+            return 0;
+        }
+    }
     if cfg!(follow_tracked) != 0 {
         // Its exit record marked it as awaiting this stamp; once sent, it
         // is marked reported, and another copy finds nothing to do.
