@@ -17,7 +17,8 @@
 //!
 //! `--loaded KERNELS` adds runs with the host's CPUs saturated
 //! (`stress-ng --cpu N` outside the VM) while the record-fidelity tests run
-//! three times in a row.
+//! three times in a row. `--repeat N` runs them N times in every run, quiet
+//! or loaded, to show how often a run of them fails.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -97,8 +98,8 @@ pub(crate) struct VmTestArgs {
     kernel: Vec<String>,
     /// Kernel series to boot again with the host's CPUs saturated
     /// (`stress-ng --cpu N` outside the VM) while the record-fidelity tests
-    /// run three times in a row, once per attach mode. Same names as
-    /// --kernel; none by default.
+    /// run three times (or --repeat times) in a row, once per attach mode.
+    /// Same names as --kernel; none by default.
     #[arg(long, value_delimiter = ',')]
     loaded: Vec<String>,
     /// Attach modes for the --loaded runs (same names as --attach); by
@@ -120,6 +121,12 @@ pub(crate) struct VmTestArgs {
     /// mounts them), to check that the attach modes do not need them.
     #[arg(long)]
     unmount_tracefs: bool,
+    /// Run the record-fidelity tests N times in a row in every VM boot,
+    /// quiet or loaded, instead of every test once (quiet) or three times
+    /// (loaded): losses that come and go between runs show as repeats that
+    /// failed. The summary says which repeats passed.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: Option<u32>,
     /// Only install and download what the VMs need; boot nothing.
     #[arg(long)]
     prepare_only: bool,
@@ -171,6 +178,10 @@ struct RunResult {
     boot_failed: bool,
     /// Why the first boot failed, when this result is from the second.
     first_boot: Option<String>,
+    /// For a run that repeats the record-fidelity tests: whether each
+    /// repeat passed, in order, `None` for one that did not finish (empty
+    /// for a run of every test once).
+    repeats: Vec<Option<bool>>,
 }
 
 /// Boots of one (kernel, mode) run before its failure to boot counts.
@@ -228,6 +239,7 @@ pub(crate) fn vm_test(args: VmTestArgs) -> Result<()> {
         cache: &cache,
         test_bins: &test_bins,
         unmount_tracefs: args.unmount_tracefs,
+        repeat: args.repeat.map(|n| n as usize),
     };
     // Seconds of --budget left, if one was given.
     let left = || {
@@ -267,6 +279,7 @@ pub(crate) fn vm_test(args: VmTestArgs) -> Result<()> {
                 log: PathBuf::new(),
                 boot_failed: false,
                 first_boot: None,
+                repeats: Vec::new(),
             });
             continue;
         }
@@ -313,10 +326,12 @@ fn run_label(mode: &str, load: bool) -> String {
     }
 }
 
-/// Times the record-fidelity tests run in a row in a loaded VM.
+/// Times the record-fidelity tests run in a row in a loaded VM, unless
+/// --repeat says otherwise.
 const LOADED_REPEATS: usize = 3;
-/// The tests a loaded run repeats: the workload's records compared with the
-/// kernel's, in run and record mode (libtest names, matched exactly).
+/// The tests a loaded run (or any with --repeat) repeats: the workload's
+/// records compared with the kernel's, in run and record mode (libtest
+/// names, matched exactly).
 const LOADED_TESTS: &str = "run_mode_matches_kernel_acct record_mode_matches_kernel_acct --exact";
 
 /// `stress-ng --cpu N` on the host, one worker per host CPU, for a loaded
@@ -692,7 +707,7 @@ fn vm_script(
     mode: &str,
     test_bins: &[PathBuf],
     unmount: bool,
-    load: bool,
+    repeats: Option<usize>,
     series: &str,
 ) -> String {
     let mut s = String::new();
@@ -733,10 +748,10 @@ fn vm_script(
     let _ = writeln!(s, "cd '{}' || exit 1", root.display());
     let _ = writeln!(s, "t0=$(date +%s.%N)");
     let _ = writeln!(s, "rc=0");
-    if load {
+    if let Some(repeats) = repeats {
         // The first binary is exit_records: its fidelity tests, again and
-        // again, while the host's CPUs are saturated.
-        for _ in 0..LOADED_REPEATS {
+        // again (while the host's CPUs are saturated, in a loaded run).
+        for _ in 0..repeats {
             let _ = writeln!(
                 s,
                 "CI=true TRACER_ATTACH={mode} RUST_BACKTRACE=0 '{}' {LOADED_TESTS} --test-threads=1 --color never 2>&1 || rc=1",
@@ -786,6 +801,8 @@ struct VmSetup<'a> {
     cache: &'a Path,
     test_bins: &'a [PathBuf],
     unmount_tracefs: bool,
+    /// --repeat: times every run repeats the record-fidelity tests.
+    repeat: Option<usize>,
 }
 
 fn run_one(
@@ -802,11 +819,13 @@ fn run_one(
         cache,
         test_bins,
         unmount_tracefs,
+        repeat,
     } = *setup;
+    let repeats = repeat.or(load.then_some(LOADED_REPEATS));
     let script_path = cache.join(format!("run-{}-{label}.sh", k.series));
     fs::write(
         &script_path,
-        vm_script(root, mode, test_bins, unmount_tracefs, load, k.series),
+        vm_script(root, mode, test_bins, unmount_tracefs, repeats, k.series),
     )?;
     let log_path = if attempt == 1 {
         cache.join(format!("logs/{}-{label}.log", k.version))
@@ -855,8 +874,8 @@ fn run_one(
     let mut timed_out = false;
     let mut tests: BTreeMap<String, bool> = BTreeMap::new();
     let mut result_sums: Option<(usize, usize)> = None;
-    let mut results_seen = 0usize;
-    let mut any_failed_result = false;
+    // Whether each test binary run passed, from its `test result:` line.
+    let mut binary_runs: Vec<bool> = Vec::new();
     let mut done_line = None;
     let mut boot_tail = VecDeque::with_capacity(BOOT_TAIL);
     while ended < 2 {
@@ -887,20 +906,24 @@ fn run_one(
                 println!("{line}");
                 if let Some(rest) = line.strip_prefix("test ") {
                     if let Some((name, outcome)) = rest.split_once(" ... ") {
+                        // A repeated test is named once per repeat.
+                        let name = match repeats {
+                            Some(_) => format!("{name} (repeat {})", binary_runs.len() + 1),
+                            None => name.to_owned(),
+                        };
                         match outcome.trim() {
                             "ok" => {
-                                tests.insert(name.to_owned(), true);
+                                tests.insert(name, true);
                             }
                             "FAILED" => {
-                                tests.insert(name.to_owned(), false);
+                                tests.insert(name, false);
                             }
                             _ => {}
                         }
                     }
                 }
                 if line.starts_with("test result:") {
-                    results_seen += 1;
-                    any_failed_result |= line.contains("FAILED");
+                    binary_runs.push(!line.contains("FAILED"));
                 }
                 // One per test binary: the run's counts are their sums.
                 if let Some((p, f)) = line
@@ -967,16 +990,12 @@ fn run_one(
         Some(format!(
             "the VM did not reach its script (vng: {status}; last console line: {last})"
         ))
-    } else if results_seen
-        < if load {
-            LOADED_REPEATS
-        } else {
-            binaries_for(k.series, mode, test_bins.len())
-        }
+    } else if binary_runs.len()
+        < repeats.unwrap_or_else(|| binaries_for(k.series, mode, test_bins.len()))
         || done_line.is_none()
     {
         Some(format!("a test binary did not finish (vng: {status})"))
-    } else if any_failed_result && failed == 0 {
+    } else if binary_runs.contains(&false) && failed == 0 {
         Some("a test binary failed".into())
     } else {
         None
@@ -1001,6 +1020,9 @@ fn run_one(
         log: log_path,
         boot_failed: !timed_out && !in_script,
         first_boot: None,
+        repeats: (0..repeats.unwrap_or(0))
+            .map(|i| binary_runs.get(i).copied())
+            .collect(),
     })
 }
 
@@ -1060,6 +1082,26 @@ fn summarize(results: &[RunResult], total: f64) -> String {
             } else {
                 format!(" (log {})", r.log.display())
             }
+        );
+    }
+    for r in results.iter().filter(|r| !r.repeats.is_empty()) {
+        let outcomes: Vec<&str> = r
+            .repeats
+            .iter()
+            .map(|ok| match ok {
+                Some(true) => "ok",
+                Some(false) => "FAILED",
+                None => "not-run",
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "REPEATS on {} --attach {}: {} of {} passed ({})",
+            r.series,
+            r.mode,
+            r.repeats.iter().filter(|&&ok| ok == Some(true)).count(),
+            r.repeats.len(),
+            outcomes.join(" ")
         );
     }
     for r in results {
