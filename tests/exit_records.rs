@@ -480,10 +480,9 @@ fn dump_reads_kernel_file() {
 }
 
 /// Every program, with every feature on (lineage, why it died, containers,
-/// every filter, --threads, --acct-dir), loads and records in the attach
-/// mode this run forces (TRACER_ATTACH; auto elsewhere), in `record` and in
-/// `run`: the VM matrix runs this in every mode on every kernel, where the
-/// feature tests run in one mode only.
+/// every filter, --threads, --acct-dir), loads in the attach mode this run
+/// forces (TRACER_ATTACH; auto elsewhere): the VM matrix runs this in every
+/// mode on every kernel, where the feature tests run in one run or two.
 #[test]
 fn every_program_loads_with_every_feature() {
     const NAME: &str = "every_program_loads_with_every_feature";
@@ -507,29 +506,10 @@ fn every_program_loads_with_every_feature() {
     );
     assert_eq!(out.status.code(), Some(5), "{}", describe_output(&out));
     let text = std::fs::read_to_string(&json).expect("reading the JSON");
-    // --container: no such container, so nothing passes every filter.
+    // --container: no such container, so nothing passes every filter;
+    // giving it is what has the container filter's code loaded (what a
+    // filter that is off leaves out, the verifier never sees).
     assert!(!text.contains(r#""event":"exit""#), "{text}");
-    let out = run_with_timeout(
-        tracer()
-            .args(["run", "--threads", "--json"])
-            .arg(&json)
-            .arg("--acct-dir")
-            .arg(&acct_dir)
-            .args(["--uid", "0", "--failed", "--cgroup", "/"])
-            .args(["--", "/bin/sh", "-c", "sh -c 'exit 7'; exit 5"]),
-        Duration::from_secs(120),
-    );
-    assert_eq!(out.status.code(), Some(5), "{}", describe_output(&out));
-    let text = std::fs::read_to_string(&json).expect("reading the JSON");
-    assert_eq!(text.matches(r#""event":"exit""#).count(), 2, "{text}");
-    let out = run_with_timeout(
-        tracer()
-            .args(["record", "--duration", "1", "--threads", "--json"])
-            .arg(dir.join("record.json"))
-            .args(["--failed", "--cgroup", "/"]),
-        Duration::from_secs(120),
-    );
-    assert!(out.status.success(), "{}", describe_output(&out));
 }
 
 /// Every exit hook either produces the right record or, forced on a kernel
