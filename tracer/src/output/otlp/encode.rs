@@ -138,7 +138,7 @@ impl<'a> RecordWriter<'a> {
 
     /// The key and length of an attribute whose `AnyValue` is `any_len`
     /// bytes; its value's field comes next.
-    #[inline]
+    #[inline(always)]
     fn attr_head(&mut self, key: &str, any_len: usize) {
         let kv_len = delimited_len(KV_KEY, key.len()) + delimited_len(KV_VALUE, any_len);
         if kv_len < 0x80 {
@@ -160,6 +160,7 @@ impl<'a> RecordWriter<'a> {
         put_delimited_head(self.buf, KV_VALUE, any_len);
     }
 
+    #[inline(always)]
     pub(super) fn int(&mut self, key: &str, v: impl Into<i64>) {
         let v = v.into() as u64;
         self.attr_head(key, key_len(INT_VALUE) + encoded_len_varint(v));
@@ -168,6 +169,7 @@ impl<'a> RecordWriter<'a> {
     }
 
     /// An unsigned count: as an int while it fits one, else as text.
+    #[inline(always)]
     pub(super) fn uint(&mut self, key: &str, v: u64) {
         match i64::try_from(v) {
             Ok(v) => self.int(key, v),
@@ -175,6 +177,7 @@ impl<'a> RecordWriter<'a> {
         }
     }
 
+    #[inline(always)]
     pub(super) fn opt_uint(&mut self, key: &str, v: Option<u64>) {
         if let Some(v) = v {
             self.uint(key, v);
@@ -182,6 +185,7 @@ impl<'a> RecordWriter<'a> {
     }
 
     /// A string value, written by `f`.
+    #[inline]
     pub(super) fn text(&mut self, key: &str, f: impl FnOnce(&mut String)) {
         self.scratch.text.clear();
         f(&mut self.scratch.text);
@@ -190,6 +194,7 @@ impl<'a> RecordWriter<'a> {
         put_bytes(self.buf, STRING_VALUE, self.scratch.text.as_bytes());
     }
 
+    #[inline(always)]
     pub(super) fn bool(&mut self, key: &str, v: bool) {
         self.attr_head(key, key_len(BOOL_VALUE) + 1);
         encode_key(BOOL_VALUE, WireType::Varint, self.buf);
@@ -197,6 +202,7 @@ impl<'a> RecordWriter<'a> {
     }
 
     /// Seconds from ns, as a double.
+    #[inline(always)]
     pub(super) fn secs(&mut self, key: &str, ns: u64) {
         self.attr_head(key, key_len(DOUBLE_VALUE) + 8);
         encode_key(DOUBLE_VALUE, WireType::SixtyFourBit, self.buf);

@@ -44,6 +44,8 @@ pub struct Otlp {
     /// Records back from the sender, to be filled again: each is a
     /// `LogRecord`'s protobuf encoding (see `encode`).
     spare: Vec<Vec<u8>>,
+    /// Filled, not yet in the queue (see [`Otlp::push`]).
+    local: Vec<Vec<u8>>,
     scratch: Scratch,
     url: String,
     argv: bool,
@@ -110,6 +112,7 @@ impl Otlp {
         Ok(Self {
             shared,
             spare: Vec::new(),
+            local: Vec::with_capacity(LOCAL),
             scratch: Scratch::default(),
             url,
             argv,
@@ -118,6 +121,10 @@ impl Otlp {
     }
 
     /// Queues the record `fill` makes, in a recycled one when there is.
+    /// Records wait in `local` until the session flushes its outputs (after
+    /// every read of the ring) or [`LOCAL`] of them are there: one lock
+    /// for many records, instead of one each, which the sender's batches
+    /// made contended.
     fn push(&mut self, fill: impl FnOnce(&mut Vec<u8>, &mut Scratch)) {
         if self.spare.is_empty() {
             // One lock for a batch's worth of records.
@@ -125,32 +132,47 @@ impl Otlp {
         }
         let mut record = self.spare.pop().unwrap_or_default();
         fill(&mut record, &mut self.scratch);
+        self.local.push(record);
+        if self.local.len() >= LOCAL {
+            self.publish();
+        }
+    }
+
+    /// Moves the records of `local` to the sender's queue, dropping the
+    /// oldest beyond its bound.
+    fn publish(&mut self) {
+        if self.local.is_empty() {
+            return;
+        }
         let mut st = self.shared.lock();
-        if st.queue.is_empty() {
+        let before = st.queue.len();
+        if before == 0 {
             st.oldest = Some(Instant::now());
-            // Only the first of a batch wakes the sender (to start its
-            // timer) and a full batch: a wakeup is a system call.
-            self.shared.wake.notify_all();
-        } else if st.queue.len() + 1 == self.batch {
+        }
+        st.queue.extend(self.local.drain(..));
+        // Only the first records of a batch wake the sender (to start its
+        // timer) and a full batch: a wakeup is a system call.
+        if before == 0 || (before < self.batch && st.queue.len() >= self.batch) {
             self.shared.wake.notify_all();
         }
-        if st.queue.len() >= self.shared.capacity {
-            if let Some(old) = st.queue.pop_front() {
-                self.spare.push(old);
-            }
-            st.dropped += 1;
+        let over = st.queue.len().saturating_sub(self.shared.capacity);
+        if over > 0 {
+            self.spare.extend(st.queue.drain(..over));
+            st.dropped += over as u64;
             if !st.said_full {
                 st.said_full = true;
                 eprintln!(
                     "tracer: otlp: the queue is full ({} records): the oldest are dropped \
                      and counted",
-                    st.queue.len() + 1
+                    st.queue.len()
                 );
             }
         }
-        st.queue.push_back(record);
     }
 }
+
+/// Records the session fills before it hands them to the sender's queue.
+const LOCAL: usize = 64;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -172,12 +194,14 @@ impl Output for Otlp {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.publish();
         Ok(())
     }
 
     /// Sends what is queued, until everything is settled or the drain
     /// deadline (or, without one, [`shutdown::DRAIN`] from now) passes.
     fn deliver(&mut self) -> io::Result<()> {
+        self.publish();
         let limit = Instant::now() + shutdown::DRAIN;
         let mut st = self.shared.lock();
         st.stopping = true;
@@ -689,13 +713,14 @@ impl Sender {
             let _ = self.deflate.reset(body);
             let deflate = &mut self.deflate;
             write_request(&self.resource, &self.scope, &log_records, &mut |b| {
-                crc.update(b);
                 stage.extend_from_slice(b);
                 if stage.len() >= STAGE {
+                    crc.update(&stage);
                     let _ = io::Write::write_all(deflate, &stage);
                     stage.clear();
                 }
             });
+            crc.update(&stage);
             let _ = io::Write::write_all(deflate, &stage);
             let _ = deflate.try_finish();
             body = std::mem::take(deflate.get_mut());
