@@ -220,6 +220,9 @@ pub(crate) fn bench(args: BenchArgs) -> Result<()> {
                         x.lost,
                         x.found.map_or("?".into(), |f| f.to_string()),
                         x.expected
+                    )) + &r.loader.as_ref().map_or(String::new(), |l| format!(
+                        " loader {:.3} CPU-s",
+                        l.cpu_steady_s
                     )) + &r.received.map_or(String::new(), |(n, b)| format!(
                         " otlp {n} requests {b} bytes"
                     ))
