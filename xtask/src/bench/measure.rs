@@ -47,8 +47,10 @@ pub(super) struct Records {
     /// accton: file records). System-wide: other processes' too.
     pub(super) written: u64,
     pub(super) lost: u64,
-    /// Records of the workload's processes (pid or ppid is the workload).
-    pub(super) found: u64,
+    /// Records of the workload's processes (pid or ppid is the workload);
+    /// None where the output is not read back (OTLP: the receiver does
+    /// not decode).
+    pub(super) found: Option<u64>,
     pub(super) expected: u64,
 }
 
@@ -65,6 +67,9 @@ pub(super) struct Run {
     pub(super) bpf: Vec<ProgDelta>,
     pub(super) loader: Option<Loader>,
     pub(super) records: Option<Records>,
+    /// What the bench's OTLP receiver took during the run: (requests,
+    /// body bytes).
+    pub(super) received: Option<(u64, u64)>,
 }
 
 impl Run {

@@ -1,7 +1,9 @@
 //! `cargo xtask bench [--quick]`: what tracing costs the traced.
 //!
 //! Compiles the workloads in `xtask/bench/*.c`, runs each one untraced,
-//! under `tracer record --acct-file`, under `tracer record --json`, under
+//! under `tracer record --acct-file`, under `tracer record --json` (and
+//! with a filter that passes nothing), under `tracer record --otlp` to a
+//! receiver of the bench's own (`receiver`), under
 //! libbpf-tools' `exitsnoop` and with the kernel's own accounting on
 //! (`accton`), interleaved round by round, and measures the workload's CPU
 //! time (wait4 rusage, children included), the BPF time the programs spend
@@ -19,6 +21,7 @@
 //! them together: setup, the rounds, restoring the machine.
 
 mod measure;
+mod receiver;
 mod report;
 mod workloads;
 
@@ -161,7 +164,11 @@ pub(crate) fn bench(args: BenchArgs) -> Result<()> {
         restore.unmount_tracefs = true;
     }
 
-    let ctx = Ctx { work, tracer };
+    let ctx = Ctx {
+        work,
+        tracer,
+        receiver: receiver::Receiver::start()?,
+    };
     let max_wait = Duration::from_secs(args.max_wait);
     let mut checks = vec![wait_quiet(start, max_wait)];
     let mut runs: Vec<Run> = Vec::new();
@@ -209,7 +216,15 @@ pub(crate) fn bench(args: BenchArgs) -> Result<()> {
                     r.bpf_ns(),
                     r.records.as_ref().map_or(String::new(), |x| format!(
                         " records {} lost {} workload {}/{}",
-                        x.written, x.lost, x.found, x.expected
+                        x.written,
+                        x.lost,
+                        x.found.map_or("?".into(), |f| f.to_string()),
+                        x.expected
+                    )) + &r.loader.as_ref().map_or(String::new(), |l| format!(
+                        " loader {:.3} CPU-s",
+                        l.cpu_steady_s
+                    )) + &r.received.map_or(String::new(), |(n, b)| format!(
+                        " otlp {n} requests {b} bytes"
                     ))
                 );
                 runs.push(r);

@@ -19,6 +19,7 @@ use super::measure::{
     acct_records, bpf_stats, bpf_stats_on, exitsnoop_records, json_records, prog_deltas, prog_ids,
     schedstat_ns, stat_cpu_s, tracer_summary, vm_kib, Loader, Records, Run,
 };
+use super::receiver::Receiver;
 
 // ---------------------------------------------------------------------------
 // Workloads and configurations.
@@ -105,15 +106,19 @@ pub(super) enum Config {
     /// `--json` with a filter no exit passes: what a filtered-out process
     /// costs.
     TracerFiltered,
+    /// `--otlp` to the bench's own receiver (`receiver`), which answers 200
+    /// and discards: what exporting costs the loader.
+    TracerOtlp,
     Exitsnoop,
     Accton,
 }
 
-pub(super) const CONFIGS: [Config; 6] = [
+pub(super) const CONFIGS: [Config; 7] = [
     Config::Untraced,
     Config::TracerAcct,
     Config::TracerJson,
     Config::TracerFiltered,
+    Config::TracerOtlp,
     Config::Exitsnoop,
     Config::Accton,
 ];
@@ -128,6 +133,7 @@ impl Config {
             Config::TracerAcct => "tracer record --acct-file",
             Config::TracerJson => "tracer record --json",
             Config::TracerFiltered => "tracer record --json, all filtered out",
+            Config::TracerOtlp => "tracer record --otlp (local receiver)",
             Config::Exitsnoop => "exitsnoop (libbpf-tools)",
             Config::Accton => "accton (kernel acct)",
         }
@@ -139,6 +145,7 @@ impl Config {
             Config::TracerAcct => "tracer_acct",
             Config::TracerJson => "tracer_json",
             Config::TracerFiltered => "tracer_filtered",
+            Config::TracerOtlp => "tracer_otlp",
             Config::Exitsnoop => "exitsnoop",
             Config::Accton => "accton",
         }
@@ -147,7 +154,7 @@ impl Config {
     pub(super) fn is_tracer(self) -> bool {
         matches!(
             self,
-            Config::TracerAcct | Config::TracerJson | Config::TracerFiltered
+            Config::TracerAcct | Config::TracerJson | Config::TracerFiltered | Config::TracerOtlp
         )
     }
 }
@@ -290,6 +297,8 @@ impl Tracer {
 pub(super) struct Ctx {
     pub(super) work: PathBuf,
     pub(super) tracer: PathBuf,
+    /// Where `Config::TracerOtlp` sends.
+    pub(super) receiver: Receiver,
 }
 
 impl Ctx {
@@ -340,6 +349,7 @@ pub(super) fn run_once(
         bpf: Vec::new(),
         loader: None,
         records: None,
+        received: None,
     };
     let expected = w.processes(n);
     // Others on the machine may turn the sysctl off while we run: set it
@@ -350,23 +360,24 @@ pub(super) fn run_once(
             let (_, wall, cpu) = run_workload(ctx, w, n)?;
             (run.wall_s, run.cpu_s) = (wall, cpu);
         }
-        Config::TracerAcct | Config::TracerJson | Config::TracerFiltered => {
+        Config::TracerAcct | Config::TracerJson | Config::TracerFiltered | Config::TracerOtlp => {
             let out = ctx.work.join(if config == Config::TracerAcct {
                 "run.acct"
             } else {
                 "run.json"
             });
             let _ = fs::remove_file(&out);
-            let flag = if config == Config::TracerAcct {
-                "--acct-file"
-            } else {
-                "--json"
+            let (flag, target) = match config {
+                Config::TracerAcct => ("--acct-file", out.to_str()),
+                Config::TracerOtlp => ("--otlp", Some(ctx.receiver.url.as_str())),
+                _ => ("--json", out.to_str()),
             };
-            let out_s = out.to_str().context("work dir path is not UTF-8")?;
-            let mut args = vec!["record", flag, out_s];
+            let target = target.context("work dir path is not UTF-8")?;
+            let mut args = vec!["record", flag, target];
             if config == Config::TracerFiltered {
                 args.extend(["--uid", NOBODY_UID]);
             }
+            let received0 = ctx.receiver.counts();
             let tracer = Tracer::spawn(&ctx.tracer, &args)?;
             if let Err(e) = tracer.ready() {
                 let pid = tracer.pid;
@@ -394,12 +405,20 @@ pub(super) fn run_once(
             }
             let (written, lost) = tracer_summary(&lines)
                 .with_context(|| format!("no summary line from the tracer: {lines:?}"))?;
-            let (_, found) = if config == Config::TracerAcct {
-                acct_records(&out, pid)
-            } else {
-                json_records(&out, pid)
+            // The receiver does not decode: that the tracer exited 0 says
+            // that every record it took reached it (a loss under `otlp`
+            // is exit status 3).
+            let found = match config {
+                Config::TracerAcct => Some(acct_records(&out, pid).1),
+                Config::TracerOtlp => None,
+                _ => Some(json_records(&out, pid).1),
             };
             let _ = fs::remove_file(&out);
+            if config == Config::TracerOtlp {
+                let (r0, b0) = received0;
+                let (r1, b1) = ctx.receiver.counts();
+                run.received = Some((r1 - r0, b1 - b0));
+            }
             (run.wall_s, run.cpu_s) = (wall, cpu);
             run.bpf = prog_deltas(&before, &after);
             if !bpf_stats_on() {
@@ -460,6 +479,7 @@ pub(super) fn run_once(
             let (_, cpu_total_s) = wait_child(spid)?;
             let (pid, wall, cpu) = res?;
             let (written, found, lost) = exitsnoop_records(&out, &err, pid);
+            let found = Some(found);
             (run.wall_s, run.cpu_s) = (wall, cpu);
             run.bpf = prog_deltas(&before, &after);
             if !bpf_stats_on() {
@@ -490,6 +510,7 @@ pub(super) fn run_once(
             let (pid, wall, cpu) = res?;
             off?;
             let (written, found) = acct_records(&file, pid);
+            let found = Some(found);
             let _ = fs::remove_file(&file);
             (run.wall_s, run.cpu_s) = (wall, cpu);
             run.records = Some(Records {

@@ -11,6 +11,7 @@
 //! session names the loss under this output's name, `otlp`.
 
 mod config;
+mod encode;
 mod http;
 
 use std::{
@@ -22,14 +23,15 @@ use std::{
 
 use opentelemetry_proto::tonic::{
     collector::logs::v1::ExportLogsServiceResponse,
-    common::v1::{any_value::Value, AnyValue, ArrayValue, InstrumentationScope, KeyValue},
-    logs::v1::{LogRecord, SeverityNumber},
+    common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue},
+    logs::v1::SeverityNumber,
     resource::v1::Resource,
 };
 use prost::Message as _;
 use tracer_common::ThreadExitRecord;
 
 pub use config::{parse_pairs, Config, Endpoint};
+use encode::{RecordWriter, Scratch};
 
 use super::{flag_names, text::until_nul, Output};
 use crate::{decode::Clock, exit_status::ExitStatus, model::Exit, shutdown};
@@ -39,8 +41,12 @@ pub const NAME: &str = "otlp";
 
 pub struct Otlp {
     shared: Arc<Shared>,
-    /// Records back from the sender, to be filled again.
-    spare: Vec<LogRecord>,
+    /// Records back from the sender, to be filled again: each is a
+    /// `LogRecord`'s protobuf encoding (see `encode`).
+    spare: Vec<Vec<u8>>,
+    /// Filled, not yet in the queue (see [`Otlp::push`]).
+    local: Vec<Vec<u8>>,
+    scratch: Scratch,
     url: String,
     argv: bool,
     batch: usize,
@@ -58,9 +64,9 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<LogRecord>,
-    /// Records the sender has encoded, for the session to fill again.
-    free: Vec<LogRecord>,
+    queue: VecDeque<Vec<u8>>,
+    /// Records the sender has sent, for the session to fill again.
+    free: Vec<Vec<u8>>,
     /// When the oldest queued record was queued.
     oldest: Option<Instant>,
     /// Records the sender has taken and not yet settled.
@@ -106,6 +112,8 @@ impl Otlp {
         Ok(Self {
             shared,
             spare: Vec::new(),
+            local: Vec::with_capacity(LOCAL),
+            scratch: Scratch::default(),
             url,
             argv,
             batch,
@@ -113,39 +121,58 @@ impl Otlp {
     }
 
     /// Queues the record `fill` makes, in a recycled one when there is.
-    fn push(&mut self, fill: impl FnOnce(&mut LogRecord)) {
+    /// Records wait in `local` until the session flushes its outputs (after
+    /// every read of the ring) or [`LOCAL`] of them are there: one lock
+    /// for many records, instead of one each, which the sender's batches
+    /// made contended.
+    fn push(&mut self, fill: impl FnOnce(&mut Vec<u8>, &mut Scratch)) {
         if self.spare.is_empty() {
             // One lock for a batch's worth of records.
             std::mem::swap(&mut self.spare, &mut self.shared.lock().free);
         }
         let mut record = self.spare.pop().unwrap_or_default();
-        fill(&mut record);
+        fill(&mut record, &mut self.scratch);
+        self.local.push(record);
+        if self.local.len() >= LOCAL {
+            self.publish();
+        }
+    }
+
+    /// Moves the records of `local` to the sender's queue, dropping the
+    /// oldest beyond its bound.
+    fn publish(&mut self) {
+        if self.local.is_empty() {
+            return;
+        }
         let mut st = self.shared.lock();
-        if st.queue.is_empty() {
+        let before = st.queue.len();
+        if before == 0 {
             st.oldest = Some(Instant::now());
-            // Only the first of a batch wakes the sender (to start its
-            // timer) and a full batch: a wakeup is a system call.
-            self.shared.wake.notify_all();
-        } else if st.queue.len() + 1 == self.batch {
+        }
+        st.queue.extend(self.local.drain(..));
+        // Only the first records of a batch wake the sender (to start its
+        // timer) and a full batch: a wakeup is a system call.
+        if before == 0 || (before < self.batch && st.queue.len() >= self.batch) {
             self.shared.wake.notify_all();
         }
-        if st.queue.len() >= self.shared.capacity {
-            if let Some(old) = st.queue.pop_front() {
-                self.spare.push(old);
-            }
-            st.dropped += 1;
+        let over = st.queue.len().saturating_sub(self.shared.capacity);
+        if over > 0 {
+            self.spare.extend(st.queue.drain(..over));
+            st.dropped += over as u64;
             if !st.said_full {
                 st.said_full = true;
                 eprintln!(
                     "tracer: otlp: the queue is full ({} records): the oldest are dropped \
                      and counted",
-                    st.queue.len() + 1
+                    st.queue.len()
                 );
             }
         }
-        st.queue.push_back(record);
     }
 }
+
+/// Records the session fills before it hands them to the sender's queue.
+const LOCAL: usize = 64;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -157,22 +184,24 @@ impl Shared {
 impl Output for Otlp {
     fn exit(&mut self, e: &Exit<'_>) -> io::Result<()> {
         let argv = self.argv;
-        self.push(|r| fill_exit(r, e, argv, now_ns()));
+        self.push(|r, s| fill_exit(r, s, e, argv, now_ns()));
         Ok(())
     }
 
     fn thread_exit(&mut self, t: &ThreadExitRecord, clock: &Clock) -> io::Result<()> {
-        self.push(|r| fill_thread_exit(r, t, clock, now_ns()));
+        self.push(|r, s| fill_thread_exit(r, s, t, clock, now_ns()));
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.publish();
         Ok(())
     }
 
     /// Sends what is queued, until everything is settled or the drain
     /// deadline (or, without one, [`shutdown::DRAIN`] from now) passes.
     fn deliver(&mut self) -> io::Result<()> {
+        self.publish();
         let limit = Instant::now() + shutdown::DRAIN;
         let mut st = self.shared.lock();
         st.stopping = true;
@@ -248,120 +277,8 @@ fn now_ns() -> u64 {
 // they have a name, the project's own under `tracer.`.
 // ---------------------------------------------------------------------------
 
-/// A record's attributes, written one call a line into a recycled
-/// record's: a key already in its place is kept, and so is the text of a
-/// string value, so that a record costs no allocation once the first
-/// batches have come back from the sender.
-struct Attrs<'a> {
-    v: &'a mut Vec<KeyValue>,
-    n: usize,
-}
-
-impl<'a> Attrs<'a> {
-    fn over(v: &'a mut Vec<KeyValue>) -> Self {
-        Self { v, n: 0 }
-    }
-
-    /// The value of the next attribute, named `key`.
-    fn slot(&mut self, key: &str) -> &mut Option<Value> {
-        if self.n == self.v.len() {
-            self.v.push(KeyValue::default());
-        }
-        let kv = &mut self.v[self.n];
-        self.n += 1;
-        if kv.key != key {
-            kv.key.clear();
-            kv.key.push_str(key);
-        }
-        &mut kv.value.get_or_insert_with(AnyValue::default).value
-    }
-
-    fn int(&mut self, key: &str, v: impl Into<i64>) {
-        *self.slot(key) = Some(Value::IntValue(v.into()));
-    }
-
-    /// An unsigned count: as an int while it fits one, else as text.
-    fn uint(&mut self, key: &str, v: u64) {
-        match i64::try_from(v) {
-            Ok(v) => self.int(key, v),
-            Err(_) => self.text(key, |s| s.push_str(itoa::Buffer::new().format(v))),
-        }
-    }
-
-    fn opt_uint(&mut self, key: &str, v: Option<u64>) {
-        if let Some(v) = v {
-            self.uint(key, v);
-        }
-    }
-
-    /// A string value, written by `f` into the text the slot had.
-    fn text(&mut self, key: &str, f: impl FnOnce(&mut String)) {
-        set_text(self.slot(key), f);
-    }
-
-    fn bool(&mut self, key: &str, v: bool) {
-        *self.slot(key) = Some(Value::BoolValue(v));
-    }
-
-    /// Seconds from ns, as a double.
-    fn secs(&mut self, key: &str, ns: u64) {
-        *self.slot(key) = Some(Value::DoubleValue(ns as f64 / 1e9));
-    }
-
-    fn strs<'s>(&mut self, key: &str, items: impl Iterator<Item = &'s str>) {
-        self.byte_strs(key, items.map(str::as_bytes));
-    }
-
-    /// An array of strings from bytes, invalid UTF-8 replaced.
-    fn byte_strs<'s>(&mut self, key: &str, items: impl Iterator<Item = &'s [u8]>) {
-        let slot = self.slot(key);
-        if !matches!(slot, Some(Value::ArrayValue(_))) {
-            *slot = Some(Value::ArrayValue(ArrayValue::default()));
-        }
-        let Some(Value::ArrayValue(array)) = slot else {
-            unreachable!("an array value was put there")
-        };
-        let mut n = 0;
-        for item in items {
-            if n == array.values.len() {
-                array.values.push(AnyValue::default());
-            }
-            set_text(&mut array.values[n].value, |s| push_text(s, item));
-            n += 1;
-        }
-        array.values.truncate(n);
-    }
-
-    /// Drops what the record had beyond this one's attributes.
-    fn done(self) {
-        self.v.truncate(self.n);
-    }
-}
-
-/// Makes `slot` a string value written by `f`, keeping the text it had.
-fn set_text(slot: &mut Option<Value>, f: impl FnOnce(&mut String)) {
-    match slot {
-        Some(Value::StringValue(s)) => {
-            s.clear();
-            f(s);
-        }
-        _ => {
-            let mut s = String::new();
-            f(&mut s);
-            *slot = Some(Value::StringValue(s));
-        }
-    }
-}
-
-fn set_str(to: &mut String, s: &str) {
-    if to != s {
-        to.clear();
-        to.push_str(s);
-    }
-}
-
 /// A kernel string (NUL-padded bytes), invalid UTF-8 replaced.
-fn push_text(to: &mut String, bytes: &[u8]) {
+pub(super) fn push_text(to: &mut String, bytes: &[u8]) {
     for chunk in until_nul(bytes).utf8_chunks() {
         to.push_str(chunk.valid());
         if !chunk.invalid().is_empty() {
@@ -370,12 +287,55 @@ fn push_text(to: &mut String, bytes: &[u8]) {
     }
 }
 
-/// ISO 8601 (RFC 3339) in UTC with ns.
+/// ISO 8601 (RFC 3339) in UTC with ns, as humantime's
+/// `format_rfc3339_nanos` writes it (a test compares them), without its
+/// formatting machinery: two of these per record were a twentieth of the
+/// export's cost.
 fn push_iso8601(to: &mut String, unix_ns: u64) {
-    use std::fmt::Write as _;
-    let t = UNIX_EPOCH + Duration::from_nanos(unix_ns);
-    // Into a String: cannot fail.
-    let _ = write!(to, "{}", humantime::format_rfc3339_nanos(t));
+    let secs = unix_ns / 1_000_000_000;
+    let nanos = (unix_ns % 1_000_000_000) as u32;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    let mut out = [0u8; 30];
+    let mut put = |at: usize, v: u64, width: usize| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, y as u64, 4);
+    put(5, u64::from(m), 2);
+    put(8, u64::from(d), 2);
+    put(11, rem / 3600, 2);
+    put(14, rem / 60 % 60, 2);
+    put(17, rem % 60, 2);
+    put(20, u64::from(nanos), 9);
+    out[4] = b'-';
+    out[7] = b'-';
+    out[10] = b'T';
+    out[13] = b':';
+    out[16] = b':';
+    out[19] = b'.';
+    out[29] = b'Z';
+    // ASCII digits and separators only.
+    to.push_str(std::str::from_utf8(&out).unwrap_or_default());
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 fn severity(status: ExitStatus) -> (SeverityNumber, &'static str) {
@@ -391,48 +351,43 @@ pub const EXIT_EVENT: &str = "process.exit";
 /// The event of a thread's death before its process (`--threads`).
 pub const THREAD_EXIT_EVENT: &str = "tracer.thread.exit";
 
-/// What every record has: times, severity, event name, body.
-fn fill_head(
-    r: &mut LogRecord,
+/// Starts a record: time, severity, body.
+fn start_record<'a>(
+    r: &'a mut Vec<u8>,
+    scratch: &'a mut Scratch,
     time: u64,
-    observed: u64,
     status: ExitStatus,
-    event: &str,
     body: impl FnOnce(&mut String),
-) {
+) -> RecordWriter<'a> {
     let (number, text) = severity(status);
-    r.time_unix_nano = time;
-    r.observed_time_unix_nano = observed;
-    r.severity_number = number as i32;
-    set_str(&mut r.severity_text, text);
-    set_str(&mut r.event_name, event);
-    set_text(
-        &mut r.body.get_or_insert_with(AnyValue::default).value,
-        body,
-    );
+    RecordWriter::start(r, scratch, time, number as i32, text, body)
 }
 
+/// Record `e`, as `LogRecord` (decoded from what is sent).
 #[cfg(test)]
-fn exit_record(e: &Exit<'_>, argv: bool, observed_ns: u64) -> LogRecord {
-    let mut r = LogRecord::default();
-    fill_exit(&mut r, e, argv, observed_ns);
-    r
+fn exit_record(
+    e: &Exit<'_>,
+    argv: bool,
+    observed_ns: u64,
+) -> opentelemetry_proto::tonic::logs::v1::LogRecord {
+    let mut r = Vec::new();
+    fill_exit(&mut r, &mut Scratch::default(), e, argv, observed_ns);
+    prost::Message::decode(r.as_slice()).expect("a LogRecord")
 }
 
-/// Makes `r` (a new record or a recycled one) the record of exit `e`.
-fn fill_exit(r: &mut LogRecord, e: &Exit<'_>, argv: bool, observed_ns: u64) {
+/// Writes the record of exit `e` into `r` (a new buffer or a recycled one).
+fn fill_exit(r: &mut Vec<u8>, scratch: &mut Scratch, e: &Exit<'_>, argv: bool, observed_ns: u64) {
     use std::fmt::Write as _;
     let status = e.status();
     // Exact from the probes; from acct's start second and elapsed ticks
     // otherwise.
     let exited_ns = e.exit_time_ns;
     let created_ns = exited_ns.saturating_sub(e.elapsed_ns);
-    fill_head(r, exited_ns, observed_ns, status, EXIT_EVENT, |s| {
+    let mut a = start_record(r, scratch, exited_ns, status, |s| {
         push_text(s, &e.comm);
         // Into a String: cannot fail.
         let _ = write!(s, " ({}): {}", e.pid, e.described());
     });
-    let mut a = Attrs::over(&mut r.attributes);
     a.int("process.pid", e.pid);
     a.int("process.parent_pid", e.ppid);
     a.text("process.executable.name", |s| push_text(s, &e.comm));
@@ -514,26 +469,31 @@ fn fill_exit(r: &mut LogRecord, e: &Exit<'_>, argv: bool, observed_ns: u64) {
             a.int("tracer.oom_kill.oom_score_adj", adj);
         }
     }
-    a.done();
+    a.finish(observed_ns, EXIT_EVENT);
 }
 
-/// Makes `r` the record of a thread's exit.
-fn fill_thread_exit(r: &mut LogRecord, t: &ThreadExitRecord, clock: &Clock, observed_ns: u64) {
+/// Writes the record of a thread's exit into `r`.
+fn fill_thread_exit(
+    r: &mut Vec<u8>,
+    scratch: &mut Scratch,
+    t: &ThreadExitRecord,
+    clock: &Clock,
+    observed_ns: u64,
+) {
     use std::fmt::Write as _;
     let status = ExitStatus::from_code(t.exit_code);
     let time = clock.realtime_ns(t.time_ns).clamp(0, i128::from(u64::MAX)) as u64;
-    fill_head(r, time, observed_ns, status, THREAD_EXIT_EVENT, |s| {
+    let mut a = start_record(r, scratch, time, status, |s| {
         push_text(s, &t.comm);
         // Into a String: cannot fail.
         let _ = write!(s, " (thread {} of {}): {status}", t.tid, t.pid);
     });
-    let mut a = Attrs::over(&mut r.attributes);
     a.int("process.pid", t.pid);
     a.int("thread.id", t.tid);
     a.text("thread.name", |s| push_text(s, &t.comm));
     a.uint("tracer.exit_code", u64::from(t.exit_code));
     a.secs("tracer.cpu_runtime_s", t.runtime_ns);
-    a.done();
+    a.finish(observed_ns, THREAD_EXIT_EVENT);
 }
 
 fn push_signal(to: &mut String, sig: u8) {
@@ -561,10 +521,11 @@ struct Sender {
     url: String,
     /// A failure streak was reported on stderr.
     failing: bool,
-    /// The encoded records of a batch, and the request's body: kept, so
+    /// The request's body, the compressor and what is fed to it: kept, so
     /// that a batch does not map and fault in fresh memory.
-    records_buf: Vec<u8>,
     body: Vec<u8>,
+    deflate: flate2::write::DeflateEncoder<Vec<u8>>,
+    stage: Vec<u8>,
 }
 
 /// The first wait after a failed export; it doubles up to [`BACKOFF_MAX`].
@@ -604,8 +565,9 @@ impl Sender {
             delay: config.delay,
             url: config.endpoint.url,
             failing: false,
-            records_buf: Vec::new(),
             body: Vec::new(),
+            deflate: flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast()),
+            stage: Vec::with_capacity(STAGE + 4096),
         }
     }
 
@@ -625,7 +587,7 @@ impl Sender {
     }
 
     /// Waits for a full batch, the oldest record's delay, or the stop.
-    fn next_batch(&self) -> Option<Vec<LogRecord>> {
+    fn next_batch(&self) -> Option<Vec<Vec<u8>>> {
         let mut st = self.shared.lock();
         loop {
             if st.abandoned {
@@ -656,7 +618,7 @@ impl Sender {
     }
 
     /// Sends one batch until it is settled: (delivered, rejected).
-    fn send(&mut self, batch: Vec<LogRecord>) -> (u64, u64) {
+    fn send(&mut self, batch: Vec<Vec<u8>>) -> (u64, u64) {
         let n = batch.len() as u64;
         self.encode(batch);
         let mut backoff = BACKOFF_FIRST;
@@ -736,67 +698,97 @@ impl Sender {
 
     /// One request, in `self.body`: the resource, the scope, the records;
     /// gzipped. The records go back to the session to be filled again.
-    /// The buffers are kept from one batch to the next.
-    fn encode(&mut self, log_records: Vec<LogRecord>) {
-        let prefix = encode_request(
-            &self.resource,
-            &self.scope,
-            &log_records,
-            &mut self.records_buf,
-        );
-        {
-            let mut st = self.shared.lock();
-            // Enough for the session to fill until the next batch comes
-            // back; a burst's extra records are freed.
-            let room = (2 * self.batch).saturating_sub(st.free.len());
-            st.free.extend(log_records.into_iter().take(room));
-        }
+    /// The buffers and the compressor are kept from one batch to the next,
+    /// and the records are fed to the compressor through a small staging
+    /// buffer rather than copied into the whole request first.
+    fn encode(&mut self, log_records: Vec<Vec<u8>>) {
         let mut body = std::mem::take(&mut self.body);
         body.clear();
-        if !self.gzip {
-            body.extend_from_slice(&prefix);
-            body.extend_from_slice(&self.records_buf);
-            self.body = body;
-            return;
+        if self.gzip {
+            body.extend_from_slice(&GZIP_HEADER);
+            let mut crc = flate2::Crc::new();
+            let mut stage = std::mem::take(&mut self.stage);
+            stage.clear();
+            // Into a Vec: cannot fail.
+            let _ = self.deflate.reset(body);
+            let deflate = &mut self.deflate;
+            write_request(&self.resource, &self.scope, &log_records, &mut |b| {
+                stage.extend_from_slice(b);
+                if stage.len() >= STAGE {
+                    crc.update(&stage);
+                    let _ = io::Write::write_all(deflate, &stage);
+                    stage.clear();
+                }
+            });
+            crc.update(&stage);
+            let _ = io::Write::write_all(deflate, &stage);
+            let _ = deflate.try_finish();
+            body = std::mem::take(deflate.get_mut());
+            body.extend_from_slice(&crc.sum().to_le_bytes());
+            body.extend_from_slice(&crc.amount().to_le_bytes());
+            self.stage = stage;
+        } else {
+            write_request(&self.resource, &self.scope, &log_records, &mut |b| {
+                body.extend_from_slice(b)
+            });
         }
-        let mut gz = flate2::write::GzEncoder::new(body, flate2::Compression::fast());
-        // Into a Vec: cannot fail.
-        let _ = io::Write::write_all(&mut gz, &prefix);
-        let _ = io::Write::write_all(&mut gz, &self.records_buf);
-        self.body = gz.finish().unwrap_or_default();
+        self.body = body;
+        let mut st = self.shared.lock();
+        // Enough for the session to fill until the next batch comes
+        // back; a burst's extra records are freed.
+        let room = (2 * self.batch).saturating_sub(st.free.len());
+        st.free.extend(log_records.into_iter().take(room));
     }
 }
 
-/// The bytes of `ExportLogsServiceRequest { resource_logs: [ResourceLogs {
-/// resource, scope_logs: [ScopeLogs { scope, log_records }] }] }`, as
-/// prost encodes it (a test says so), made inside out with prost's own
-/// encoders: `encode_to_vec` measures every record again at each level
-/// of nesting above it, which was half of the sender's time. The request
-/// is the returned prefix followed by `scope_logs`.
-fn encode_request(
+/// What is fed to the compressor at once.
+const STAGE: usize = 32 << 10;
+
+/// A gzip member's header (RFC 1952) as flate2 writes it for
+/// `Compression::fast()`: deflate, no name, no time, "fastest", unknown OS.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 255];
+
+/// Writes the bytes of `ExportLogsServiceRequest { resource_logs:
+/// [ResourceLogs { resource, scope_logs: [ScopeLogs { scope, log_records
+/// }] }] }` to `out`, in pieces, as prost encodes the request (a test
+/// says so): the lengths are added up first, so that each record (already
+/// encoded) is written once, where it goes. prost's `encode_to_vec`
+/// measures every record again at each level of nesting above it.
+fn write_request(
     resource: &Resource,
     scope: &InstrumentationScope,
-    log_records: &[LogRecord],
-    scope_logs: &mut Vec<u8>,
-) -> Vec<u8> {
-    use prost::encoding::{encode_key, encode_varint, message, WireType};
+    log_records: &[Vec<u8>],
+    out: &mut dyn FnMut(&[u8]),
+) {
+    use prost::encoding::{encode_key, encoded_len_varint, message, WireType};
     // ScopeLogs: scope = 1, log_records = 2.
-    scope_logs.clear();
-    message::encode(1, scope, scope_logs);
-    for r in log_records {
-        message::encode(2, r, scope_logs);
-    }
+    let mut scope_field = Vec::with_capacity(64);
+    message::encode(1, scope, &mut scope_field);
+    let scope_logs_len = scope_field.len()
+        + log_records
+            .iter()
+            .map(|r| 1 + encoded_len_varint(r.len() as u64) + r.len())
+            .sum::<usize>();
     // ResourceLogs: resource = 1, scope_logs = 2.
     let mut resource_logs = Vec::with_capacity(1024);
     message::encode(1, resource, &mut resource_logs);
     encode_key(2, WireType::LengthDelimited, &mut resource_logs);
-    encode_varint(scope_logs.len() as u64, &mut resource_logs);
+    encode::encode_varint(scope_logs_len as u64, &mut resource_logs);
     // ExportLogsServiceRequest: resource_logs = 1.
-    let mut prefix = Vec::with_capacity(resource_logs.len() + 16);
-    encode_key(1, WireType::LengthDelimited, &mut prefix);
-    encode_varint((resource_logs.len() + scope_logs.len()) as u64, &mut prefix);
-    prefix.extend_from_slice(&resource_logs);
-    prefix
+    let mut head = Vec::with_capacity(resource_logs.len() + 16 + scope_field.len());
+    encode_key(1, WireType::LengthDelimited, &mut head);
+    encode::encode_varint((resource_logs.len() + scope_logs_len) as u64, &mut head);
+    head.extend_from_slice(&resource_logs);
+    head.extend_from_slice(&scope_field);
+    out(&head);
+    let mut record_head = Vec::with_capacity(11);
+    for r in log_records {
+        record_head.clear();
+        encode_key(2, WireType::LengthDelimited, &mut record_head);
+        encode::encode_varint(r.len() as u64, &mut record_head);
+        out(&record_head);
+        out(r);
+    }
 }
 
 #[cfg(test)]
@@ -808,7 +800,7 @@ mod tests {
 
     use opentelemetry_proto::tonic::{
         collector::logs::v1::ExportLogsServiceRequest,
-        logs::v1::{ResourceLogs, ScopeLogs},
+        logs::v1::{LogRecord, ResourceLogs, ScopeLogs},
     };
 
     use super::*;
@@ -908,6 +900,84 @@ mod tests {
 
     use tracer_common::ExitRecord;
 
+    #[test]
+    fn iso8601_is_humantimes() {
+        let mut ns: u64 = 0;
+        let mut got = String::new();
+        // Up to 2200, leap days and years, ns and second boundaries.
+        for step in [
+            0u64,
+            1,
+            999_999_999,
+            86_399_999_999_999,
+            31_622_400_123_456_789,
+        ] {
+            for _ in 0..300 {
+                ns = ns.wrapping_add(step).wrapping_add(7_777_777_777_777_777)
+                    % 7_258_118_400_000_000_000;
+                got.clear();
+                push_iso8601(&mut got, ns);
+                let want = humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns));
+                assert_eq!(got, want.to_string(), "{ns}");
+            }
+        }
+        got.clear();
+        push_iso8601(&mut got, 951_782_400_000_000_000);
+        assert_eq!(got, "2000-02-29T00:00:00.000000000Z");
+    }
+
+    /// Every record is written as prost writes the `LogRecord` the
+    /// crate's definitions decode from it: same fields, same order, same
+    /// bytes; a recycled buffer and scratch leave nothing of the record
+    /// before.
+    #[test]
+    fn records_are_what_prost_makes() {
+        let clock = clock();
+        let mut buf = Vec::new();
+        let mut scratch = Scratch::default();
+        let ok = ExitRecord {
+            exit_code: 0,
+            ..exit_full()
+        };
+        let mut n = 0;
+        for argv in [false, true] {
+            for rec in [exit_full(), exit_bare(), ok] {
+                let e = Exit::from_record(&rec, &clock);
+                fill_exit(&mut buf, &mut scratch, &e, argv, 7 + n);
+                let decoded = LogRecord::decode(buf.as_slice()).unwrap();
+                assert_eq!(decoded.encode_to_vec(), buf, "{decoded:#?}");
+                let mut fresh = Vec::new();
+                fill_exit(&mut fresh, &mut Scratch::default(), &e, argv, 7 + n);
+                assert_eq!(fresh, buf);
+                n += 1;
+            }
+        }
+        let lineage = crate::output::fixtures::lineage();
+        let e = Exit::from_record(&exit_full(), &clock).with_lineage(Some(&lineage));
+        fill_exit(&mut buf, &mut scratch, &e, true, 9);
+        let decoded = LogRecord::decode(buf.as_slice()).unwrap();
+        assert_eq!(decoded.encode_to_vec(), buf);
+        let a = attrs(&decoded);
+        assert!(
+            a.iter().any(|(k, _)| *k == "process.command_args"),
+            "{decoded:#?}"
+        );
+        let t = ThreadExitRecord {
+            kind: tracer_common::RECORD_THREAD_EXIT,
+            pid: 4242,
+            tid: 4243,
+            time_ns: 5_000_000_000,
+            runtime_ns: 1_500_000,
+            exit_code: 9,
+            comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
+        };
+        fill_thread_exit(&mut buf, &mut scratch, &t, &clock, 3);
+        let decoded = LogRecord::decode(buf.as_slice()).unwrap();
+        assert_eq!(decoded.encode_to_vec(), buf);
+        assert_eq!(decoded.event_name, THREAD_EXIT_EVENT);
+        assert_eq!(decoded.severity_text, "ERROR");
+    }
+
     /// A collector that takes everything and counts the requests, and the
     /// CPU time its threads used.
     fn sink() -> (String, Arc<Mutex<u64>>, Arc<Mutex<u64>>) {
@@ -965,7 +1035,7 @@ mod tests {
     #[test]
     fn requests_are_what_prost_makes() {
         let clock = clock();
-        let sender = Sender::new(
+        let mut sender = Sender::new(
             config("http://h:1", &[("OTEL_SERVICE_NAME", "svc")]),
             Arc::new(Shared {
                 state: Mutex::default(),
@@ -977,6 +1047,7 @@ mod tests {
             exit_record(&Exit::from_record(&exit_full(), &clock), false, 1),
             exit_record(&Exit::from_record(&exit_bare(), &clock), false, 2),
         ];
+        let encoded: Vec<Vec<u8>> = records.iter().map(|r| r.encode_to_vec()).collect();
         for n in [0, 1, 2] {
             let want = ExportLogsServiceRequest {
                 resource_logs: vec![ResourceLogs {
@@ -990,13 +1061,30 @@ mod tests {
                 }],
             };
             let mut got = Vec::new();
-            let prefix = encode_request(&sender.resource, &sender.scope, &records[..n], &mut got);
-            got.splice(0..0, prefix);
+            write_request(&sender.resource, &sender.scope, &encoded[..n], &mut |b| {
+                got.extend_from_slice(b)
+            });
             assert_eq!(got, want.encode_to_vec(), "{n} records");
             assert_eq!(
                 ExportLogsServiceRequest::decode(got.as_slice()).unwrap(),
                 want
             );
+            // Gzipped, with the compressor of the batch before (twice:
+            // a big batch that crosses the staging buffer, then this one).
+            assert!(sender.gzip);
+            for batch in [vec![encoded[0].clone(); 300], encoded[..n].to_vec()] {
+                let k = batch.len();
+                sender.encode(batch);
+                let mut plain = Vec::new();
+                flate2::read::GzDecoder::new(sender.body.as_slice())
+                    .read_to_end(&mut plain)
+                    .unwrap();
+                let request = ExportLogsServiceRequest::decode(plain.as_slice()).unwrap();
+                assert_eq!(request.resource_logs[0].scope_logs[0].log_records.len(), k);
+                if k == n {
+                    assert_eq!(plain, got);
+                }
+            }
         }
     }
 
