@@ -278,18 +278,6 @@ fn wait_for_exit(json: &Path, pid: u32) -> Result<Value, String> {
     }
 }
 
-/// Stops the tracer; its stderr.
-fn stop_tracer(mut tracer: ChildGuard, all: std::thread::JoinHandle<String>) -> String {
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(tracer.pid() as i32, libc::SIGTERM) }, 0);
-    let status = tracer
-        .wait_timeout(Duration::from_secs(30))
-        .expect("tracer did not stop");
-    let stderr = all.join().unwrap_or_default();
-    assert!(status.success(), "tracer: {status}\n{stderr}");
-    stderr
-}
-
 /// A memory cgroup of this test, limited to 48 MiB, removed on drop.
 struct MemCgroup {
     path: PathBuf,
@@ -333,28 +321,15 @@ impl Drop for MemCgroup {
 /// Mount points of the memory controller: v1's `memory` hierarchy and a v2
 /// hierarchy that has `memory` among its controllers.
 fn memory_hierarchies() -> (Option<PathBuf>, Option<PathBuf>) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("reading mountinfo");
-    let (mut v1, mut v2) = (None, None);
-    for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mount = PathBuf::from(left.split(' ').nth(4).unwrap_or(""));
-        let mut r = right.split(' ');
-        let fstype = r.next().unwrap_or("");
-        let options = r.nth(1).unwrap_or("");
-        if fstype == "cgroup" && options.split(',').any(|o| o == "memory") {
-            v1.get_or_insert(mount);
-        } else if fstype == "cgroup2"
-            && std::fs::read_to_string(mount.join("cgroup.controllers"))
-                .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
-        {
-            // Children get the controller only if the root hands it down.
-            let _ = std::fs::write(mount.join("cgroup.subtree_control"), "+memory");
-            v2.get_or_insert(mount);
-        }
+    let v2 = cgroup2_mount().filter(|mount| {
+        std::fs::read_to_string(mount.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+    });
+    if let Some(mount) = &v2 {
+        // Children get the controller only if the root hands it down.
+        let _ = std::fs::write(mount.join("cgroup.subtree_control"), "+memory");
     }
-    (v1, v2)
+    (memory_v1_mount(), v2)
 }
 
 /// A process allocating 200 MiB in a 48 MiB memory cgroup is killed by the

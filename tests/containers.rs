@@ -19,31 +19,6 @@ use std::{
 use common::*;
 use serde_json::Value;
 
-/// The v2 hierarchy's mount point.
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        if right.split(' ').next()? != "cgroup2" {
-            return None;
-        }
-        Some(PathBuf::from(left.split(' ').nth(4)?))
-    })
-}
-
-/// The memory controller's v1 hierarchy, where one is mounted.
-fn memory_v1_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mut r = right.split(' ');
-        if r.next()? != "cgroup" || !r.nth(1)?.split(',').any(|o| o == "memory") {
-            return None;
-        }
-        Some(PathBuf::from(left.split(' ').nth(4)?))
-    })
-}
-
 /// Directories made for the test, removed (deepest first) on drop.
 struct Made(Vec<PathBuf>);
 

@@ -109,17 +109,6 @@ fn read_exits(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn stop(mut child: ChildGuard, all: std::thread::JoinHandle<String>) -> String {
-    // SAFETY: kill has no memory preconditions; the child is not reaped.
-    assert_eq!(unsafe { libc::kill(child.pid() as i32, libc::SIGTERM) }, 0);
-    let status = child
-        .wait_timeout(Duration::from_secs(30))
-        .expect("tracer did not stop");
-    let stderr = all.join().unwrap_or_default();
-    assert!(status.success(), "tracer: {status}\n{stderr}");
-    stderr
-}
-
 #[test]
 fn docker_containers_are_named_and_the_tracer_runs_in_one() {
     if !require_privileges(
@@ -164,7 +153,7 @@ fn docker_containers_are_named_and_the_tracer_runs_in_one() {
     assert_eq!(out.status.code(), Some(3), "{}", describe_output(&out));
     let out = run(&cid_kill, "sleep 30 & kill -9 $!; wait; exit 0");
     assert!(out.status.success(), "{}", describe_output(&out));
-    stop(tracer, all);
+    stop_tracer(tracer, all);
     let id_exit = std::fs::read_to_string(&cid_exit).expect("the cidfile");
     let id_kill = std::fs::read_to_string(&cid_kill).expect("the cidfile");
     assert_eq!(id_exit.len(), 64, "{id_exit:?}");

@@ -12,24 +12,13 @@ mod common;
 use std::{
     collections::BTreeSet,
     io::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use common::*;
 use serde_json::Value;
-
-fn cgroup2_mount() -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        if right.split(' ').next()? != "cgroup2" {
-            return None;
-        }
-        Some(PathBuf::from(left.split(' ').nth(4)?))
-    })
-}
 
 fn exits(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -200,7 +189,8 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
         .expect("the workload did not end");
     assert!(status.success(), "workload: {status}");
     for (child, _lines, all) in sessions {
-        stop(child, all);
+        let stderr = stop_tracer(child, all);
+        assert!(stderr.contains(" 0 lost"), "{stderr}");
     }
     let _ = std::fs::remove_dir(&ctr_dir);
     let _ = std::fs::remove_dir(&cg_dir);
@@ -240,15 +230,4 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
             "{name}: filtered != the matching subset of {all:#?}"
         );
     }
-}
-
-fn stop(mut child: ChildGuard, all: std::thread::JoinHandle<String>) {
-    // SAFETY: kill has no memory preconditions; the child is not reaped.
-    assert_eq!(unsafe { libc::kill(child.pid() as i32, libc::SIGTERM) }, 0);
-    let status = child
-        .wait_timeout(Duration::from_secs(30))
-        .expect("tracer did not stop");
-    let stderr = all.join().unwrap_or_default();
-    assert!(status.success(), "tracer: {status}\n{stderr}");
-    assert!(stderr.contains(" 0 lost"), "{stderr}");
 }

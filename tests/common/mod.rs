@@ -889,3 +889,39 @@ pub(crate) fn start_tracer(
     }
     (guard, lines, all)
 }
+
+/// Stops a tracer session with SIGTERM (30 s at most), requires a clean
+/// exit, and returns its stderr.
+pub(crate) fn stop_tracer(mut child: ChildGuard, all: thread::JoinHandle<String>) -> String {
+    // SAFETY: kill has no memory preconditions; the child is not reaped.
+    assert_eq!(unsafe { libc::kill(child.pid() as i32, libc::SIGTERM) }, 0);
+    let status = child
+        .wait_timeout(Duration::from_secs(30))
+        .expect("tracer did not stop");
+    let stderr = all.join().unwrap_or_default();
+    assert!(status.success(), "tracer: {status}\n{stderr}");
+    stderr
+}
+
+/// Where the cgroup v2 hierarchy is mounted, if it is.
+pub(crate) fn cgroup2_mount() -> Option<PathBuf> {
+    mount_where(|fstype, _| fstype == "cgroup2")
+}
+
+/// Where the memory controller's v1 hierarchy is mounted, if it is.
+pub(crate) fn memory_v1_mount() -> Option<PathBuf> {
+    mount_where(|fstype, options| fstype == "cgroup" && options.split(',').any(|o| o == "memory"))
+}
+
+/// The first mount point in /proc/self/mountinfo whose file system type
+/// and super options `want` accepts.
+fn mount_where(want: impl Fn(&str, &str) -> bool) -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut r = right.split(' ');
+        let fstype = r.next()?;
+        let options = r.nth(1).unwrap_or("");
+        want(fstype, options).then(|| PathBuf::from(left.split(' ').nth(4).unwrap_or("")))
+    })
+}
