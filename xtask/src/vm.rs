@@ -638,9 +638,9 @@ const TEST_BINARIES: [&str; 3] = ["exit_records", "lineage", "causes"];
 /// record-fidelity and lineage tests run in every run: they prove each
 /// exit hook on each kernel, and `exit_records` loads every program with
 /// every feature on (the filters' and containers' code included) in that
-/// mode. Why it died runs in 6.1's tracepoint run: its `mark_victim`
-/// gives only a pid, and there the memory controller is on v2; the host
-/// (6.18, hybrid) runs it with the victim's task and v1. The loader-side
+/// mode. Why it died runs in 6.1's tracepoint run: the oldest kernel, and
+/// there the memory controller is on v2; the host (6.18, hybrid) runs it
+/// with v1. The loader-side
 /// suites (containers, filters, safety) run on the host only: under
 /// emulation the 7.x runs take twice as long as the 6.x ones, and with
 /// them the stage would pass CI's time (measured in CI at aa47cfc).
