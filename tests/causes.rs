@@ -235,7 +235,9 @@ fn a_process_older_than_the_tracer_has_its_argv_from_proc() {
     let dir = TempDir::new("older");
     let mut old = ChildGuard(
         std::process::Command::new("/bin/sleep")
-            .arg("7.25")
+            // Long enough to outlive a tracer start in an emulated VM
+            // (tens of seconds): it must die by our kill, after that.
+            .arg("600.25")
             .spawn()
             .expect("starting sleep"),
     );
@@ -252,7 +254,7 @@ fn a_process_older_than_the_tracer_has_its_argv_from_proc() {
     // From /proc/PID/exe: the path with its links resolved.
     let sleep = std::fs::canonicalize("/bin/sleep").expect("resolving /bin/sleep");
     assert_eq!(found["exe"], sleep.to_str().unwrap(), "{found}");
-    assert_eq!(found["argv"], serde_json::json!(["/bin/sleep", "7.25"]));
+    assert_eq!(found["argv"], serde_json::json!(["/bin/sleep", "600.25"]));
     // This test sent the SIGKILL.
     assert_eq!(found["killed_by"]["pid"], std::process::id(), "{found}");
 }
