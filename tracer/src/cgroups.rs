@@ -188,27 +188,24 @@ impl Hierarchy {
 /// The first cgroup2 mount: where it is, and the path in the hierarchy
 /// its root is (not `/` inside a cgroup namespace).
 pub fn cgroup2_mount() -> Option<(PathBuf, String)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        if right.split(' ').next()? != "cgroup2" {
-            return None;
-        }
-        let mut f = left.split(' ');
-        let root = unescape(f.nth(3)?);
-        let mount = PathBuf::from(unescape(f.next()?));
-        Path::new(&mount).is_dir().then_some((mount, root))
-    })
+    mount_where(|fstype, _| fstype == "cgroup2")
 }
 
 /// The memory controller's v1 hierarchy, where one is mounted (hybrid and
 /// v1 hosts): where, and the path its root is.
 pub fn memory_v1_mount() -> Option<(PathBuf, String)> {
+    mount_where(|fstype, options| fstype == "cgroup" && options.split(',').any(|o| o == "memory"))
+}
+
+/// The first mount whose file system type and super options `want`
+/// accepts: where it is, and the path in its hierarchy its root is.
+fn mount_where(want: impl Fn(&str, &str) -> bool) -> Option<(PathBuf, String)> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
         let mut r = right.split(' ');
-        if r.next()? != "cgroup" || !r.nth(1)?.split(',').any(|o| o == "memory") {
+        let fstype = r.next()?;
+        if !want(fstype, r.nth(1).unwrap_or("")) {
             return None;
         }
         let mut f = left.split(' ');
