@@ -132,6 +132,28 @@ pub struct Offsets {
     /// `cgroup.self.parent`: the parent's css (for `--cgroup`), whose
     /// `cgroup` is the parent cgroup.
     pub cgroup_parent_css: u32,
+    // Extended accounting as taskstats gives it (`xacct.rs`).
+    /// `task_struct.acct_rss_mem1`/`acct_vm_mem1` (CONFIG_TASK_XACCT).
+    pub task_acct_rss_mem1: u32,
+    pub task_acct_vm_mem1: u32,
+    /// `mm_struct.hiwater_rss`, `hiwater_vm`, `total_vm`.
+    pub mm_hiwater_rss: u32,
+    pub mm_hiwater_vm: u32,
+    pub mm_total_vm: u32,
+    /// `task_io_accounting.syscr`, `syscw`, `cancelled_write_bytes`.
+    pub ioac_syscr: u32,
+    pub ioac_syscw: u32,
+    pub ioac_cancelled_write_bytes: u32,
+    /// `task_struct.sched_info` plus `sched_info.run_delay`.
+    pub task_run_delay: u32,
+    /// `task_struct.delays` and the `task_delay_info` totals.
+    pub task_delays: u32,
+    pub delay_blkio: u32,
+    pub delay_swapin: u32,
+    pub delay_freepages: u32,
+    pub delay_thrashing: u32,
+    pub delay_compact: u32,
+    pub delay_irq: u32,
 }
 
 impl Offsets {
@@ -210,6 +232,22 @@ impl Offsets {
             cgroup_root: ABSENT,
             root_hierarchy_id: ABSENT,
             cgroup_parent_css: ABSENT,
+            task_acct_rss_mem1: ABSENT,
+            task_acct_vm_mem1: ABSENT,
+            mm_hiwater_rss: ABSENT,
+            mm_hiwater_vm: ABSENT,
+            mm_total_vm: ABSENT,
+            ioac_syscr: ABSENT,
+            ioac_syscw: ABSENT,
+            ioac_cancelled_write_bytes: ABSENT,
+            task_run_delay: ABSENT,
+            task_delays: ABSENT,
+            delay_blkio: ABSENT,
+            delay_swapin: ABSENT,
+            delay_freepages: ABSENT,
+            delay_thrashing: ABSENT,
+            delay_compact: ABSENT,
+            delay_irq: ABSENT,
         }
     }
 }
@@ -264,6 +302,12 @@ pub struct Config {
     /// The v1 hierarchy of the memory controller, whose cgroup events are
     /// sent too (0: memory is on v2, or absent).
     pub v1_hierarchy: u32,
+    /// 1: delay accounting was on (`kernel.task_delayacct`) when the
+    /// tracer started: the records carry the delays.
+    pub delayacct: u32,
+    pub _pad: u32,
+    /// `PAGE_SIZE`, for taskstats' KiB and MB-usec units.
+    pub page_size: u64,
 }
 
 /// Bits of [`Config::filters`]: which filter maps (or tests) apply.
@@ -283,6 +327,48 @@ pub mod present {
     pub const IO_BYTES: u32 = 1 << 2;
     pub const CSW: u32 = 1 << 3;
     pub const RUNTIME: u32 = 1 << 4;
+    /// [`Xacct`](super::Xacct)'s high-water marks (`hiwater_rss_kb`,
+    /// `hiwater_vm_kb`): some thread's address space was still there when
+    /// its figures were taken.
+    pub const HIWATER: u32 = 1 << 5;
+    /// [`Xacct`](super::Xacct)'s delays (`Config::delayacct`).
+    pub const DELAYS: u32 = 1 << 6;
+    /// [`Xacct`](super::Xacct)'s counters.
+    pub const XACCT: u32 = 1 << 7;
+}
+
+/// Extended accounting, the way taskstats reports a task at exit
+/// (`xacct_add_tsk()`, `bacct_add_tsk()`, `delayacct_add_tsk()` in the
+/// kernel): per task, I/O counters masked to whole KiB and the memory
+/// integrals in MB-usec. A group's record holds the sums over its threads
+/// (the high-water marks: the largest), as a taskstats listener adding up
+/// the per-task records would.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Xacct {
+    /// The start time of the group's leader: tells a `XACCT` entry of this
+    /// group from one a dead group with the same tgid left behind.
+    pub leader_start_ns: u64,
+    pub hiwater_rss_kb: u64,
+    pub hiwater_vm_kb: u64,
+    pub coremem: u64,
+    pub virtmem: u64,
+    pub read_char: u64,
+    pub write_char: u64,
+    pub read_syscalls: u64,
+    pub write_syscalls: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub cancelled_write_bytes: u64,
+    pub nvcsw: u64,
+    pub nivcsw: u64,
+    pub cpu_delay_ns: u64,
+    pub blkio_delay_ns: u64,
+    pub swapin_delay_ns: u64,
+    pub freepages_delay_ns: u64,
+    pub thrashing_delay_ns: u64,
+    pub compact_delay_ns: u64,
+    pub irq_delay_ns: u64,
 }
 
 /// The `kind` that starts every ring record and says which type it is.
@@ -402,6 +488,11 @@ pub struct ThreadExitRecord {
     /// The thread's exact on-CPU time.
     pub runtime_ns: u64,
     pub comm: [u8; 16],
+    /// [`present`] bits of `xacct`.
+    pub present: u32,
+    pub _pad: u32,
+    /// The thread's own taskstats figures.
+    pub xacct: Xacct,
 }
 
 /// A task created (`task_newtask`): every thread and process, kernel
@@ -557,6 +648,9 @@ pub struct ExitRecord {
     /// hierarchy of the memory controller (where a runtime on a v1 or
     /// hybrid host puts its containers); its v2 one where memory is on v2.
     pub cgroup_v1_id: u64,
+    /// The group's taskstats figures (bits [`present::HIWATER`],
+    /// [`present::DELAYS`], [`present::XACCT`]).
+    pub xacct: Xacct,
 }
 
 /// The initial pid namespace's inode number (`PROC_PID_INIT_INO`).
@@ -608,6 +702,7 @@ mod user {
     unsafe impl aya::Pod for super::KillRecord {}
     unsafe impl aya::Pod for super::OomRecord {}
     unsafe impl aya::Pod for super::CgroupRecord {}
+    unsafe impl aya::Pod for super::Xacct {}
 }
 
 #[cfg(test)]
@@ -616,15 +711,19 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<ExitRecord>(), 12 * 4 + 16 * 8 + 16 + 16 + 8);
+        assert_eq!(size_of::<Xacct>(), 21 * 8);
+        assert_eq!(
+            size_of::<ExitRecord>(),
+            12 * 4 + 16 * 8 + 16 + 16 + 8 + size_of::<Xacct>()
+        );
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
-        assert_eq!(size_of::<Offsets>(), 71 * 4);
-        assert_eq!(size_of::<Config>(), 80);
+        assert_eq!(size_of::<Offsets>(), 87 * 4);
+        assert_eq!(size_of::<Config>(), 96);
         assert_eq!(CGROUP_HEADER_LEN, 24);
         assert_eq!(size_of::<KillRecord>(), 56);
         assert_eq!(size_of::<OomRecord>(), 56 + CGROUP_LEVELS * CGROUP_NAME_LEN);
         assert_eq!(size_of::<ForkRecord>(), 56);
-        assert_eq!(size_of::<ThreadExitRecord>(), 48);
+        assert_eq!(size_of::<ThreadExitRecord>(), 56 + size_of::<Xacct>());
         assert_eq!(size_of::<MmapStamp>(), 16);
         assert_eq!(size_of::<ExecRecord>(), 32 + FILENAME_LEN + 16 + ARGS_MAX);
         assert_eq!(EXEC_HEADER_LEN, 32 + FILENAME_LEN + 16);

@@ -21,6 +21,7 @@ use crate::{
     follow::{unreported, wanted, REPORTED_AWAITING_STAMP, REPORTED_DONE, TRACKED},
     kernel::{member, probe_u32, probe_u64, Btf, Kernel, Probe},
     ring::{emit, Loss},
+    xacct::{group_figures, hold, task_figures, Into},
 };
 
 /// Pid namespaces nest at most 32 deep (MAX_PID_NS_LEVEL).
@@ -38,7 +39,7 @@ pub(crate) static REPORTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(
 /// that tears its address space down itself gets its exit time from
 /// `exit_mmap` (see [`MmapStamp`]).
 #[inline(always)]
-pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool) {
+pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: bool) {
     let tgid = K::u32(task, off!(task_tgid));
     if cfg!(follow_tracked) != 0 && !unreported::<K>(task, tgid) {
         return;
@@ -75,7 +76,7 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool) {
         let _ = TRACKED.insert(tgid, state, 0);
     }
     emit(Loss::Exit, |r: *mut ExitRecord| {
-        fill::<K>(r, task, tgid);
+        fill::<K>(r, task, tgid, own_xacct);
         // SAFETY: our reserved ring slot.
         unsafe {
             (*r).flags = record_flags;
@@ -85,13 +86,16 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool) {
 }
 
 /// Every field of the record, read the way `fill_ac()` reads them.
+/// `own_xacct`: the last thread's taskstats figures are read here (else
+/// `xacct_thread` has added them to the group's already).
 #[inline(always)]
-pub(crate) fn fill<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32) {
+pub(crate) fn fill<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32, own_xacct: bool) {
     fill_identity::<K>(r, task, tgid);
     fill_acct::<K>(r, task);
     fill_extras::<K>(r, task);
     // SAFETY: `r` is our reserved ring slot.
     unsafe {
+        (*r).present |= group_figures::<K>(&raw mut (*r).xacct, task, tgid, own_xacct);
         (*r).exit_ns = bpf_ktime_get_ns();
         (*r).kind = RECORD_EXIT;
     }
@@ -277,13 +281,18 @@ pub(crate) fn fill_extras<K: Kernel>(r: *mut ExitRecord, task: u64) {
 /// times into `signal->pacct` (on every kernel version).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub(crate) fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
-    exit_tp(&ctx)
+    exit_tp(&ctx, true)
 }
 
+/// `hold`: this copy keeps a dying thread's taskstats figures for its
+/// group's record (one copy only, or they would count twice).
 #[inline(always)]
-pub(crate) fn exit_tp(ctx: &BtfTracePointContext) -> i32 {
+pub(crate) fn exit_tp(ctx: &BtfTracePointContext, hold_thread: bool) -> i32 {
     let task = ctx.arg::<u64>(0);
     if !group_is_dead(ctx, task) {
+        if hold_thread {
+            hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
+        }
         return 0;
     }
     // With group_dead in the prototype (>= 6.16) the tracepoint fires
@@ -297,7 +306,7 @@ pub(crate) fn exit_tp(ctx: &BtfTracePointContext) -> i32 {
         );
         return 0;
     }
-    emit_exit::<Btf>(task, before_exit_mm);
+    emit_exit::<Btf>(task, before_exit_mm, true);
     0
 }
 
@@ -306,7 +315,21 @@ pub(crate) fn exit_tp(ctx: &BtfTracePointContext) -> i32 {
 /// reported (`TRACKED`).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub(crate) fn exit_tp_btf_again(ctx: BtfTracePointContext) -> i32 {
-    exit_tp(&ctx)
+    exit_tp(&ctx, false)
+}
+
+/// With the fentry and kprobe exit hooks (`acct_process`): each thread's
+/// taskstats figures, kept for its group's record. From 6.16 on the
+/// tracepoint fires before `exit_mm()` and ahead of `acct_process`, so the
+/// last thread's figures are kept too, address space included; before, it
+/// fires after `acct_process`, which reads the last thread itself.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub(crate) fn xacct_thread(ctx: BtfTracePointContext) -> i32 {
+    let task = ctx.arg::<u64>(0);
+    if cfg!(exit_tp_has_group_dead) != 0 || !group_is_dead(&ctx, task) {
+        hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
+    }
+    0
 }
 
 /// The same tracepoint for `--threads`: a thread dying before its group.
@@ -371,6 +394,9 @@ pub(crate) fn emit_thread_exit(task: u64) {
             (*r).time_ns = bpf_ktime_get_ns();
             (*r).runtime_ns = Btf::u64(task, off!(task_se_runtime));
             (*r).comm = Btf::comm(task);
+            (*r)._pad = 0;
+            (*r).present = task_figures::<Btf>(&raw mut (*r).xacct, task, Into::Write);
+            (*r).xacct.leader_start_ns = 0;
             (*r).time_ns
         }
     });
@@ -388,8 +414,15 @@ pub(crate) fn exit_current() -> i32 {
     // SAFETY: the helper returns current's task_struct, typed for the
     // verifier.
     let task = unsafe { bpf_get_current_task_btf() } as u64;
-    emit_exit::<Btf>(task, false);
+    emit_exit::<Btf>(task, false, own_xacct_at_acct_process());
     0
+}
+
+/// Whether `acct_process` reads the last thread's taskstats figures
+/// itself: before 6.16 `xacct_thread` runs after it (see there).
+#[inline(always)]
+fn own_xacct_at_acct_process() -> bool {
+    cfg!(exit_tp_has_group_dead) == 0
 }
 
 /// A second copy of [`exit_fentry`] for `tracer run` (see
@@ -402,6 +435,10 @@ pub(crate) fn exit_fentry_again(_ctx: FEntryContext) -> i32 {
 #[kprobe(function = "acct_process")]
 pub(crate) fn exit_kprobe(_ctx: ProbeContext) -> u32 {
     // SAFETY: the helper returns current's task_struct address.
-    emit_exit::<Probe>(unsafe { bpf_get_current_task() }, false);
+    emit_exit::<Probe>(
+        unsafe { bpf_get_current_task() },
+        false,
+        own_xacct_at_acct_process(),
+    );
     0
 }

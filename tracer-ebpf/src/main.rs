@@ -9,6 +9,7 @@
 //! - `follow`: the groups `tracer run` follows;
 //! - `lineage`: creation events with their clone flags;
 //! - `exec`: exec events with file name and arguments;
+//! - `xacct`: taskstats' figures, per thread and summed per group;
 //! - `signal`: who sent a signal that can kill, and the OOM killer's verdicts;
 //! - `cgroup`: the v2 cgroups made and removed, with their paths;
 //! - `ring`: the ring buffer and the loss counters;
@@ -24,6 +25,7 @@
 //! | exit | `exit_kprobe` | kprobe `acct_process` | kernels with CONFIG_KPROBES | the same hook where fentry is refused; a helper call per member |
 //! | exit | `exit_tp_btf` | tp_btf `sched_process_exit` | every kernel with BTF | needs only BTF; fires per thread: group death from its `group_dead` argument (>= 6.16) or `signal->live` (before), before `exit_mm()` on >= 6.16 |
 //! | stamp | `exit_mmap_stamp` | tp_btf `exit_mmap` | >= 6.16 with the tracepoint exit hook | acct reads the clock after `exit_mm()`; the tracepoint fires before it there |
+//! | xacct | `xacct_thread` | tp_btf `sched_process_exit` | with the fentry and kprobe exit hooks | each thread's taskstats figures, summed for the group's record (the tracepoint exit hook does this itself) |
 //! | follow | `follow_fork`, `follow_newtask` | tp_btf `sched_process_fork`, `task_newtask` | every kernel | `tracer run`: two hooks, because the kernel may skip one (recursion guard, preemptible programs on 7.x) |
 //! | follow | `track_free` | tp_btf `sched_process_free` | every kernel | forgets a group, counts one that died unreported |
 //! | exit, stamp | `*_again` | the same hooks again | `tracer run` | a second guard of their own (see `follow`) |
@@ -39,6 +41,9 @@
 //! build.
 #![no_std]
 #![no_main]
+// `atomic_xadd` (xacct.rs): the BPF target's atomics have no `fetch_add`.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "core_intrinsics, for BPF's atomic add")]
 
 use tracer_common::{Config, Offsets};
 
@@ -74,6 +79,7 @@ mod lineage;
 mod ring;
 mod signal;
 mod stamp;
+mod xacct;
 
 /// Filled in by the loader before load (`EbpfLoader::set_global`).
 #[no_mangle]
@@ -97,6 +103,9 @@ static CONFIG: Config = Config {
     self_ns_ino: 0,
     self_ns_tgid: 0,
     v1_hierarchy: 0,
+    delayacct: 0,
+    _pad: 0,
+    page_size: 4096,
 };
 
 #[cfg(not(test))]

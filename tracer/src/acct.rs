@@ -986,6 +986,7 @@ mod tests {
             pidns: 0,
             _pad: 0,
             cgroup_v1_id: 0,
+            xacct: tracer_common::Xacct::default(),
         }
     }
 

@@ -208,6 +208,28 @@ impl KernelLayout {
                 (ABSENT, _) | (_, ABSENT) => ABSENT,
                 (a, b) => a + b,
             },
+            task_acct_rss_mem1: task.optional("acct_rss_mem1"),
+            task_acct_vm_mem1: task.optional("acct_vm_mem1"),
+            mm_hiwater_rss: mm.optional("hiwater_rss"),
+            mm_hiwater_vm: mm.optional("hiwater_vm"),
+            mm_total_vm: mm.optional("total_vm"),
+            ioac_syscr: ioac.optional("syscr"),
+            ioac_syscw: ioac.optional("syscw"),
+            ioac_cancelled_write_bytes: ioac.optional("cancelled_write_bytes"),
+            task_run_delay: match (
+                task.optional("sched_info"),
+                optional("sched_info", "run_delay"),
+            ) {
+                (ABSENT, _) | (_, ABSENT) => ABSENT,
+                (a, b) => a + b,
+            },
+            task_delays: task.optional("delays"),
+            delay_blkio: optional("task_delay_info", "blkio_delay"),
+            delay_swapin: optional("task_delay_info", "swapin_delay"),
+            delay_freepages: optional("task_delay_info", "freepages_delay"),
+            delay_thrashing: optional("task_delay_info", "thrashing_delay"),
+            delay_compact: optional("task_delay_info", "compact_delay"),
+            delay_irq: optional("task_delay_info", "irq_delay"),
         };
         let mut offsets = offsets;
         if let Some((at, stride)) = rss_counters(btf, &mm) {

@@ -7,7 +7,7 @@
 //! send), [`Exit::from_record`] (the decoder), a field here, and the
 //! outputs that show it.
 
-use tracer_common::{present, ExitRecord};
+use tracer_common::{present, ExitRecord, Xacct};
 
 pub use crate::causes::{Killer, OomKill};
 use crate::{
@@ -92,6 +92,77 @@ pub struct Probed {
     /// The pid and parent's pid in the process's own pid namespace, and
     /// that namespace's inode number (when an output shows containers).
     pub ns: Option<NsIds>,
+    /// What taskstats reports, summed over the group's threads.
+    pub taskstats: Option<TaskStats>,
+}
+
+/// The kernel's taskstats figures for a task (a thread exit) or summed over
+/// a group's threads (an exit), high-water marks the largest: what a
+/// taskstats listener adding up the per-task records gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskStats {
+    /// Peak RSS and virtual size, KiB: `None` where no thread's address
+    /// space was still there at the hook (kernels before 6.16).
+    pub hiwater_rss_kb: Option<u64>,
+    pub hiwater_vm_kb: Option<u64>,
+    /// RSS and virtual-size integrals, MB-usec (taskstats' unit).
+    pub coremem: u64,
+    pub virtmem: u64,
+    /// I/O, each task's counter masked to whole KiB as taskstats does.
+    pub read_char: u64,
+    pub write_char: u64,
+    pub read_syscalls: u64,
+    pub write_syscalls: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub cancelled_write_bytes: u64,
+    pub nvcsw: u64,
+    pub nivcsw: u64,
+    /// Where delay accounting was on (`kernel.task_delayacct`).
+    pub delays: Option<Delays>,
+}
+
+/// Delay accounting totals, ns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delays {
+    pub cpu_ns: u64,
+    pub blkio_ns: u64,
+    pub swapin_ns: u64,
+    pub freepages_ns: u64,
+    pub thrashing_ns: u64,
+    pub memory_compact_ns: u64,
+    pub irq_ns: u64,
+}
+
+impl TaskStats {
+    /// From a record's figures and its [`present`] bits.
+    pub fn from_xacct(x: &Xacct, present_bits: u32) -> Option<Self> {
+        let has = |bit| present_bits & bit != 0;
+        has(present::XACCT).then(|| Self {
+            hiwater_rss_kb: has(present::HIWATER).then_some(x.hiwater_rss_kb),
+            hiwater_vm_kb: has(present::HIWATER).then_some(x.hiwater_vm_kb),
+            coremem: x.coremem,
+            virtmem: x.virtmem,
+            read_char: x.read_char,
+            write_char: x.write_char,
+            read_syscalls: x.read_syscalls,
+            write_syscalls: x.write_syscalls,
+            read_bytes: x.read_bytes,
+            write_bytes: x.write_bytes,
+            cancelled_write_bytes: x.cancelled_write_bytes,
+            nvcsw: x.nvcsw,
+            nivcsw: x.nivcsw,
+            delays: has(present::DELAYS).then_some(Delays {
+                cpu_ns: x.cpu_delay_ns,
+                blkio_ns: x.blkio_delay_ns,
+                swapin_ns: x.swapin_delay_ns,
+                freepages_ns: x.freepages_delay_ns,
+                thrashing_ns: x.thrashing_delay_ns,
+                memory_compact_ns: x.compact_delay_ns,
+                irq_ns: x.irq_delay_ns,
+            }),
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,6 +243,24 @@ impl<'a> Exit<'a> {
             .clamp(0, i64::from(u32::MAX)) as u32;
         let has = |bit| rec.present & bit != 0;
         let page_kb = page_kb();
+        let taskstats = TaskStats::from_xacct(&rec.xacct, rec.present);
+        // Storage I/O and context switches: the taskstats sums where the
+        // record has them (a leader that died first is in them; in
+        // `signal_struct` only once it is reaped, after the group).
+        let (read_bytes, write_bytes, nvcsw, nivcsw) = match taskstats {
+            Some(t) => (
+                Some(t.read_bytes),
+                Some(t.write_bytes),
+                Some(t.nvcsw),
+                Some(t.nivcsw),
+            ),
+            None => (
+                has(present::IO_BYTES).then_some(rec.read_bytes),
+                has(present::IO_BYTES).then_some(rec.write_bytes),
+                has(present::CSW).then_some(rec.nvcsw),
+                has(present::CSW).then_some(rec.nivcsw),
+            ),
+        };
         Self {
             pid: rec.pid,
             ppid: rec.ppid,
@@ -201,11 +290,12 @@ impl<'a> Exit<'a> {
                 maxrss_kb: has(present::MAXRSS).then(|| rec.maxrss_pages * page_kb),
                 rchar: has(present::IO_CHARS).then_some(rec.rchar),
                 wchar: has(present::IO_CHARS).then_some(rec.wchar),
-                read_bytes: has(present::IO_BYTES).then_some(rec.read_bytes),
-                write_bytes: has(present::IO_BYTES).then_some(rec.write_bytes),
+                read_bytes,
+                write_bytes,
                 cpu_runtime_ns: has(present::RUNTIME).then_some(rec.runtime_ns),
-                nvcsw: has(present::CSW).then_some(rec.nvcsw),
-                nivcsw: has(present::CSW).then_some(rec.nivcsw),
+                nvcsw,
+                nivcsw,
+                taskstats,
                 ns: (rec.pidns != 0).then_some(NsIds {
                     pid: rec.ns_pid,
                     ppid: rec.ns_ppid,

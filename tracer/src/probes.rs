@@ -183,6 +183,9 @@ impl Probes {
             } else {
                 0
             },
+            delayacct: delay_accounting_on().into(),
+            _pad: 0,
+            page_size: page_size(),
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
         // the loader needs no kernel BTF; `btf` is for the program loads.
@@ -238,6 +241,12 @@ impl Probes {
                 attach_flag(mode)
             );
         };
+        if exit_hook != AttachMode::Tracepoint {
+            // The tracepoint hook keeps each thread's taskstats figures
+            // itself; `acct_process` sees only the last thread.
+            attach_tp_btf(&mut ebpf, &btf, "xacct_thread", "sched_process_exit")
+                .context("cannot hook tp_btf/sched_process_exit for the threads' figures")?;
+        }
         if opts.threads {
             attach_tp_btf(&mut ebpf, &btf, "thread_exit_tp", "sched_process_exit")
                 .context("--threads: cannot hook tp_btf/sched_process_exit")?;
@@ -728,4 +737,18 @@ fn recursion_misses(fd: i32) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&info.0[RECURSION_MISSES_AT..RECURSION_MISSES_AT + 8]);
     u64::from_ne_bytes(bytes)
+}
+
+/// Whether the kernel keeps delay accounting (`kernel.task_delayacct`),
+/// read once at start: records carry delays only then (as taskstats).
+fn delay_accounting_on() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/task_delayacct").is_ok_and(|s| s.trim() == "1")
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as u64,
+        _ => 4096,
+    }
 }

@@ -15,7 +15,7 @@ use crate::{
     decode::{Clock, Exec},
     exit_status::ExitStatus,
     lineage::{clone_flag_names, Kind},
-    model::Exit,
+    model::{Delays, Exit, TaskStats},
 };
 
 pub struct JsonLines {
@@ -152,7 +152,58 @@ pub(super) fn write_thread_exit(w: &mut Vec<u8>, t: &ThreadExitRecord, clock: &C
     push_int(w, t.exit_code);
     w.extend_from_slice(br#","cpu_runtime_s":"#);
     push_s(w, t.runtime_ns);
+    write_taskstats(w, TaskStats::from_xacct(&t.xacct, t.present).as_ref(), true);
     w.extend_from_slice(b"}\n");
+}
+
+/// taskstats' figures (`null` where the kernel or hook has none);
+/// `all`: storage I/O and context switches too (an exit writes those with
+/// the other probed fields).
+fn write_taskstats(w: &mut Vec<u8>, t: Option<&TaskStats>, all: bool) {
+    let field = |w: &mut Vec<u8>, key: &[u8], v: Option<u64>| {
+        w.extend_from_slice(key);
+        match v {
+            Some(v) => push_int(w, v),
+            None => w.extend_from_slice(b"null"),
+        }
+    };
+    let get = |f: fn(&TaskStats) -> u64| t.map(f);
+    field(
+        w,
+        br#","hiwater_rss_kb":"#,
+        t.and_then(|t| t.hiwater_rss_kb),
+    );
+    field(w, br#","hiwater_vm_kb":"#, t.and_then(|t| t.hiwater_vm_kb));
+    field(w, br#","coremem":"#, get(|t| t.coremem));
+    field(w, br#","virtmem":"#, get(|t| t.virtmem));
+    field(w, br#","read_char":"#, get(|t| t.read_char));
+    field(w, br#","write_char":"#, get(|t| t.write_char));
+    field(w, br#","read_syscalls":"#, get(|t| t.read_syscalls));
+    field(w, br#","write_syscalls":"#, get(|t| t.write_syscalls));
+    if all {
+        field(w, br#","read_bytes":"#, get(|t| t.read_bytes));
+        field(w, br#","write_bytes":"#, get(|t| t.write_bytes));
+        field(w, br#","nvcsw":"#, get(|t| t.nvcsw));
+        field(w, br#","nivcsw":"#, get(|t| t.nivcsw));
+    }
+    field(
+        w,
+        br#","cancelled_write_bytes":"#,
+        get(|t| t.cancelled_write_bytes),
+    );
+    let d = t.and_then(|t| t.delays);
+    let delay = |f: fn(&Delays) -> u64| d.as_ref().map(f);
+    field(w, br#","cpu_delay_ns":"#, delay(|d| d.cpu_ns));
+    field(w, br#","blkio_delay_ns":"#, delay(|d| d.blkio_ns));
+    field(w, br#","swapin_delay_ns":"#, delay(|d| d.swapin_ns));
+    field(w, br#","freepages_delay_ns":"#, delay(|d| d.freepages_ns));
+    field(w, br#","thrashing_delay_ns":"#, delay(|d| d.thrashing_ns));
+    field(
+        w,
+        br#","memory_compact_delay_ns":"#,
+        delay(|d| d.memory_compact_ns),
+    );
+    field(w, br#","irq_delay_ns":"#, delay(|d| d.irq_ns));
 }
 
 pub(super) fn write_fork(w: &mut Vec<u8>, f: &ForkRecord, clock: &Clock) {
@@ -292,6 +343,7 @@ pub(super) fn write_exit(w: &mut Vec<u8>, e: &Exit<'_>) {
         }
         int(w, br#","nvcsw":"#, p.nvcsw);
         int(w, br#","nivcsw":"#, p.nivcsw);
+        write_taskstats(w, p.taskstats.as_ref(), false);
         if let Some(ns) = p.ns {
             write_container(w, e, ns);
         }
@@ -533,10 +585,10 @@ mod tests {
 
     /// What the outputs wrote when this test was added: any change is a
     /// format change.
-    const GOLDEN: &str = r#"{"event":"exit","pid":4242,"ppid":4200,"tid":4243,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"exit_time":1795000000.000000000,"elapsed_s":1.234567890,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12,"exit_signal":"SIGCHLD","start_ns":998765432110,"cgroup_id":18446744073709551615,"maxrss_kb":4000,"rchar":1099511627776,"wchar":65536,"read_bytes":4096,"write_bytes":0,"cpu_runtime_s":1.029999999,"nvcsw":5,"nivcsw":6,"killed_by":null,"oom_kill":null,"created_by":4200,"kind":"vfork","clone_flags":["CLONE_VM","CLONE_VFORK"],"ancestry":[{"pid":4200,"comm":"bash"},{"pid":1,"comm":"swapper/0"}],"exe":"/bin/sh","argv":["sh","-c","exit 3"],"argv_truncated":false}
-{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":139,"exit_status":null,"signal":"SIGSEGV","core_dumped":true,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615,"killed_by":null,"oom_kill":null,"created_by":null,"kind":null,"clone_flags":null,"ancestry":[],"exe":null,"argv":null,"argv_truncated":null}
-{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":40,"exit_status":null,"signal":"SIGRTMIN+8","core_dumped":false,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":"SIGRTMIN+8","start_ns":2000000000000,"cgroup_id":18446744073709551615,"killed_by":{"pid":4200,"tid":4201,"comm":"sh\u001b[2J","uid":1000,"code":"SI_USER"},"oom_kill":null}
-{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":9,"exit_status":null,"signal":"SIGKILL","core_dumped":false,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615,"killed_by":{"pid":4200,"tid":4201,"comm":"sh\u001b[2J","uid":1000,"code":"SI_KERNEL"},"oom_kill":{"cgroup":"/system.slice/x.service","anon_rss_kb":49000,"file_rss_kb":120,"shmem_rss_kb":0,"oom_score_adj":200}}
+    const GOLDEN: &str = r#"{"event":"exit","pid":4242,"ppid":4200,"tid":4243,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"exit_time":1795000000.000000000,"elapsed_s":1.234567890,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12,"exit_signal":"SIGCHLD","start_ns":998765432110,"cgroup_id":18446744073709551615,"maxrss_kb":4000,"rchar":1099511627776,"wchar":65536,"read_bytes":4096,"write_bytes":0,"cpu_runtime_s":1.029999999,"nvcsw":5,"nivcsw":6,"hiwater_rss_kb":4000,"hiwater_vm_kb":123456,"coremem":11,"virtmem":12,"read_char":1099511627776,"write_char":65536,"read_syscalls":1024,"write_syscalls":2048,"cancelled_write_bytes":3072,"cpu_delay_ns":21,"blkio_delay_ns":22,"swapin_delay_ns":23,"freepages_delay_ns":24,"thrashing_delay_ns":25,"memory_compact_delay_ns":26,"irq_delay_ns":27,"killed_by":null,"oom_kill":null,"created_by":4200,"kind":"vfork","clone_flags":["CLONE_VM","CLONE_VFORK"],"ancestry":[{"pid":4200,"comm":"bash"},{"pid":1,"comm":"swapper/0"}],"exe":"/bin/sh","argv":["sh","-c","exit 3"],"argv_truncated":false}
+{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":139,"exit_status":null,"signal":"SIGSEGV","core_dumped":true,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615,"hiwater_rss_kb":null,"hiwater_vm_kb":null,"coremem":null,"virtmem":null,"read_char":null,"write_char":null,"read_syscalls":null,"write_syscalls":null,"cancelled_write_bytes":null,"cpu_delay_ns":null,"blkio_delay_ns":null,"swapin_delay_ns":null,"freepages_delay_ns":null,"thrashing_delay_ns":null,"memory_compact_delay_ns":null,"irq_delay_ns":null,"killed_by":null,"oom_kill":null,"created_by":null,"kind":null,"clone_flags":null,"ancestry":[],"exe":null,"argv":null,"argv_truncated":null}
+{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":40,"exit_status":null,"signal":"SIGRTMIN+8","core_dumped":false,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":"SIGRTMIN+8","start_ns":2000000000000,"cgroup_id":18446744073709551615,"hiwater_rss_kb":null,"hiwater_vm_kb":null,"coremem":null,"virtmem":null,"read_char":null,"write_char":null,"read_syscalls":null,"write_syscalls":null,"cancelled_write_bytes":null,"cpu_delay_ns":null,"blkio_delay_ns":null,"swapin_delay_ns":null,"freepages_delay_ns":null,"thrashing_delay_ns":null,"memory_compact_delay_ns":null,"irq_delay_ns":null,"killed_by":{"pid":4200,"tid":4201,"comm":"sh\u001b[2J","uid":1000,"code":"SI_USER"},"oom_kill":null}
+{"event":"exit","pid":7,"ppid":0,"tid":7,"comm":"a\\\"\t\u007f�é \u0001zzzzz","uid":65534,"gid":65534,"tty":0,"exit_code":9,"exit_status":null,"signal":"SIGKILL","core_dumped":false,"flags":["CORE","XSIG"],"btime":1795000999,"exit_time":1795000999.000000000,"elapsed_s":0.000000000,"utime_s":0.000000000,"stime_s":0.000000000,"mem_kb":0,"minflt":0,"majflt":0,"exit_signal":null,"start_ns":2000000000000,"cgroup_id":18446744073709551615,"hiwater_rss_kb":null,"hiwater_vm_kb":null,"coremem":null,"virtmem":null,"read_char":null,"write_char":null,"read_syscalls":null,"write_syscalls":null,"cancelled_write_bytes":null,"cpu_delay_ns":null,"blkio_delay_ns":null,"swapin_delay_ns":null,"freepages_delay_ns":null,"thrashing_delay_ns":null,"memory_compact_delay_ns":null,"irq_delay_ns":null,"killed_by":{"pid":4200,"tid":4201,"comm":"sh\u001b[2J","uid":1000,"code":"SI_KERNEL"},"oom_kill":{"cgroup":"/system.slice/x.service","anon_rss_kb":49000,"file_rss_kb":120,"shmem_rss_kb":0,"oom_score_adj":200}}
 {"event":"exit","pid":4242,"ppid":4200,"tid":null,"comm":"sh","uid":0,"gid":100,"tty":34819,"exit_code":768,"exit_status":3,"signal":null,"core_dumped":false,"flags":["FORK","SU"],"btime":1794999999,"exit_time":1795000000.230000000,"elapsed_s":1.230000000,"utime_s":0.020000000,"stime_s":1.010000000,"mem_kb":123456,"minflt":7890,"majflt":12}
 {"event":"fork","time":1795000000.000000001,"parent_pid":4200,"parent_tid":4201,"child_pid":4242,"child_tid":4242,"clone_flags":["CLONE_VM","CLONE_VFORK"],"clone_flags_raw":16657,"exit_signal":"SIGCHLD","kind":"vfork","comm":"bash"}
 {"event":"fork","time":1795000000.000000001,"parent_pid":4242,"parent_tid":4243,"child_pid":4242,"child_tid":4242,"clone_flags":["CLONE_VM","CLONE_FS","CLONE_FILES","CLONE_SIGHAND","CLONE_THREAD","CLONE_SYSVSEM","CLONE_SETTLS","CLONE_PARENT_SETTID","CLONE_CHILD_CLEARTID"],"clone_flags_raw":4001536,"exit_signal":null,"kind":"thread","comm":"sh"}
@@ -544,7 +596,7 @@ mod tests {
 {"event":"exec","time":1794999999.999999999,"pid":4242,"tid":4244,"filename":"/usr/bin/l\"sé","argv":["ls","-l","","/tmp"],"argv_truncated":true,"comm":"ls"}
 {"event":"exec","time":1794999999.999999999,"pid":4242,"tid":4244,"filename":"/bin/echo","argv":["echo","hel"],"argv_truncated":true,"comm":"ls"}
 {"event":"exec","time":1794999999.999999999,"pid":4242,"tid":4244,"filename":"","argv":[],"argv_truncated":false,"comm":"ls"}
-{"event":"thread_exit","time":1795000000.000000000,"pid":4242,"tid":4245,"comm":"worker","exit_code":256,"cpu_runtime_s":0.000012345}
+{"event":"thread_exit","time":1795000000.000000000,"pid":4242,"tid":4245,"comm":"worker","exit_code":256,"cpu_runtime_s":0.000012345,"hiwater_rss_kb":null,"hiwater_vm_kb":null,"coremem":11,"virtmem":12,"read_char":1099511627776,"write_char":65536,"read_syscalls":1024,"write_syscalls":2048,"read_bytes":4096,"write_bytes":0,"nvcsw":5,"nivcsw":6,"cancelled_write_bytes":3072,"cpu_delay_ns":null,"blkio_delay_ns":null,"swapin_delay_ns":null,"freepages_delay_ns":null,"thrashing_delay_ns":null,"memory_compact_delay_ns":null,"irq_delay_ns":null}
 "#;
 
     #[test]

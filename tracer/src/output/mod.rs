@@ -588,8 +588,8 @@ pub(crate) mod fixtures {
     use std::{cell::RefCell, io, rc::Rc};
 
     use tracer_common::{
-        present, ExitRecord, ForkRecord, ThreadExitRecord, FILENAME_LEN, RECORD_EXIT, RECORD_FORK,
-        RECORD_THREAD_EXIT,
+        present, ExitRecord, ForkRecord, ThreadExitRecord, Xacct, FILENAME_LEN, RECORD_EXIT,
+        RECORD_FORK, RECORD_THREAD_EXIT,
     };
 
     use crate::{decode::Clock, lineage::ProcessTable};
@@ -633,7 +633,10 @@ pub(crate) mod fixtures {
                 | present::IO_CHARS
                 | present::IO_BYTES
                 | present::CSW
-                | present::RUNTIME,
+                | present::RUNTIME
+                | present::XACCT
+                | present::HIWATER
+                | present::DELAYS,
             pid: 4242,
             tid: 4243,
             ppid: 4200,
@@ -666,6 +669,34 @@ pub(crate) mod fixtures {
             pidns: 0,
             _pad: 0,
             cgroup_v1_id: 0,
+            xacct: xacct_full(),
+        }
+    }
+
+    /// taskstats' figures, each field its own value.
+    pub(crate) fn xacct_full() -> Xacct {
+        Xacct {
+            leader_start_ns: 1_000_000_000_000 - 1_234_567_890,
+            hiwater_rss_kb: 4_000,
+            hiwater_vm_kb: 123_456,
+            coremem: 11,
+            virtmem: 12,
+            read_char: 1 << 40,
+            write_char: 65_536,
+            read_syscalls: 1_024,
+            write_syscalls: 2_048,
+            read_bytes: 4_096,
+            write_bytes: 0,
+            cancelled_write_bytes: 3_072,
+            nvcsw: 5,
+            nivcsw: 6,
+            cpu_delay_ns: 21,
+            blkio_delay_ns: 22,
+            swapin_delay_ns: 23,
+            freepages_delay_ns: 24,
+            thrashing_delay_ns: 25,
+            compact_delay_ns: 26,
+            irq_delay_ns: 27,
         }
     }
 
@@ -767,6 +798,12 @@ pub(crate) mod fixtures {
             time_ns: 1_000_000_000_000,
             runtime_ns: 12_345,
             comm: comm(b"worker"),
+            present: present::XACCT,
+            _pad: 0,
+            xacct: Xacct {
+                leader_start_ns: 0,
+                ..xacct_full()
+            },
         }
     }
 }

@@ -970,6 +970,9 @@ mod tests {
             runtime_ns: 1_500_000,
             exit_code: 9,
             comm: *b"worker\0\0\0\0\0\0\0\0\0\0",
+            present: 0,
+            _pad: 0,
+            xacct: tracer_common::Xacct::default(),
         };
         fill_thread_exit(&mut buf, &mut scratch, &t, &clock, 3);
         let decoded = LogRecord::decode(buf.as_slice()).unwrap();
