@@ -214,6 +214,20 @@ impl Exit<'_> {
         }
     }
 
+    /// Peak RSS in KiB: taskstats' high-water mark where the hook saw the
+    /// address space, else `signal_struct`'s (the largest any thread or
+    /// earlier image of the process had, as getrusage() reports).
+    pub fn peak_rss_kb(&self) -> Option<u64> {
+        let p = self.probed?;
+        p.taskstats.and_then(|t| t.hiwater_rss_kb).or(p.maxrss_kb)
+    }
+
+    /// Bytes the process made storage read and write (taskstats' figures).
+    pub fn storage_io_bytes(&self) -> Option<u64> {
+        let p = self.probed?;
+        Some(p.read_bytes? + p.write_bytes?)
+    }
+
     /// The command name up to its first NUL.
     pub fn comm_bytes(&self) -> &[u8] {
         let end = self.comm.iter().position(|&b| b == 0).unwrap_or(16);

@@ -32,6 +32,8 @@ struct Node {
     threads: u32,
     /// status text, elapsed ns, cpu ns, failed
     exit: Option<(String, u64, u64, bool)>,
+    /// Peak RSS, KiB, when the exit had it.
+    peak_rss_kb: Option<u64>,
 }
 
 /// The tree being built; pids are unique within one recording.
@@ -82,6 +84,11 @@ impl Tree {
         let node = self.nodes.entry(pid).or_default();
         node.comm = comm.to_owned();
         node.exit = Some((status, elapsed_ns, cpu_ns, failed));
+    }
+
+    /// The peak RSS of `pid`'s exit, shown after its times.
+    pub fn peak_rss(&mut self, pid: u32, kb: Option<u64>) {
+        self.nodes.entry(pid).or_default().peak_rss_kb = kb;
     }
 
     /// Reads a JSON-lines recording (`--json`); other lines are errors that
@@ -172,6 +179,8 @@ impl Tree {
                     };
                     let comm = text("comm").as_bytes();
                     tree.exit(p, comm, status, failed, secs("elapsed_s"), cpu);
+                    let kb = |key| v.get(key).and_then(|k| k.as_u64());
+                    tree.peak_rss(p, kb("hiwater_rss_kb").or_else(|| kb("maxrss_kb")));
                 }
                 other => anyhow::bail!(
                     "{name}:{}: unknown event \"{}\"",
@@ -321,6 +330,9 @@ impl Tree {
                     Secs(*elapsed),
                     Secs(*cpu)
                 )?;
+                if let Some(kb) = node.peak_rss_kb {
+                    write!(w, " {} peak RSS", crate::output::Size(kb * 1024))?;
+                }
             }
             None => write!(w, " (still running at the end)")?,
         }
@@ -400,6 +412,7 @@ impl Output for TreeOutput {
             ev.elapsed_ns,
             ev.cpu_ns(),
         );
+        self.tree.peak_rss(ev.pid, ev.peak_rss_kb());
         Ok(())
     }
 

@@ -583,6 +583,30 @@ pub(crate) fn flag_names(flag: u8) -> impl Iterator<Item = &'static str> {
 
 /// Records that exercise every branch of the outputs, for their golden
 /// tests.
+/// A byte count for people: `512`, `1.5K`, `12M`, `3.2G` (binary units,
+/// one decimal below 10).
+pub(crate) struct Size(pub u64);
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const UNITS: [char; 5] = ['K', 'M', 'G', 'T', 'P'];
+        if self.0 < 1024 {
+            return write!(f, "{}", self.0);
+        }
+        let mut unit = 0;
+        let mut scaled = self.0 as f64 / 1024.0;
+        while scaled >= 1023.95 && unit < UNITS.len() - 1 {
+            scaled /= 1024.0;
+            unit += 1;
+        }
+        if scaled < 9.95 {
+            write!(f, "{scaled:.1}{}", UNITS[unit])
+        } else {
+            write!(f, "{scaled:.0}{}", UNITS[unit])
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod fixtures {
     use std::{cell::RefCell, io, rc::Rc};
@@ -811,6 +835,23 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        for (bytes, text) in [
+            (0, "0"),
+            (1023, "1023"),
+            (1024, "1.0K"),
+            (1536, "1.5K"),
+            (10 * 1024 - 1, "10K"),
+            (1024 * 1024 - 1, "1.0M"),
+            (12 << 20, "12M"),
+            (3_435_973_837, "3.2G"),
+            (u64::MAX, "16384P"),
+        ] {
+            assert_eq!(Size(bytes).to_string(), text, "{bytes}");
+        }
+    }
 
     #[test]
     fn secs_formats_exactly() {

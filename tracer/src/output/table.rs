@@ -123,9 +123,17 @@ impl Table {
                 }
             });
             column(w, 8, pad_left, |w| push_secs(w, ev.cpu_ns(), 2));
+            column(w, 9, pad_left, |w| push_secs(w, ev.elapsed_ns, 2));
+            column(w, 7, pad_left, |w| match ev.peak_rss_kb() {
+                Some(kb) => push_size(w, kb * 1024),
+                None => w.push(b'-'),
+            });
             let start = w.len();
-            push_secs(w, ev.elapsed_ns, 2);
-            pad_left(w, start, 9);
+            match ev.storage_io_bytes() {
+                Some(bytes) => push_size(w, bytes),
+                None => w.push(b'-'),
+            }
+            pad_left(w, start, 7);
             if containers {
                 w.push(b' ');
                 let start = w.len();
@@ -156,6 +164,11 @@ impl Table {
     }
 }
 
+/// A byte count for people, into the line.
+fn push_size(w: &mut Vec<u8>, bytes: u64) {
+    let _ = write!(w, "{}", super::Size(bytes));
+}
+
 /// One column: its text, padded to `width` by `pad`, and the separator.
 fn column(
     w: &mut Vec<u8>,
@@ -178,7 +191,7 @@ impl Output for Table {
             self.out.line(|w| {
                 let _ = writeln!(
                     w,
-                    "{:<8} {:<end_width$} {:<16} {:>7} {:>7} {:<8} {:<22} {:<12} {:>8} {:>9} {:<12}",
+                    "{:<8} {:<end_width$} {:<16} {:>7} {:>7} {:<8} {:<22} {:<12} {:>8} {:>9} {:>7} {:>7} {:<12}",
                     "START",
                     "END",
                     "COMMAND",
@@ -189,6 +202,8 @@ impl Output for Table {
                     "FLAGS",
                     "CPU",
                     "ELAPSED",
+                    "MAXRSS",
+                    "IO",
                     if containers { "CONTAINER" } else { "" }
                 );
                 w.pop();
@@ -344,9 +359,15 @@ mod tests {
             Some(&lineage),
         );
         let mut lines = wide.lines();
-        assert!(lines.next().unwrap().ends_with(" ELAPSED ARGS"));
+        assert!(lines
+            .next()
+            .unwrap()
+            .ends_with(" ELAPSED  MAXRSS      IO ARGS"));
         assert!(
-            lines.next().unwrap().ends_with(" 1.23 sh -c exit 3"),
+            lines
+                .next()
+                .unwrap()
+                .ends_with(" 1.23    3.9M    4.0K sh -c exit 3"),
             "{wide}"
         );
         let unknown = table_of(
@@ -354,7 +375,7 @@ mod tests {
             None,
         );
         assert!(
-            unknown.lines().nth(1).unwrap().ends_with(" 1.23 -"),
+            unknown.lines().nth(1).unwrap().ends_with(" 4.0K -"),
             "{unknown}"
         );
 
@@ -381,14 +402,14 @@ mod tests {
     /// What the table looked like when this test was added, with `T<unix
     /// time>` and `E<unix time>` for the local-time start and end columns.
     const GOLDEN: &str = concat!(
-        "START    END      COMMAND              PID    PPID USER     STATUS                 FLAGS             CPU   ELAPSED\n",
-        "T1794999999 E1795000000 sh                  4242    4200 root     exit 3                 FORK,SU          1.02      1.23\n",
+        "START    END      COMMAND              PID    PPID USER     STATUS                 FLAGS             CPU   ELAPSED  MAXRSS      IO\n",
+        "T1794999999 E1795000000 sh                  4242    4200 root     exit 3                 FORK,SU          1.02      1.23    3.9M    4.0K\n",
         // Control characters and invalid UTF-8 escaped (issue 11): the
         // column overflows rather than the line breaking.
-        r#"T1795000999 E1795000999 a\"\t\x7f\xffé \x01zzzzz       7       0 65534    SIGSEGV (core dumped)  CORE,XSIG        0.00      0.00"#,
+        r#"T1795000999 E1795000999 a\"\t\x7f\xffé \x01zzzzz       7       0 65534    SIGSEGV (core dumped)  CORE,XSIG        0.00      0.00       -       -"#,
         "\n",
-        "T1794999000 E1795998999 fifteen-chars-x  4294967295 1234567890 averyverylongname SIGRTMIN+3 (core dumped) FORK,SU      123456.78 999999.99\n",
-        "T1794999999 E1795000000 sh                  4242    4200 ünï      exit 255               -                1.03      1.23\n",
-        "T1794999999 E1795000000 sh                  4242    4200 root     exit 3                 FORK,SU          1.03      1.23\n",
+        "T1794999000 E1795998999 fifteen-chars-x  4294967295 1234567890 averyverylongname SIGRTMIN+3 (core dumped) FORK,SU      123456.78 999999.99    3.9M    4.0K\n",
+        "T1794999999 E1795000000 sh                  4242    4200 ünï      exit 255               -                1.03      1.23       -       -\n",
+        "T1794999999 E1795000000 sh                  4242    4200 root     exit 3                 FORK,SU          1.03      1.23       -       -\n",
     );
 }

@@ -34,7 +34,12 @@ pub use config::{parse_pairs, Config, Endpoint};
 use encode::{RecordWriter, Scratch};
 
 use super::{flag_names, text::until_nul, Output};
-use crate::{decode::Clock, exit_status::ExitStatus, model::Exit, shutdown};
+use crate::{
+    decode::Clock,
+    exit_status::ExitStatus,
+    model::{Exit, TaskStats},
+    shutdown,
+};
 
 /// The name the session's summary gives this output's losses.
 pub const NAME: &str = "otlp";
@@ -452,6 +457,9 @@ fn fill_exit(r: &mut Vec<u8>, scratch: &mut Scratch, e: &Exit<'_>, argv: bool, o
         }
         a.opt_uint("tracer.nvcsw", p.nvcsw);
         a.opt_uint("tracer.nivcsw", p.nivcsw);
+        if let Some(t) = &p.taskstats {
+            taskstats_attributes(&mut a, t);
+        }
     }
     if let Some(k) = &e.killed_by {
         a.int("tracer.killed_by.pid", k.pid);
@@ -493,7 +501,37 @@ fn fill_thread_exit(
     a.text("thread.name", |s| push_text(s, &t.comm));
     a.uint("tracer.exit_code", u64::from(t.exit_code));
     a.secs("tracer.cpu_runtime_s", t.runtime_ns);
+    if let Some(ts) = TaskStats::from_xacct(&t.xacct, t.present) {
+        a.uint("tracer.read_bytes", ts.read_bytes);
+        a.uint("tracer.write_bytes", ts.write_bytes);
+        a.uint("tracer.nvcsw", ts.nvcsw);
+        a.uint("tracer.nivcsw", ts.nivcsw);
+        taskstats_attributes(&mut a, &ts);
+    }
     a.finish(observed_ns, THREAD_EXIT_EVENT);
+}
+
+/// taskstats' figures, under the JSON names (`tracer.` prefixed); those
+/// the kernel or hook has not are absent.
+fn taskstats_attributes(a: &mut RecordWriter<'_>, t: &TaskStats) {
+    a.opt_uint("tracer.hiwater_rss_kb", t.hiwater_rss_kb);
+    a.opt_uint("tracer.hiwater_vm_kb", t.hiwater_vm_kb);
+    a.uint("tracer.coremem", t.coremem);
+    a.uint("tracer.virtmem", t.virtmem);
+    a.uint("tracer.read_char", t.read_char);
+    a.uint("tracer.write_char", t.write_char);
+    a.uint("tracer.read_syscalls", t.read_syscalls);
+    a.uint("tracer.write_syscalls", t.write_syscalls);
+    a.uint("tracer.cancelled_write_bytes", t.cancelled_write_bytes);
+    if let Some(d) = &t.delays {
+        a.uint("tracer.cpu_delay_ns", d.cpu_ns);
+        a.uint("tracer.blkio_delay_ns", d.blkio_ns);
+        a.uint("tracer.swapin_delay_ns", d.swapin_ns);
+        a.uint("tracer.freepages_delay_ns", d.freepages_ns);
+        a.uint("tracer.thrashing_delay_ns", d.thrashing_ns);
+        a.uint("tracer.memory_compact_delay_ns", d.memory_compact_ns);
+        a.uint("tracer.irq_delay_ns", d.irq_ns);
+    }
 }
 
 fn push_signal(to: &mut String, sig: u8) {
