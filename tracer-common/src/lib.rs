@@ -305,9 +305,36 @@ pub struct Config {
     /// 1: delay accounting was on (`kernel.task_delayacct`) when the
     /// tracer started: the records carry the delays.
     pub delayacct: u32,
-    pub _pad: u32,
+    /// 1: the RSS counters (`Offsets::mm_rss_stat`) are `percpu_counter`s
+    /// (6.2 on), whose counts a BTF program may load; 0: the verifier
+    /// refuses those loads (`atomic_long_t`).
+    pub rss_loadable: u32,
     /// `PAGE_SIZE`, for taskstats' KiB and MB-usec units.
     pub page_size: u64,
+}
+
+/// A `TRACKED` entry (`tracer run`): the group's leader start time, which
+/// tells the group from a later one that took its tgid, and its state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tracked {
+    /// CLOCK_MONOTONIC ns, as `task_struct.start_time`; 0 matches any
+    /// group (the loader's own entry: it knows only its pid).
+    pub start_ns: u64,
+    /// `tracked::FOLLOWED`, `REPORTED_AWAITING_STAMP` or `REPORTED_DONE`.
+    pub state: u32,
+    pub _pad: u32,
+}
+
+/// States of a [`Tracked`] group.
+pub mod tracked {
+    /// Its exit has not been reported yet.
+    pub const FOLLOWED: u32 = 1;
+    /// Its exit record went out and waits for its `exit_mmap` stamp: a
+    /// second copy of the exit program must not send it again.
+    pub const REPORTED_AWAITING_STAMP: u32 = 2;
+    /// Its exit record (and stamp) went out.
+    pub const REPORTED_DONE: u32 = 3;
 }
 
 /// Bits of [`Config::filters`]: which filter maps (or tests) apply.
@@ -703,6 +730,7 @@ mod user {
     unsafe impl aya::Pod for super::OomRecord {}
     unsafe impl aya::Pod for super::CgroupRecord {}
     unsafe impl aya::Pod for super::Xacct {}
+    unsafe impl aya::Pod for super::Tracked {}
 }
 
 #[cfg(test)]
@@ -712,6 +740,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<Xacct>(), 21 * 8);
+        assert_eq!(size_of::<Tracked>(), 16);
         assert_eq!(
             size_of::<ExitRecord>(),
             12 * 4 + 16 * 8 + 16 + 16 + 8 + size_of::<Xacct>()

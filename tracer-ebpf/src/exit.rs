@@ -18,7 +18,7 @@ use tracer_common::{
 use crate::{
     diag::read_failed,
     filter::{passes, verdict, Verdict},
-    follow::{unreported, wanted, REPORTED_AWAITING_STAMP, REPORTED_DONE, TRACKED},
+    follow::{leader_start, set_state, unreported, wanted, REPORTED_AWAITING_STAMP, REPORTED_DONE},
     kernel::{member, probe_u32, probe_u64, Btf, Kernel, Probe},
     ring::{emit, Loss},
     xacct::{group_figures, hold, task_figures, Into},
@@ -41,7 +41,12 @@ pub(crate) static REPORTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(
 #[inline(always)]
 pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: bool) {
     let tgid = K::u32(task, off!(task_tgid));
-    if cfg!(follow_tracked) != 0 && !unreported::<K>(task, tgid) {
+    let start = if cfg!(follow_tracked) != 0 {
+        leader_start::<K>(task)
+    } else {
+        0
+    };
+    if cfg!(follow_tracked) != 0 && !unreported::<K>(task, tgid, start) {
         return;
     }
     let mut record_flags = 0;
@@ -53,7 +58,7 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
             Verdict::Fail => {
                 if cfg!(follow_tracked) != 0 {
                     // Not wanted, not lost: `track_free` must not count it.
-                    let _ = TRACKED.insert(tgid, REPORTED_DONE, 0);
+                    let _ = set_state(tgid, start, REPORTED_DONE);
                 }
                 return;
             }
@@ -73,7 +78,7 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
         } else {
             REPORTED_AWAITING_STAMP
         };
-        let _ = TRACKED.insert(tgid, state, 0);
+        let _ = set_state(tgid, start, state);
     }
     emit(Loss::Exit, |r: *mut ExitRecord| {
         fill::<K>(r, task, tgid, own_xacct);

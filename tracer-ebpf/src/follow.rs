@@ -3,12 +3,15 @@
 
 use aya_ebpf::{
     bindings::bpf_pidns_info,
-    helpers::{bpf_get_current_pid_tgid, generated::bpf_get_ns_current_pid_tgid},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, generated::bpf_get_ns_current_pid_tgid,
+    },
     macros::{btf_tracepoint, map},
     maps::{Array, HashMap},
     programs::BtfTracePointContext,
 };
-use tracer_common::counter;
+pub(crate) use tracer_common::tracked::{FOLLOWED, REPORTED_AWAITING_STAMP, REPORTED_DONE};
+use tracer_common::{counter, Tracked};
 
 use crate::{
     kernel::{Btf, Kernel},
@@ -16,23 +19,47 @@ use crate::{
 };
 
 /// Thread groups `tracer run` follows: the command, then every group created
-/// by a tracked one (see `follow_fork`). Keyed by tgid, valued by
-/// [`FOLLOWED`], [`REPORTED_AWAITING_STAMP`] or [`REPORTED_DONE`]; a group stays
-/// until its leader is freed ([`track_free`]), so that a second copy of an
-/// exit program, or a later look at its ancestry, finds it reported.
+/// by a tracked one (see `follow_fork`). Keyed by tgid, valued by the
+/// group's leader start time and its state ([`FOLLOWED`],
+/// [`REPORTED_AWAITING_STAMP`] or [`REPORTED_DONE`]); a group stays until
+/// its leader is freed ([`track_free`]), so that a second copy of an exit
+/// program, or a later look at its ancestry, finds it reported.
+///
+/// Lookups go through [`state`], which compares the start time: an entry
+/// can outlive its group (its leader's free unseen, its tgid taken again
+/// before the free, which comes an RCU grace period after the pid is
+/// released), and must then not make a stranger with that tgid, or the
+/// stranger's children, look followed.
 #[map]
-pub(crate) static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(1 << 16, 0);
+pub(crate) static TRACKED: HashMap<u32, Tracked> = HashMap::with_max_entries(1 << 16, 0);
 
-/// A `TRACKED` group whose exit has not been reported yet.
-pub(crate) const FOLLOWED: u8 = 1;
+/// The start time of `task`'s group leader: what tells a group from a later
+/// one with the same tgid.
+#[inline(always)]
+pub(crate) fn leader_start<K: Kernel>(task: u64) -> u64 {
+    K::u64(K::u64(task, off!(task_group_leader)), off!(task_start_time))
+}
 
-/// A `TRACKED` group whose exit record went out and waits for its
-/// `exit_mmap` stamp: a second copy of the exit program must not send it
-/// again.
-pub(crate) const REPORTED_AWAITING_STAMP: u8 = 2;
+/// The `TRACKED` state of group `tgid`, whose leader started at `start`;
+/// `None` when it is not tracked (an entry of an earlier group with that
+/// tgid included).
+#[inline(always)]
+pub(crate) fn state(tgid: u32, start: u64) -> Option<u32> {
+    // SAFETY: a plain value, copied out at once.
+    let t = unsafe { TRACKED.get(tgid) }?;
+    (t.start_ns == start || t.start_ns == 0).then_some(t.state)
+}
 
-/// A `TRACKED` group whose exit record (and stamp) went out.
-pub(crate) const REPORTED_DONE: u8 = 3;
+/// Sets the `TRACKED` state of group `tgid`; false when the map is full.
+#[inline(always)]
+pub(crate) fn set_state(tgid: u32, start: u64, state: u32) -> bool {
+    let t = Tracked {
+        start_ns: start,
+        state,
+        _pad: 0,
+    };
+    TRACKED.insert(tgid, t, 0).is_ok()
+}
 
 /// Ancestors `emit_exit` looks at for a group no follow program saw created.
 pub(crate) const ANCESTORS: usize = 4;
@@ -48,10 +75,9 @@ pub(crate) fn current_tgid() -> u32 {
 /// tracked group is among its nearest ancestors: only the command's
 /// descendants have one (orphans go to the nearest subreaper or init).
 #[inline(always)]
-pub(crate) fn unreported<K: Kernel>(task: u64, tgid: u32) -> bool {
-    // SAFETY: a u8 value, copied out at once.
-    match unsafe { TRACKED.get(tgid) } {
-        Some(&FOLLOWED) => return true,
+pub(crate) fn unreported<K: Kernel>(task: u64, tgid: u32, start: u64) -> bool {
+    match state(tgid, start) {
+        Some(FOLLOWED) => return true,
         Some(_) => return false,
         None => {}
     }
@@ -62,8 +88,7 @@ pub(crate) fn unreported<K: Kernel>(task: u64, tgid: u32) -> bool {
         if pid == 0 {
             return false;
         }
-        // SAFETY: a lookup whose value is not used.
-        if unsafe { TRACKED.get(pid) }.is_some() {
+        if state(pid, leader_start::<K>(t)).is_some() {
             return true;
         }
     }
@@ -95,7 +120,7 @@ pub(crate) fn wanted(tgid: u32) -> bool {
 /// ([`track_free`]).
 #[btf_tracepoint(function = "sched_process_fork")]
 pub(crate) fn follow_fork(ctx: BtfTracePointContext) -> i32 {
-    follow(ctx.arg::<u64>(1));
+    follow(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
     0
 }
 
@@ -103,7 +128,10 @@ pub(crate) fn follow_fork(ctx: BtfTracePointContext) -> i32 {
 /// [`follow_fork`]): in `copy_process()`, current is the creator.
 #[btf_tracepoint(function = "task_newtask")]
 pub(crate) fn follow_newtask(ctx: BtfTracePointContext) -> i32 {
-    follow(ctx.arg::<u64>(0));
+    // SAFETY: the helper returns current's task_struct, typed for the
+    // verifier.
+    let creator = unsafe { bpf_get_current_task_btf() } as u64;
+    follow(creator, ctx.arg::<u64>(0));
     0
 }
 
@@ -117,7 +145,7 @@ pub(crate) static SELF_IN_NS: Array<u32> = Array::with_max_entries(2, 0);
 /// namespace of its own: then it is tracked, as the loader tracks itself
 /// by pid outside one.
 #[inline(always)]
-fn track_self(tgid: u32) {
+fn track_self(tgid: u32, start: u64) {
     if cfg!(self_ns_ino) == 0 || SELF_IN_NS.get(0).copied() != Some(1) {
         return;
     }
@@ -132,7 +160,7 @@ fn track_self(tgid: u32) {
         )
     };
     if ret == 0 && ns.tgid == cfg!(self_ns_tgid) {
-        let _ = TRACKED.insert(tgid, FOLLOWED, 0);
+        let _ = set_state(tgid, start, FOLLOWED);
         if let Some(slot) = SELF_IN_NS.get_ptr_mut(1) {
             // SAFETY: an array slot of ours.
             unsafe { *slot = tgid };
@@ -140,22 +168,23 @@ fn track_self(tgid: u32) {
     }
 }
 
-/// Tracks `child` when the current (creating) group is tracked.
+/// Tracks `child` when its creator's group (the current one) is tracked.
 #[inline(always)]
-pub(crate) fn follow(child: u64) {
+pub(crate) fn follow(creator: u64, child: u64) {
     if cfg!(follow_tracked) == 0 {
         return;
     }
     let parent_tgid = current_tgid();
-    track_self(parent_tgid);
-    // SAFETY: a lookup whose value is not used.
-    if unsafe { TRACKED.get(parent_tgid) }.is_none() {
+    let parent_start = leader_start::<Btf>(creator);
+    track_self(parent_tgid, parent_start);
+    if state(parent_tgid, parent_start).is_none() {
         return;
     }
     let child_tgid = Btf::u32(child, off!(task_tgid));
+    // A new group's leader is the child itself.
     if child_tgid != 0
         && child_tgid != parent_tgid
-        && TRACKED.insert(child_tgid, FOLLOWED, 0).is_err()
+        && !set_state(child_tgid, Btf::u64(child, off!(task_start_time)), FOLLOWED)
     {
         count(counter::TRACK_FULL);
         log_warn!(
@@ -180,8 +209,9 @@ pub(crate) fn track_free(ctx: BtfTracePointContext) -> i32 {
     if Btf::u32(task, off!(task_pid)) != tgid {
         return 0;
     }
-    // SAFETY: a u8 value, copied out at once.
-    let Some(&state) = (unsafe { TRACKED.get(tgid) }) else {
+    // Another group's entry when a later group took the tgid before this
+    // free: that one stays.
+    let Some(state) = state(tgid, Btf::u64(task, off!(task_start_time))) else {
         return 0;
     };
     if state == FOLLOWED {

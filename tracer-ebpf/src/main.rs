@@ -104,7 +104,7 @@ static CONFIG: Config = Config {
     self_ns_tgid: 0,
     v1_hierarchy: 0,
     delayacct: 0,
-    _pad: 0,
+    rss_loadable: 0,
     page_size: 4096,
 };
 

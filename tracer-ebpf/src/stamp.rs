@@ -11,7 +11,7 @@ use tracer_common::{MmapStamp, RECORD_MMAP_STAMP};
 use crate::{
     exit::live_threads_gone,
     filter::{verdict, Verdict},
-    follow::{REPORTED_AWAITING_STAMP, REPORTED_DONE, TRACKED},
+    follow::{leader_start, set_state, state, REPORTED_AWAITING_STAMP, REPORTED_DONE},
     kernel::{member, Btf, Kernel},
     ring::{emit, Loss},
 };
@@ -56,11 +56,11 @@ pub(crate) fn mmap_stamp() -> i32 {
     if cfg!(follow_tracked) != 0 {
         // Its exit record marked it as awaiting this stamp; once sent, it
         // is marked reported, and another copy finds nothing to do.
-        // SAFETY: a u8 value, copied out at once.
-        if unsafe { TRACKED.get(tgid) } != Some(&REPORTED_AWAITING_STAMP) {
+        let start = leader_start::<Btf>(task);
+        if state(tgid, start) != Some(REPORTED_AWAITING_STAMP) {
             return 0;
         }
-        let _ = TRACKED.insert(tgid, REPORTED_DONE, 0);
+        let _ = set_state(tgid, start, REPORTED_DONE);
     }
     let tid = Btf::u32(task, off!(task_pid));
     emit(Loss::Stamp, |r: *mut MmapStamp| {

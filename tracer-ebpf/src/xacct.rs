@@ -205,7 +205,9 @@ pub(crate) fn task_figures<K: Kernel>(dst: *mut Xacct, task: u64, how: Into) -> 
 fn mm_rss<K: Kernel>(mm: u64) -> u64 {
     let at = off!(mm_rss_stat);
     let stride = off!(rss_stride);
-    if at == ABSENT || stride == ABSENT {
+    if at == ABSENT || stride == ABSENT || (K::DIRECT && cfg!(rss_loadable) == 0) {
+        // Before 6.2 (atomic_long_t counters, which no hook here sees with
+        // an address space anyway: that is 6.16 on), the mark alone.
         return 0;
     }
     // get_mm_counter() reads a negative (per-CPU drift) as 0.

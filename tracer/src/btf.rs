@@ -22,6 +22,10 @@ pub struct KernelLayout {
     /// That tracepoint fires before `exit_mm()`, and `exit_mmap` can give a
     /// record the exit time acct uses, after the address space is gone.
     pub exit_mmap_stamp: bool,
+    /// `mm_struct.rss_stat` is an array of `percpu_counter`s (6.2 on), whose
+    /// counts a BTF program may load; before, an `atomic_long_t` array the
+    /// verifier refuses a load from.
+    pub rss_loadable: bool,
     /// `pacct_struct` and `task_io_accounting` have their usual layouts
     /// and can each be read in one call.
     pub pacct_std: bool,
@@ -48,7 +52,7 @@ fn css_set_memcg(btf: &KernelBtf) -> u32 {
 /// Where the count of `mm_struct`'s first RSS counter is and how far apart
 /// the counters are: `struct percpu_counter rss_stat[]` (>= 6.2, `count`
 /// inside each) or `struct mm_rss_stat { atomic_long_t count[]; }`.
-fn rss_counters(btf: &KernelBtf, mm: &Struct<'_>) -> Option<(u32, u32)> {
+fn rss_counters(btf: &KernelBtf, mm: &Struct<'_>) -> Option<(u32, u32, bool)> {
     let (at, ty) = find_member_typed(btf, mm.id, "rss_stat").ok()??;
     let id = btf.resolve(ty)?;
     let ty = btf.ty(id).ok()?;
@@ -56,11 +60,11 @@ fn rss_counters(btf: &KernelBtf, mm: &Struct<'_>) -> Option<(u32, u32)> {
         kind::ARRAY => {
             let elem = btf.resolve(read_u32(ty.rest, 0)?)?;
             let count = find_member(btf, elem, "count", 0).ok()??;
-            Some((at + count, btf.ty(elem).ok()?.size_or_type))
+            Some((at + count, btf.ty(elem).ok()?.size_or_type, true))
         }
         kind::STRUCT => {
             let count = find_member(btf, id, "count", 0).ok()??;
-            Some((at + count, 8))
+            Some((at + count, 8, false))
         }
         _ => None,
     }
@@ -232,9 +236,11 @@ impl KernelLayout {
             delay_irq: optional("task_delay_info", "irq_delay"),
         };
         let mut offsets = offsets;
-        if let Some((at, stride)) = rss_counters(btf, &mm) {
+        let mut rss_loadable = false;
+        if let Some((at, stride, array)) = rss_counters(btf, &mm) {
             offsets.mm_rss_stat = at;
             offsets.rss_stride = stride;
+            rss_loadable = array;
         }
         let exit_args = tracepoint_arg_count(btf, "sched_process_exit")?;
         let oom_victim_task = tracepoint_first_arg_is_pointer(btf, "mark_victim");
@@ -263,6 +269,7 @@ impl KernelLayout {
             pacct_std,
             ioac_std,
             exit_tp_has_group_dead: exit_args >= 2,
+            rss_loadable,
             exit_mmap_stamp: exit_args >= 2
                 && has_exit_mmap
                 && offsets.task_mm != ABSENT

@@ -8,7 +8,7 @@ use aya::{
     programs::{BtfTracePoint, FEntry, KProbe},
     Btf, Ebpf, EbpfLoader,
 };
-use tracer_common::{counter, Config, ABSENT};
+use tracer_common::{counter, tracked, Config, Tracked, ABSENT};
 
 use crate::{
     bpf_log::{self, BpfLog},
@@ -184,7 +184,7 @@ impl Probes {
                 0
             },
             delayacct: delay_accounting_on().into(),
-            _pad: 0,
+            rss_loadable: layout.rss_loadable.into(),
             page_size: page_size(),
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
@@ -417,15 +417,22 @@ impl Probes {
 
     /// Follows this thread group (and, from now on, every group it creates).
     pub fn track(&mut self, pid: u32) -> Result<()> {
-        let mut map: HashMap<_, u32, u8> =
+        let mut map: HashMap<_, u32, Tracked> =
             HashMap::try_from(self.ebpf.map_mut("TRACKED").context("no TRACKED map")?)?;
-        map.insert(pid, 1, 0)
+        // Start time 0: any group with this pid, which is ours while the
+        // session lasts.
+        let entry = Tracked {
+            start_ns: 0,
+            state: tracked::FOLLOWED,
+            _pad: 0,
+        };
+        map.insert(pid, entry, 0)
             .context("cannot track the command's pid")?;
         Ok(())
     }
 
     pub fn untrack(&mut self, pid: u32) -> Result<()> {
-        let mut map: HashMap<_, u32, u8> =
+        let mut map: HashMap<_, u32, Tracked> =
             HashMap::try_from(self.ebpf.map_mut("TRACKED").context("no TRACKED map")?)?;
         match map.remove(&pid) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
@@ -437,7 +444,7 @@ impl Probes {
     /// map when the `exit_mmap` stamp its record awaited came from another
     /// task; /proc tells those apart.
     pub fn tracked_alive(&self) -> Result<usize> {
-        let map: HashMap<_, u32, u8> =
+        let map: HashMap<_, u32, Tracked> =
             HashMap::try_from(self.ebpf.map("TRACKED").context("no TRACKED map")?)?;
         Ok(map
             .keys()
