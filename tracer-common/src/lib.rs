@@ -154,6 +154,8 @@ pub struct Offsets {
     pub delay_thrashing: u32,
     pub delay_compact: u32,
     pub delay_irq: u32,
+    /// `signal_struct.nr_threads`: threads not yet released.
+    pub signal_nr_threads: u32,
 }
 
 impl Offsets {
@@ -248,6 +250,7 @@ impl Offsets {
             delay_thrashing: ABSENT,
             delay_compact: ABSENT,
             delay_irq: ABSENT,
+            signal_nr_threads: ABSENT,
         }
     }
 }
@@ -746,7 +749,7 @@ mod tests {
             12 * 4 + 16 * 8 + 16 + 16 + 8 + size_of::<Xacct>()
         );
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
-        assert_eq!(size_of::<Offsets>(), 87 * 4);
+        assert_eq!(size_of::<Offsets>(), 88 * 4);
         assert_eq!(size_of::<Config>(), 96);
         assert_eq!(CGROUP_HEADER_LEN, 24);
         assert_eq!(size_of::<KillRecord>(), 56);

@@ -238,16 +238,34 @@ pub(crate) fn hold<K: Kernel>(task: u64, tgid: u32) {
     task_figures::<K>(entry, task, Into::Add);
 }
 
+/// Whether `task` is, and was, its group's only thread: none other is
+/// unreleased (`nr_threads`) and none was ever released (which adds its
+/// CPU time to `sum_sched_runtime`, under the same lock that drops
+/// `nr_threads`). Then no other thread left figures in `XACCT`, and two
+/// loads save the lookup for most processes.
+#[inline(always)]
+fn alone<K: Kernel>(task: u64) -> bool {
+    if off!(signal_nr_threads) == ABSENT || off!(signal_runtime) == ABSENT {
+        return false;
+    }
+    let signal = K::u64(task, off!(task_signal));
+    K::u32(signal, off!(signal_nr_threads)) == 1 && K::u64(signal, off!(signal_runtime)) == 0
+}
+
 /// The group's figures for its exit record: what its dead threads left in
 /// `XACCT` plus, with `own`, the last thread's (else the per-thread
 /// program has added them already). Returns the [`present`] bits.
 #[inline(always)]
 pub(crate) fn group_figures<K: Kernel>(dst: *mut Xacct, task: u64, tgid: u32, own: bool) -> u32 {
     let start = K::u64(K::u64(task, off!(task_group_leader)), off!(task_start_time));
-    let held = XACCT.get_ptr(tgid).filter(|&e| {
-        // SAFETY: our map value.
-        unsafe { (*e).leader_start_ns == start }
-    });
+    let held = if own && alone::<K>(task) {
+        None
+    } else {
+        XACCT.get_ptr(tgid).filter(|&e| {
+            // SAFETY: our map value.
+            unsafe { (*e).leader_start_ns == start }
+        })
+    };
     let mut bits = 0;
     if own {
         bits = task_figures::<K>(dst, task, Into::Write);

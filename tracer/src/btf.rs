@@ -234,6 +234,7 @@ impl KernelLayout {
             delay_thrashing: optional("task_delay_info", "thrashing_delay"),
             delay_compact: optional("task_delay_info", "compact_delay"),
             delay_irq: optional("task_delay_info", "irq_delay"),
+            signal_nr_threads: signal.optional("nr_threads"),
         };
         let mut offsets = offsets;
         let mut rss_loadable = false;
