@@ -312,6 +312,11 @@ pub struct Config {
     /// (6.2 on), whose counts a BTF program may load; 0: the verifier
     /// refuses those loads (`atomic_long_t`).
     pub rss_loadable: u32,
+    /// 1: with the fentry and kprobe exit hooks, each thread's taskstats
+    /// figures are taken at `taskstats_exit()` (the last thread's too, before
+    /// `acct_process`); 0: at `sched_process_exit` (no CONFIG_TASKSTATS).
+    pub xacct_at_taskstats_exit: u32,
+    pub _pad: u32,
     /// `PAGE_SIZE`, for taskstats' KiB and MB-usec units.
     pub page_size: u64,
 }
@@ -750,7 +755,7 @@ mod tests {
         );
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
         assert_eq!(size_of::<Offsets>(), 88 * 4);
-        assert_eq!(size_of::<Config>(), 96);
+        assert_eq!(size_of::<Config>(), 104);
         assert_eq!(CGROUP_HEADER_LEN, 24);
         assert_eq!(size_of::<KillRecord>(), 56);
         assert_eq!(size_of::<OomRecord>(), 56 + CGROUP_LEVELS * CGROUP_NAME_LEN);

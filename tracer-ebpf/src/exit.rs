@@ -424,10 +424,34 @@ pub(crate) fn exit_current() -> i32 {
 }
 
 /// Whether `acct_process` reads the last thread's taskstats figures
-/// itself: before 6.16 `xacct_thread` runs after it (see there).
+/// itself: not when `xacct_fentry`/`xacct_kprobe` took them at
+/// `taskstats_exit`, nor when `xacct_thread` did (6.16 on); before 6.16
+/// `xacct_thread` runs after it (see there).
 #[inline(always)]
 fn own_xacct_at_acct_process() -> bool {
-    cfg!(exit_tp_has_group_dead) == 0
+    cfg!(xacct_at_taskstats_exit) == 0 && cfg!(exit_tp_has_group_dead) == 0
+}
+
+/// `taskstats_exit(tsk, group_dead)`, for every thread, current: where
+/// taskstats takes its per-task record, before `exit_mm()`, so the
+/// address space's high-water marks are there on every kernel. With the
+/// fentry exit hook.
+#[fentry(function = "taskstats_exit")]
+pub(crate) fn xacct_fentry(_ctx: FEntryContext) -> i32 {
+    // SAFETY: the helper returns current's task_struct, typed for the
+    // verifier.
+    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
+    0
+}
+
+/// [`xacct_fentry`] with the kprobe exit hook.
+#[kprobe(function = "taskstats_exit")]
+pub(crate) fn xacct_kprobe(_ctx: ProbeContext) -> u32 {
+    // SAFETY: the helper returns current's task_struct address.
+    let task = unsafe { bpf_get_current_task() };
+    hold::<Probe>(task, Probe::u32(task, off!(task_tgid)));
+    0
 }
 
 /// A second copy of [`exit_fentry`] for `tracer run` (see

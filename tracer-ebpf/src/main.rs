@@ -25,7 +25,8 @@
 //! | exit | `exit_kprobe` | kprobe `acct_process` | kernels with CONFIG_KPROBES | the same hook where fentry is refused; a helper call per member |
 //! | exit | `exit_tp_btf` | tp_btf `sched_process_exit` | every kernel with BTF | needs only BTF; fires per thread: group death from its `group_dead` argument (>= 6.16) or `signal->live` (before), before `exit_mm()` on >= 6.16 |
 //! | stamp | `exit_mmap_stamp` | tp_btf `exit_mmap` | >= 6.16 with the tracepoint exit hook | acct reads the clock after `exit_mm()`; the tracepoint fires before it there |
-//! | xacct | `xacct_thread` | tp_btf `sched_process_exit` | with the fentry and kprobe exit hooks | each thread's taskstats figures, summed for the group's record (the tracepoint exit hook does this itself) |
+//! | xacct | `xacct_fentry`, `xacct_kprobe` | fentry/kprobe `taskstats_exit` | with the fentry and kprobe exit hooks | each thread's taskstats figures where taskstats takes them (before `exit_mm()`, on every kernel), summed for the group's record (the tracepoint exit hook does this itself) |
+//! | xacct | `xacct_thread` | tp_btf `sched_process_exit` | with the fentry and kprobe exit hooks, kernels without `taskstats_exit` | the same, after `exit_mm()` before 6.16 |
 //! | follow | `follow_fork`, `follow_newtask` | tp_btf `sched_process_fork`, `task_newtask` | every kernel | `tracer run`: two hooks, because the kernel may skip one (recursion guard, preemptible programs on 7.x) |
 //! | follow | `track_free` | tp_btf `sched_process_free` | every kernel | forgets a group, counts one that died unreported |
 //! | exit, stamp | `*_again` | the same hooks again | `tracer run` | a second guard of their own (see `follow`) |
@@ -105,6 +106,8 @@ static CONFIG: Config = Config {
     v1_hierarchy: 0,
     delayacct: 0,
     rss_loadable: 0,
+    xacct_at_taskstats_exit: 0,
+    _pad: 0,
     page_size: 4096,
 };
 

@@ -26,6 +26,10 @@ pub struct KernelLayout {
     /// counts a BTF program may load; before, an `atomic_long_t` array the
     /// verifier refuses a load from.
     pub rss_loadable: bool,
+    /// The kernel has `taskstats_exit()` (CONFIG_TASKSTATS): the fentry and
+    /// kprobe modes take each thread's taskstats figures there, where
+    /// taskstats itself does (before `exit_mm()`, on every kernel).
+    pub has_taskstats_exit: bool,
     /// `pacct_struct` and `task_io_accounting` have their usual layouts
     /// and can each be read in one call.
     pub pacct_std: bool,
@@ -271,6 +275,9 @@ impl KernelLayout {
             ioac_std,
             exit_tp_has_group_dead: exit_args >= 2,
             rss_loadable,
+            has_taskstats_exit: btf
+                .find("taskstats_exit", |t| t.kind == kind::FUNC)
+                .is_some(),
             exit_mmap_stamp: exit_args >= 2
                 && has_exit_mmap
                 && offsets.task_mm != ABSENT

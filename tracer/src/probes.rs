@@ -102,8 +102,8 @@ const SAMPLED_WAKEUP_MIN_RING: u32 = 256 << 10;
 /// attach to: the BTF types the loader looks up by name. kernel_clone only
 /// for `--check-clone-args`: the stand-in BTF grows with the highest id
 /// it holds, and kernel_clone's costs about 8 MiB of peak RSS.
-const ATTACH_FUNCS: [&str; 1] = ["acct_process"];
-const CHECK_FUNCS: [&str; 2] = ["acct_process", "kernel_clone"];
+const ATTACH_FUNCS: [&str; 2] = ["acct_process", "taskstats_exit"];
+const CHECK_FUNCS: [&str; 3] = ["acct_process", "taskstats_exit", "kernel_clone"];
 const ATTACH_TRACEPOINTS: [&str; 10] = [
     "cgroup_mkdir",
     "cgroup_rmdir",
@@ -185,6 +185,8 @@ impl Probes {
             },
             delayacct: delay_accounting_on().into(),
             rss_loadable: layout.rss_loadable.into(),
+            xacct_at_taskstats_exit: layout.has_taskstats_exit.into(),
+            _pad: 0,
             page_size: page_size(),
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
@@ -222,7 +224,7 @@ impl Probes {
                         .context("cannot hook tp_btf/exit_mmap twice")?;
                 }
             }
-            match attach_exit(&mut ebpf, &btf, mode, opts.follow_tracked) {
+            match attach_exit(&mut ebpf, &btf, mode, opts.follow_tracked, &layout) {
                 Ok(()) => {
                     exit_hook = Some(mode);
                     break;
@@ -241,12 +243,6 @@ impl Probes {
                 attach_flag(mode)
             );
         };
-        if exit_hook != AttachMode::Tracepoint {
-            // The tracepoint hook keeps each thread's taskstats figures
-            // itself; `acct_process` sees only the last thread.
-            attach_tp_btf(&mut ebpf, &btf, "xacct_thread", "sched_process_exit")
-                .context("cannot hook tp_btf/sched_process_exit for the threads' figures")?;
-        }
         if opts.threads {
             attach_tp_btf(&mut ebpf, &btf, "thread_exit_tp", "sched_process_exit")
                 .context("--threads: cannot hook tp_btf/sched_process_exit")?;
@@ -532,7 +528,26 @@ where
 /// preemptible on some kernels, and a per-program guard then turns tasks
 /// away; kprobes run with preemption off and share one guard, so a copy
 /// would not help): the first copy that runs reports the group.
-fn attach_exit(ebpf: &mut Ebpf, btf: &Btf, mode: AttachMode, twice: bool) -> Result<()> {
+fn attach_exit(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    mode: AttachMode,
+    twice: bool,
+    layout: &KernelLayout,
+) -> Result<()> {
+    // `acct_process` sees only the last thread: each thread's taskstats
+    // figures are taken before, where taskstats takes them, by a program
+    // of the same kind (or at `sched_process_exit` without taskstats),
+    // attached first, so that no record goes out without them.
+    // The tracepoint hook takes them itself.
+    match (mode, layout.has_taskstats_exit) {
+        (AttachMode::Fentry, true) => attach_fentry(ebpf, btf, "xacct_fentry", "taskstats_exit")?,
+        (AttachMode::Kprobe, true) => attach_kprobe(ebpf, "xacct_kprobe", "taskstats_exit")?,
+        (AttachMode::Fentry | AttachMode::Kprobe, false) => {
+            attach_tp_btf(ebpf, btf, "xacct_thread", "sched_process_exit")?
+        }
+        _ => {}
+    }
     match mode {
         AttachMode::Fentry => {
             attach_fentry(ebpf, btf, "exit_fentry", "acct_process")?;
