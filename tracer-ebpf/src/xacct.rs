@@ -18,7 +18,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{macros::map, maps::LruHashMap};
 use tracer_common::{present, Xacct, ABSENT};
 
-use crate::kernel::{member, Kernel};
+use crate::kernel::{member, probe_u64, Kernel};
 
 /// What the threads of a living group that died so far add up to, by tgid
 /// (an LRU: a group whose exit was never seen is forgotten eventually; a
@@ -205,13 +205,20 @@ pub(crate) fn task_figures<K: Kernel>(dst: *mut Xacct, task: u64, how: Into) -> 
 fn mm_rss<K: Kernel>(mm: u64) -> u64 {
     let at = off!(mm_rss_stat);
     let stride = off!(rss_stride);
-    if at == ABSENT || stride == ABSENT || (K::DIRECT && cfg!(rss_loadable) == 0) {
-        // Before 6.2 (atomic_long_t counters, which no hook here sees with
-        // an address space anyway: that is 6.16 on), the mark alone.
+    if at == ABSENT || stride == ABSENT {
         return 0;
     }
-    // get_mm_counter() reads a negative (per-CPU drift) as 0.
-    let c = |i: u32| (K::u64(mm, at + i * stride) as i64).max(0) as u64;
+    // get_mm_counter() reads a negative (per-CPU drift) as 0. Before 6.2
+    // the counters are `atomic_long_t`s, which the verifier refuses a BTF
+    // load from: helper reads there.
+    let c = |i: u32| {
+        let v = if K::DIRECT && cfg!(rss_loadable) != 0 {
+            K::u64(mm, at + i * stride)
+        } else {
+            probe_u64(mm, at + i * stride)
+        };
+        (v as i64).max(0) as u64
+    };
     c(0) + c(1) + c(3)
 }
 
