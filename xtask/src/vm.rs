@@ -632,7 +632,7 @@ fn prepare_kernel(series: &'static Series, cache: &Path) -> Result<Kernel> {
 /// absolute path the VM sees too.
 /// The privileged test binaries the VMs run, in order (see `runs_binary`
 /// for which run runs which).
-const TEST_BINARIES: [&str; 3] = ["exit_records", "lineage", "causes"];
+const TEST_BINARIES: [&str; 4] = ["exit_records", "lineage", "causes", "taskstats"];
 
 /// Whether the run of `series` in `mode` runs test binary `name`. The
 /// record-fidelity and lineage tests run in every run: they prove each
@@ -647,6 +647,7 @@ const TEST_BINARIES: [&str; 3] = ["exit_records", "lineage", "causes"];
 fn runs_binary(series: &str, mode: &str, name: &str) -> bool {
     match name {
         "causes" => mode == "tracepoint" && series == "6.1",
+        "taskstats" => mode == "fentry" || series == "6.1",
         _ => true,
     }
 }
