@@ -286,18 +286,17 @@ pub(crate) fn fill_extras<K: Kernel>(r: *mut ExitRecord, task: u64) {
 /// times into `signal->pacct` (on every kernel version).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub(crate) fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
-    exit_tp(&ctx, true)
+    exit_tp(&ctx)
 }
 
-/// `hold`: this copy keeps a dying thread's taskstats figures for its
-/// group's record (one copy only, or they would count twice).
 #[inline(always)]
-pub(crate) fn exit_tp(ctx: &BtfTracePointContext, hold_thread: bool) -> i32 {
+pub(crate) fn exit_tp(ctx: &BtfTracePointContext) -> i32 {
     let task = ctx.arg::<u64>(0);
+    // A thread that is not its group's last returns at once: a program
+    // preempted while it runs makes the kernel skip its next run on that
+    // CPU (7.x), which could be the last thread's. The threads' taskstats
+    // figures are taken by `xacct_thread`, a program of its own.
     if !group_is_dead(ctx, task) {
-        if hold_thread {
-            hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
-        }
         return 0;
     }
     // With group_dead in the prototype (>= 6.16) the tracepoint fires
@@ -320,20 +319,30 @@ pub(crate) fn exit_tp(ctx: &BtfTracePointContext, hold_thread: bool) -> i32 {
 /// reported (`TRACKED`).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub(crate) fn exit_tp_btf_again(ctx: BtfTracePointContext) -> i32 {
-    exit_tp(&ctx, false)
+    exit_tp(&ctx)
 }
 
-/// With the fentry and kprobe exit hooks (`acct_process`): each thread's
-/// taskstats figures, kept for its group's record. From 6.16 on the
-/// tracepoint fires before `exit_mm()` and ahead of `acct_process`, so the
-/// last thread's figures are kept too, address space included; before, it
-/// fires after `acct_process`, which reads the last thread itself.
+/// Each thread's taskstats figures, kept for its group's record, but the
+/// last thread's, which the exit program reads itself: with the
+/// tracepoint exit hook, and with fentry/kprobe on `acct_process` before
+/// 6.16 where the kernel has no `taskstats_exit` to hook.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub(crate) fn xacct_thread(ctx: BtfTracePointContext) -> i32 {
     let task = ctx.arg::<u64>(0);
-    if cfg!(exit_tp_has_group_dead) != 0 || !group_is_dead(&ctx, task) {
+    if !group_is_dead(&ctx, task) {
         hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
     }
+    0
+}
+
+/// Every thread's taskstats figures, the last one's included: with
+/// fentry/kprobe on `acct_process` from 6.16 on where the kernel has no
+/// `taskstats_exit` (the tracepoint fires before `exit_mm()` and ahead of
+/// `acct_process` there).
+#[btf_tracepoint(function = "sched_process_exit")]
+pub(crate) fn xacct_thread_all(ctx: BtfTracePointContext) -> i32 {
+    let task = ctx.arg::<u64>(0);
+    hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
     0
 }
 

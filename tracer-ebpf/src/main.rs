@@ -26,7 +26,8 @@
 //! | exit | `exit_tp_btf` | tp_btf `sched_process_exit` | every kernel with BTF | needs only BTF; fires per thread: group death from its `group_dead` argument (>= 6.16) or `signal->live` (before), before `exit_mm()` on >= 6.16 |
 //! | stamp | `exit_mmap_stamp` | tp_btf `exit_mmap` | >= 6.16 with the tracepoint exit hook | acct reads the clock after `exit_mm()`; the tracepoint fires before it there |
 //! | xacct | `xacct_fentry`, `xacct_kprobe` | fentry/kprobe `taskstats_exit` | with the fentry and kprobe exit hooks | each thread's taskstats figures where taskstats takes them (before `exit_mm()`, on every kernel), summed for the group's record (the tracepoint exit hook does this itself) |
-//! | xacct | `xacct_thread` | tp_btf `sched_process_exit` | with the fentry and kprobe exit hooks, kernels without `taskstats_exit` | the same, after `exit_mm()` before 6.16 |
+//! | xacct | `xacct_thread` | tp_btf `sched_process_exit` | with the tracepoint exit hook (and fentry/kprobe before 6.16 without `taskstats_exit`) | every thread's figures but the last's, which the exit program reads; a program of its own, so that the exit program returns at once for other threads |
+//! | xacct | `xacct_thread_all` | tp_btf `sched_process_exit` | fentry/kprobe from 6.16 on without `taskstats_exit` | every thread's figures, before `exit_mm()` |
 //! | follow | `follow_fork`, `follow_newtask` | tp_btf `sched_process_fork`, `task_newtask` | every kernel | `tracer run`: two hooks, because the kernel may skip one (recursion guard, preemptible programs on 7.x) |
 //! | follow | `track_free` | tp_btf `sched_process_free` | every kernel | forgets a group, counts one that died unreported |
 //! | exit, stamp | `*_again` | the same hooks again | `tracer run` | a second guard of their own (see `follow`) |

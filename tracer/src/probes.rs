@@ -458,18 +458,41 @@ impl Probes {
     /// that was not its group's last), so it is an upper bound. 0 on
     /// kernels older than 5.12, which do not count.
     pub fn exit_runs_skipped(&self) -> u64 {
+        self.runs_skipped(&[
+            "exit_fentry",
+            "exit_kprobe",
+            "exit_tp_btf",
+            "exit_mmap_stamp",
+        ])
+    }
+
+    /// The same for the programs that send events and take the threads'
+    /// taskstats figures: each skip may be a fork, exec, kill, OOM,
+    /// cgroup or thread event not sent, or a thread's figures missing
+    /// from its group's sums.
+    pub fn event_runs_skipped(&self) -> u64 {
+        let names = [
+            "thread_exit_tp",
+            "fork_event",
+            "exec_event",
+            "kill_event",
+            "oom_event",
+            "cgroup_made",
+            "cgroup_removed",
+            "xacct_fentry",
+            "xacct_kprobe",
+            "xacct_thread",
+            "xacct_thread_all",
+        ];
+        self.runs_skipped(&names)
+    }
+
+    /// `recursion_misses` summed over the loaded programs named.
+    fn runs_skipped(&self, names: &[&str]) -> u64 {
         use std::os::fd::{AsFd as _, AsRawFd as _};
         self.ebpf
             .programs()
-            .filter(|(name, _)| {
-                [
-                    "exit_fentry",
-                    "exit_kprobe",
-                    "exit_tp_btf",
-                    "exit_mmap_stamp",
-                ]
-                .contains(name)
-            })
+            .filter(|(name, _)| names.contains(name))
             .filter_map(|(_, prog)| prog.fd().ok())
             .map(|fd| recursion_misses(fd.as_fd().as_raw_fd()))
             .sum()
@@ -535,18 +558,20 @@ fn attach_exit(
     twice: bool,
     layout: &KernelLayout,
 ) -> Result<()> {
-    // `acct_process` sees only the last thread: each thread's taskstats
-    // figures are taken before, where taskstats takes them, by a program
-    // of the same kind (or at `sched_process_exit` without taskstats),
-    // attached first, so that no record goes out without them.
-    // The tracepoint hook takes them itself.
+    // Each thread's taskstats figures are taken by a program of their own,
+    // attached first, so that no record goes out without them: at
+    // `taskstats_exit`, where taskstats takes them, with fentry and kprobe
+    // on `acct_process` (which sees only the last thread); else at
+    // `sched_process_exit`, every thread but the last with the tracepoint
+    // exit hook, which reads the last itself (and before 6.16), every
+    // thread from 6.16 on.
     match (mode, layout.has_taskstats_exit) {
         (AttachMode::Fentry, true) => attach_fentry(ebpf, btf, "xacct_fentry", "taskstats_exit")?,
         (AttachMode::Kprobe, true) => attach_kprobe(ebpf, "xacct_kprobe", "taskstats_exit")?,
-        (AttachMode::Fentry | AttachMode::Kprobe, false) => {
-            attach_tp_btf(ebpf, btf, "xacct_thread", "sched_process_exit")?
+        (AttachMode::Fentry | AttachMode::Kprobe, false) if layout.exit_tp_has_group_dead => {
+            attach_tp_btf(ebpf, btf, "xacct_thread_all", "sched_process_exit")?
         }
-        _ => {}
+        _ => attach_tp_btf(ebpf, btf, "xacct_thread", "sched_process_exit")?,
     }
     match mode {
         AttachMode::Fentry => {

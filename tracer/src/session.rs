@@ -253,6 +253,7 @@ impl Session {
             } else {
                 self.probes.exit_runs_skipped()
             },
+            event_runs_skipped: self.probes.event_runs_skipped(),
             output_lost: self.output_lost(),
         })
     }
@@ -493,6 +494,14 @@ fn summary_line(s: &Summary) -> String {
             "; up to {} more not recorded: the kernel skipped the exit programs that often \
              (its recursion guard; see README, \"What lost counts\")",
             s.exit_runs_skipped
+        );
+    }
+    if s.event_runs_skipped > 0 {
+        line += &format!(
+            "; the kernel skipped the event programs {} times: up to that many fork, exec, \
+             kill, cgroup or thread events not sent, or threads' taskstats figures missing \
+             from their group's",
+            s.event_runs_skipped
         );
     }
     line

@@ -90,6 +90,7 @@ fn write_summary(w: &mut Vec<u8>, s: &Summary) {
         ("unstamped", s.unstamped),
         ("unknown", s.unknown),
         ("exit_runs_skipped", s.exit_runs_skipped),
+        ("event_runs_skipped", s.event_runs_skipped),
     ] {
         w.extend_from_slice(b",\"");
         w.extend_from_slice(name.as_bytes());

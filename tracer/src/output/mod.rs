@@ -495,6 +495,10 @@ pub struct Summary {
     /// `record`: runs of the exit programs the kernel skipped (its
     /// recursion guard); each may be a missing record.
     pub exit_runs_skipped: u64,
+    /// Runs of the event and per-thread taskstats programs the kernel
+    /// skipped (its recursion guard): each may be an event not sent or a
+    /// thread's figures missing from its group's sums.
+    pub event_runs_skipped: u64,
     /// Lines or records each failed output could not write, by its name.
     pub output_lost: Vec<(String, u64)>,
 }
