@@ -370,6 +370,9 @@ pub mod present {
     pub const DELAYS: u32 = 1 << 6;
     /// [`Xacct`](super::Xacct)'s counters.
     pub const XACCT: u32 = 1 << 7;
+    /// `irq_delay_ns`: the kernel's `task_delay_info` has `irq_delay`
+    /// (6.9 on; taskstats v14).
+    pub const DELAY_IRQ: u32 = 1 << 8;
 }
 
 /// Extended accounting, the way taskstats reports a task at exit

@@ -158,6 +158,9 @@ pub(crate) fn task_figures<K: Kernel>(dst: *mut Xacct, task: u64, how: Into) -> 
             let d = K::u64(task, off!(task_delays));
             if d != 0 {
                 bits |= present::DELAYS;
+                if off!(delay_irq) != ABSENT {
+                    bits |= present::DELAY_IRQ;
+                }
                 put(
                     &raw mut (*dst).cpu_delay_ns,
                     K::u64(task, off!(task_run_delay)),
@@ -290,6 +293,9 @@ pub(crate) fn group_figures<K: Kernel>(dst: *mut Xacct, task: u64, tgid: u32, ow
             }
             if cfg!(delayacct) != 0 && e.cpu_delay_ns != 0 {
                 bits |= present::DELAYS;
+                if off!(delay_irq) != ABSENT {
+                    bits |= present::DELAY_IRQ;
+                }
             }
             let d = &mut *dst;
             d.hiwater_rss_kb = d.hiwater_rss_kb.max(e.hiwater_rss_kb);

@@ -131,7 +131,8 @@ pub struct Delays {
     pub freepages_ns: u64,
     pub thrashing_ns: u64,
     pub memory_compact_ns: u64,
-    pub irq_ns: u64,
+    /// `None` where the kernel has no IRQ delay (before 6.9).
+    pub irq_ns: Option<u64>,
 }
 
 impl TaskStats {
@@ -159,7 +160,7 @@ impl TaskStats {
                 freepages_ns: x.freepages_delay_ns,
                 thrashing_ns: x.thrashing_delay_ns,
                 memory_compact_ns: x.compact_delay_ns,
-                irq_ns: x.irq_delay_ns,
+                irq_ns: has(present::DELAY_IRQ).then_some(x.irq_delay_ns),
             }),
         })
     }

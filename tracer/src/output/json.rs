@@ -204,7 +204,7 @@ fn write_taskstats(w: &mut Vec<u8>, t: Option<&TaskStats>, all: bool) {
         br#","memory_compact_delay_ns":"#,
         delay(|d| d.memory_compact_ns),
     );
-    field(w, br#","irq_delay_ns":"#, delay(|d| d.irq_ns));
+    field(w, br#","irq_delay_ns":"#, d.and_then(|d| d.irq_ns));
 }
 
 pub(super) fn write_fork(w: &mut Vec<u8>, f: &ForkRecord, clock: &Clock) {

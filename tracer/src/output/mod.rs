@@ -664,7 +664,8 @@ pub(crate) mod fixtures {
                 | present::RUNTIME
                 | present::XACCT
                 | present::HIWATER
-                | present::DELAYS,
+                | present::DELAYS
+                | present::DELAY_IRQ,
             pid: 4242,
             tid: 4243,
             ppid: 4200,

@@ -530,7 +530,7 @@ fn taskstats_attributes(a: &mut RecordWriter<'_>, t: &TaskStats) {
         a.uint("tracer.freepages_delay_ns", d.freepages_ns);
         a.uint("tracer.thrashing_delay_ns", d.thrashing_ns);
         a.uint("tracer.memory_compact_delay_ns", d.memory_compact_ns);
-        a.uint("tracer.irq_delay_ns", d.irq_ns);
+        a.opt_uint("tracer.irq_delay_ns", d.irq_ns);
     }
 }
 
