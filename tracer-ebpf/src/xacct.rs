@@ -9,9 +9,9 @@
 //! into `XACCT` when it dies, and the group's record takes the sum.
 //!
 //! The high-water marks need the task's address space, which taskstats
-//! reads just before `exit_mm()`: `sched_process_exit` sees it there from
-//! 6.16 on; before, and at `acct_process`, it is gone unless a thread that
-//! died earlier left the marks in `XACCT`.
+//! reads just before `exit_mm()`: the fentry and kprobe modes hook
+//! `taskstats_exit()` itself; `sched_process_exit` sees it from 6.16 on,
+//! not before (README, "Extended accounting").
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
@@ -50,6 +50,10 @@ static ZERO: Xacct = Xacct {
     compact_delay_ns: 0,
     irq_delay_ns: 0,
 };
+
+/// `bpf_map_update_elem()` flags.
+const BPF_ANY: u64 = 0;
+const BPF_NOEXIST: u64 = 1;
 
 /// `KB_MASK`: taskstats reports I/O counters in whole KiB.
 const KB_MASK: u64 = !1023;
@@ -101,9 +105,9 @@ pub(crate) fn task_figures<K: Kernel>(dst: *mut Xacct, task: u64, how: Into) -> 
         let mm = K::u64(task, off!(task_mm));
         if mm != 0 && off!(mm_hiwater_rss) != ABSENT {
             bits |= present::HIWATER;
-            // get_mm_hiwater_rss(): max(hiwater_rss, rss now); the current
-            // RSS counters cost a walk, and the kernel updates hiwater_rss
-            // before it frees pages, so the mark alone is the peak.
+            // get_mm_hiwater_rss(): the mark (updated only before pages
+            // are freed) or the RSS now, whichever is larger; and
+            // get_mm_hiwater_vm() likewise.
             let rss = K::u64(mm, off!(mm_hiwater_rss)).max(mm_rss::<K>(mm));
             let vm = K::u64(mm, off!(mm_hiwater_vm)).max(K::u64(mm, off!(mm_total_vm)));
             put_max(&raw mut (*dst).hiwater_rss_kb, rss * page / 1024, how);
@@ -225,22 +229,30 @@ fn mm_rss<K: Kernel>(mm: u64) -> u64 {
     c(0) + c(1) + c(3)
 }
 
-/// A thread dying while its group lives on (or, with `xacct_thread`, any
-/// thread): its figures join the group's entry.
+/// A dying thread's figures join its group's entry (every thread but the
+/// last with `xacct_thread`; every thread at `taskstats_exit`).
 #[inline(always)]
 pub(crate) fn hold<K: Kernel>(task: u64, tgid: u32) {
     let start = K::u64(K::u64(task, off!(task_group_leader)), off!(task_start_time));
     let entry = match XACCT.get_ptr_mut(tgid) {
         // SAFETY: our map value.
         Some(e) if unsafe { (*e).leader_start_ns } == start => e,
-        _ => {
-            // New, or left by a dead group with this tgid: start over.
+        found => {
+            // New (BPF_NOEXIST: two of its threads dying at once must not
+            // replace each other's entry, and what was added to it), or
+            // left by a dead group with this tgid (BPF_ANY: start over).
             let zero: &Xacct = &ZERO;
-            let _ = XACCT.insert(tgid, zero, 0);
+            let flags = if found.is_some() {
+                BPF_ANY
+            } else {
+                BPF_NOEXIST
+            };
+            let _ = XACCT.insert(tgid, zero, flags);
             let Some(e) = XACCT.get_ptr_mut(tgid) else {
                 return;
             };
-            // SAFETY: our map value.
+            // SAFETY: our map value. Another thread of the group may be
+            // writing the same start time.
             unsafe { (*e).leader_start_ns = start };
             e
         }
