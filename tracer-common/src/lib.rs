@@ -316,7 +316,9 @@ pub struct Config {
     /// figures are taken at `taskstats_exit()` (the last thread's too, before
     /// `acct_process`); 0: at `sched_process_exit` (no CONFIG_TASKSTATS).
     pub xacct_at_taskstats_exit: u32,
-    pub _pad: u32,
+    /// 1: `--threads`: thread exits are sent (from `taskstats_exit` with
+    /// the fentry and kprobe hooks, else from `sched_process_exit`).
+    pub threads: u32,
     /// `PAGE_SIZE`, for taskstats' KiB and MB-usec units.
     pub page_size: u64,
 }

@@ -352,7 +352,7 @@ pub(crate) fn xacct_thread_all(ctx: BtfTracePointContext) -> i32 {
 pub(crate) fn thread_exit_tp(ctx: BtfTracePointContext) -> i32 {
     let task = ctx.arg::<u64>(0);
     if !group_is_dead(&ctx, task) {
-        emit_thread_exit(task);
+        emit_thread_exit::<Btf>(task);
     }
     0
 }
@@ -391,11 +391,12 @@ pub(crate) fn first_report(task: u64) -> bool {
     true
 }
 
-/// A thread dying before its group (`--threads`).
+/// A thread dying before its group (`--threads`), with its own taskstats
+/// figures.
 #[inline(always)]
-pub(crate) fn emit_thread_exit(task: u64) {
-    let pid = Btf::u32(task, off!(task_tgid));
-    if !wanted(pid) || !passes::<Btf>(task, pid, Btf::u32(task, off!(task_exit_code))) {
+pub(crate) fn emit_thread_exit<K: Kernel>(task: u64) {
+    let pid = K::u32(task, off!(task_tgid));
+    if !wanted(pid) || !passes::<K>(task, pid, K::u32(task, off!(task_exit_code))) {
         return;
     }
     emit(Loss::Event, |r: *mut ThreadExitRecord| {
@@ -403,13 +404,13 @@ pub(crate) fn emit_thread_exit(task: u64) {
         unsafe {
             (*r).kind = RECORD_THREAD_EXIT;
             (*r).pid = pid;
-            (*r).tid = Btf::u32(task, off!(task_pid));
-            (*r).exit_code = Btf::u32(task, off!(task_exit_code));
+            (*r).tid = K::u32(task, off!(task_pid));
+            (*r).exit_code = K::u32(task, off!(task_exit_code));
             (*r).time_ns = bpf_ktime_get_ns();
-            (*r).runtime_ns = Btf::u64(task, off!(task_se_runtime));
-            (*r).comm = Btf::comm(task);
+            (*r).runtime_ns = K::u64(task, off!(task_se_runtime));
+            (*r).comm = K::comm(task);
             (*r)._pad = 0;
-            (*r).present = task_figures::<Btf>(&raw mut (*r).xacct, task, Into::Write);
+            (*r).present = task_figures::<K>(&raw mut (*r).xacct, task, Into::Write);
             (*r).xacct.leader_start_ns = 0;
             (*r).time_ns
         }
@@ -444,22 +445,30 @@ fn own_xacct_at_acct_process() -> bool {
 /// `taskstats_exit(tsk, group_dead)`, for every thread, current: where
 /// taskstats takes its per-task record, before `exit_mm()`, so the
 /// address space's high-water marks are there on every kernel. With the
-/// fentry exit hook.
+/// fentry exit hook; with `--threads` it sends the thread exits too, as
+/// the kernel says which thread ends the group (before 6.16 the
+/// tracepoint can only guess it from `signal->live`).
 #[fentry(function = "taskstats_exit")]
-pub(crate) fn xacct_fentry(_ctx: FEntryContext) -> i32 {
+pub(crate) fn xacct_fentry(ctx: FEntryContext) -> i32 {
     // SAFETY: the helper returns current's task_struct, typed for the
     // verifier.
     let task = unsafe { bpf_get_current_task_btf() } as u64;
     hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
+    if cfg!(threads) != 0 && ctx.arg::<u64>(1) & 0xffff_ffff == 0 {
+        emit_thread_exit::<Btf>(task);
+    }
     0
 }
 
 /// [`xacct_fentry`] with the kprobe exit hook.
 #[kprobe(function = "taskstats_exit")]
-pub(crate) fn xacct_kprobe(_ctx: ProbeContext) -> u32 {
+pub(crate) fn xacct_kprobe(ctx: ProbeContext) -> u32 {
     // SAFETY: the helper returns current's task_struct address.
     let task = unsafe { bpf_get_current_task() };
     hold::<Probe>(task, Probe::u32(task, off!(task_tgid)));
+    if cfg!(threads) != 0 && ctx.arg::<u64>(1).unwrap_or(1) & 0xffff_ffff == 0 {
+        emit_thread_exit::<Probe>(task);
+    }
     0
 }
 

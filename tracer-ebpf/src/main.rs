@@ -108,7 +108,7 @@ static CONFIG: Config = Config {
     delayacct: 0,
     rss_loadable: 0,
     xacct_at_taskstats_exit: 0,
-    _pad: 0,
+    threads: 0,
     page_size: 4096,
 };
 

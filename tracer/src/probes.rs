@@ -186,7 +186,7 @@ impl Probes {
             delayacct: delay_accounting_on().into(),
             rss_loadable: layout.rss_loadable.into(),
             xacct_at_taskstats_exit: layout.has_taskstats_exit.into(),
-            _pad: 0,
+            threads: opts.threads.into(),
             page_size: page_size(),
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
@@ -243,7 +243,11 @@ impl Probes {
                 attach_flag(mode)
             );
         };
-        if opts.threads {
+        // With fentry and kprobe at `taskstats_exit`, that program sends
+        // the thread exits (it knows which thread ends the group).
+        let at_taskstats_exit = layout.has_taskstats_exit
+            && matches!(exit_hook, AttachMode::Fentry | AttachMode::Kprobe);
+        if opts.threads && !at_taskstats_exit {
             attach_tp_btf(&mut ebpf, &btf, "thread_exit_tp", "sched_process_exit")
                 .context("--threads: cannot hook tp_btf/sched_process_exit")?;
         }
