@@ -319,6 +319,10 @@ pub struct Config {
     /// 1: `--threads`: thread exits are sent (from `taskstats_exit` with
     /// the fentry and kprobe hooks, else from `sched_process_exit`).
     pub threads: u32,
+    /// 1: records carry taskstats' figures (an output shows them: all but
+    /// the acct files).
+    pub xacct: u32,
+    pub _pad: u32,
     /// `PAGE_SIZE`, for taskstats' KiB and MB-usec units.
     pub page_size: u64,
 }
@@ -760,7 +764,7 @@ mod tests {
         );
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
         assert_eq!(size_of::<Offsets>(), 88 * 4);
-        assert_eq!(size_of::<Config>(), 104);
+        assert_eq!(size_of::<Config>(), 112);
         assert_eq!(CGROUP_HEADER_LEN, 24);
         assert_eq!(size_of::<KillRecord>(), 56);
         assert_eq!(size_of::<OomRecord>(), 56 + CGROUP_LEVELS * CGROUP_NAME_LEN);

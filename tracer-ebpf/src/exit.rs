@@ -100,7 +100,9 @@ pub(crate) fn fill<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32, own_xacc
     fill_extras::<K>(r, task);
     // SAFETY: `r` is our reserved ring slot.
     unsafe {
-        (*r).present |= group_figures::<K>(&raw mut (*r).xacct, task, tgid, own_xacct);
+        if cfg!(xacct) != 0 {
+            (*r).present |= group_figures::<K>(&raw mut (*r).xacct, task, tgid, own_xacct);
+        }
         (*r).exit_ns = bpf_ktime_get_ns();
         (*r).kind = RECORD_EXIT;
     }
@@ -410,7 +412,11 @@ pub(crate) fn emit_thread_exit<K: Kernel>(task: u64) {
             (*r).runtime_ns = K::u64(task, off!(task_se_runtime));
             (*r).comm = K::comm(task);
             (*r)._pad = 0;
-            (*r).present = task_figures::<K>(&raw mut (*r).xacct, task, Into::Write);
+            (*r).present = if cfg!(xacct) != 0 {
+                task_figures::<K>(&raw mut (*r).xacct, task, Into::Write)
+            } else {
+                0
+            };
             (*r).xacct.leader_start_ns = 0;
             (*r).time_ns
         }

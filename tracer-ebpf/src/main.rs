@@ -109,6 +109,8 @@ static CONFIG: Config = Config {
     rss_loadable: 0,
     xacct_at_taskstats_exit: 0,
     threads: 0,
+    xacct: 0,
+    _pad: 0,
     page_size: 4096,
 };
 

@@ -235,6 +235,7 @@ impl ProbeArgs {
             threads: false,
             check_clone_args: self.check_clone_args,
             causes: false,
+            taskstats: false,
             containers: false,
             filters: Filters {
                 pids: self.pid.clone(),

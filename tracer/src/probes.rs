@@ -62,6 +62,8 @@ pub struct ProbeOptions {
     pub check_clone_args: bool,
     /// Kill and OOM events too (an output shows why a process died).
     pub causes: bool,
+    /// taskstats' figures on every exit (an output shows them).
+    pub taskstats: bool,
     /// Cgroup events and the pids of each process's own pid namespace (an
     /// output shows which container a process died in).
     pub containers: bool,
@@ -187,6 +189,8 @@ impl Probes {
             rss_loadable: layout.rss_loadable.into(),
             xacct_at_taskstats_exit: layout.has_taskstats_exit.into(),
             threads: opts.threads.into(),
+            xacct: opts.taskstats.into(),
+            _pad: 0,
             page_size: page_size(),
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
@@ -224,7 +228,7 @@ impl Probes {
                         .context("cannot hook tp_btf/exit_mmap twice")?;
                 }
             }
-            match attach_exit(&mut ebpf, &btf, mode, opts.follow_tracked, &layout) {
+            match attach_exit(&mut ebpf, &btf, mode, opts, &layout) {
                 Ok(()) => {
                     exit_hook = Some(mode);
                     break;
@@ -559,9 +563,10 @@ fn attach_exit(
     ebpf: &mut Ebpf,
     btf: &Btf,
     mode: AttachMode,
-    twice: bool,
+    opts: &ProbeOptions,
     layout: &KernelLayout,
 ) -> Result<()> {
+    let twice = opts.follow_tracked;
     // Each thread's taskstats figures are taken by a program of their own,
     // attached first, so that no record goes out without them: at
     // `taskstats_exit`, where taskstats takes them, with fentry and kprobe
@@ -569,10 +574,13 @@ fn attach_exit(
     // `sched_process_exit`, every thread but the last with the tracepoint
     // exit hook, which reads the last itself (and before 6.16), every
     // thread from 6.16 on.
-    match (mode, layout.has_taskstats_exit) {
-        (AttachMode::Fentry, true) => attach_fentry(ebpf, btf, "xacct_fentry", "taskstats_exit")?,
-        (AttachMode::Kprobe, true) => attach_kprobe(ebpf, "xacct_kprobe", "taskstats_exit")?,
-        (AttachMode::Fentry | AttachMode::Kprobe, false) if layout.exit_tp_has_group_dead => {
+    match (opts.taskstats, mode, layout.has_taskstats_exit) {
+        (false, ..) => {}
+        (true, AttachMode::Fentry, true) => {
+            attach_fentry(ebpf, btf, "xacct_fentry", "taskstats_exit")?
+        }
+        (true, AttachMode::Kprobe, true) => attach_kprobe(ebpf, "xacct_kprobe", "taskstats_exit")?,
+        (true, AttachMode::Fentry | AttachMode::Kprobe, false) if layout.exit_tp_has_group_dead => {
             attach_tp_btf(ebpf, btf, "xacct_thread_all", "sched_process_exit")?
         }
         _ => attach_tp_btf(ebpf, btf, "xacct_thread", "sched_process_exit")?,

@@ -75,6 +75,7 @@ impl Session {
         spec.check()?;
         opts.lineage = spec.wants_lineage();
         opts.causes = spec.wants_causes();
+        opts.taskstats = spec.wants_taskstats();
         // The same outputs show the container; --container needs the
         // cgroup events whatever the outputs.
         opts.containers = spec.wants_containers() || !opts.filters.containers.is_empty();

@@ -133,6 +133,12 @@ impl Spec {
             || (self.acct_file.is_none() && self.acct_dir.is_none())
     }
 
+    /// Whether an output shows taskstats' figures: the same ones (the
+    /// table's MAXRSS and IO columns among them).
+    pub fn wants_taskstats(&self) -> bool {
+        self.wants_causes()
+    }
+
     /// Whether an output shows containers or their pids.
     pub fn wants_containers(&self) -> bool {
         self.wants_causes() || self.acct_dir.is_some()
