@@ -127,6 +127,11 @@ pub(crate) struct VmTestArgs {
     /// failed. The summary says which repeats passed.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     repeat: Option<u32>,
+    /// Test binaries to run (exit_records, lineage, causes, taskstats or
+    /// all), each still only in the runs `runs_binary` gives it: for a
+    /// quicker look at one suite.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    tests: Vec<String>,
     /// Only install and download what the VMs need; boot nothing.
     #[arg(long)]
     prepare_only: bool,
@@ -197,6 +202,7 @@ pub(crate) fn vm_test(args: VmTestArgs) -> Result<()> {
     let series = select(&args.kernel, &names, "kernel")?;
     let loaded = select(&args.loaded, &names, "kernel")?;
     let modes = select(&args.attach, MODES, "attach mode")?;
+    let tests = select(&args.tests, &TEST_BINARIES, "test binary")?;
     let loaded_modes = if args.loaded_attach.is_empty() {
         modes.clone()
     } else {
@@ -240,6 +246,7 @@ pub(crate) fn vm_test(args: VmTestArgs) -> Result<()> {
         test_bins: &test_bins,
         unmount_tracefs: args.unmount_tracefs,
         repeat: args.repeat.map(|n| n as usize),
+        tests: &tests,
     };
     // Seconds of --budget left, if one was given.
     let left = || {
@@ -653,11 +660,11 @@ fn runs_binary(series: &str, mode: &str, name: &str) -> bool {
 }
 
 /// How many of the `n` test binaries a run runs.
-fn binaries_for(series: &str, mode: &str, n: usize) -> usize {
+fn binaries_for(series: &str, mode: &str, n: usize, tests: &[&str]) -> usize {
     TEST_BINARIES
         .iter()
         .take(n)
-        .filter(|&&name| runs_binary(series, mode, name))
+        .filter(|&&name| tests.contains(&name) && runs_binary(series, mode, name))
         .count()
 }
 
@@ -700,6 +707,7 @@ fn vm_script(
     unmount: bool,
     repeats: Option<usize>,
     series: &str,
+    tests: &[&str],
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -751,7 +759,7 @@ fn vm_script(
         }
     } else {
         for (test_bin, name) in test_bins.iter().zip(TEST_BINARIES) {
-            if !runs_binary(series, mode, name) {
+            if !tests.contains(&name) || !runs_binary(series, mode, name) {
                 continue;
             }
             let _ = writeln!(
@@ -794,6 +802,8 @@ struct VmSetup<'a> {
     unmount_tracefs: bool,
     /// --repeat: times every run repeats the record-fidelity tests.
     repeat: Option<usize>,
+    /// --tests: the test binaries asked for.
+    tests: &'a [&'a str],
 }
 
 fn run_one(
@@ -811,12 +821,21 @@ fn run_one(
         test_bins,
         unmount_tracefs,
         repeat,
+        tests: wanted,
     } = *setup;
     let repeats = repeat.or(load.then_some(LOADED_REPEATS));
     let script_path = cache.join(format!("run-{}-{label}.sh", k.series));
     fs::write(
         &script_path,
-        vm_script(root, mode, test_bins, unmount_tracefs, repeats, k.series),
+        vm_script(
+            root,
+            mode,
+            test_bins,
+            unmount_tracefs,
+            repeats,
+            k.series,
+            wanted,
+        ),
     )?;
     let log_path = if attempt == 1 {
         cache.join(format!("logs/{}-{label}.log", k.version))
@@ -982,7 +1001,7 @@ fn run_one(
             "the VM did not reach its script (vng: {status}; last console line: {last})"
         ))
     } else if binary_runs.len()
-        < repeats.unwrap_or_else(|| binaries_for(k.series, mode, test_bins.len()))
+        < repeats.unwrap_or_else(|| binaries_for(k.series, mode, test_bins.len(), wanted))
         || done_line.is_none()
     {
         Some(format!("a test binary did not finish (vng: {status})"))
