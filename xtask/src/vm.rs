@@ -127,9 +127,9 @@ pub(crate) struct VmTestArgs {
     /// failed. The summary says which repeats passed.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     repeat: Option<u32>,
-    /// Test binaries to run (exit_records, lineage, causes, taskstats or
-    /// all), each still only in the runs `runs_binary` gives it: for a
-    /// quicker look at one suite.
+    /// Test binaries to run in every run (exit_records, lineage, causes,
+    /// taskstats), for a quicker look at one suite or a wider one at
+    /// another; by default (all) each runs where `runs_binary` says.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     tests: Vec<String>,
     /// Only install and download what the VMs need; boot nothing.
@@ -202,7 +202,12 @@ pub(crate) fn vm_test(args: VmTestArgs) -> Result<()> {
     let series = select(&args.kernel, &names, "kernel")?;
     let loaded = select(&args.loaded, &names, "kernel")?;
     let modes = select(&args.attach, MODES, "attach mode")?;
-    let tests = select(&args.tests, &TEST_BINARIES, "test binary")?;
+    let named = select(&args.tests, &TEST_BINARIES, "test binary")?;
+    let suites = if args.tests.iter().any(|t| t == "all") {
+        Suites::Default
+    } else {
+        Suites::Named(&named)
+    };
     let loaded_modes = if args.loaded_attach.is_empty() {
         modes.clone()
     } else {
@@ -246,7 +251,7 @@ pub(crate) fn vm_test(args: VmTestArgs) -> Result<()> {
         test_bins: &test_bins,
         unmount_tracefs: args.unmount_tracefs,
         repeat: args.repeat.map(|n| n as usize),
-        tests: &tests,
+        suites,
     };
     // Seconds of --budget left, if one was given.
     let left = || {
@@ -659,12 +664,30 @@ fn runs_binary(series: &str, mode: &str, name: &str) -> bool {
     }
 }
 
+/// Which test binaries the runs run.
+#[derive(Clone, Copy)]
+enum Suites<'a> {
+    /// Those `runs_binary` gives each run.
+    Default,
+    /// These (`--tests`), in every run.
+    Named(&'a [&'a str]),
+}
+
+impl Suites<'_> {
+    fn runs(self, series: &str, mode: &str, name: &str) -> bool {
+        match self {
+            Suites::Default => runs_binary(series, mode, name),
+            Suites::Named(names) => names.contains(&name),
+        }
+    }
+}
+
 /// How many of the `n` test binaries a run runs.
-fn binaries_for(series: &str, mode: &str, n: usize, tests: &[&str]) -> usize {
+fn binaries_for(series: &str, mode: &str, n: usize, suites: Suites<'_>) -> usize {
     TEST_BINARIES
         .iter()
         .take(n)
-        .filter(|&&name| tests.contains(&name) && runs_binary(series, mode, name))
+        .filter(|&&name| suites.runs(series, mode, name))
         .count()
 }
 
@@ -707,7 +730,7 @@ fn vm_script(
     unmount: bool,
     repeats: Option<usize>,
     series: &str,
-    tests: &[&str],
+    suites: Suites<'_>,
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -759,7 +782,7 @@ fn vm_script(
         }
     } else {
         for (test_bin, name) in test_bins.iter().zip(TEST_BINARIES) {
-            if !tests.contains(&name) || !runs_binary(series, mode, name) {
+            if !suites.runs(series, mode, name) {
                 continue;
             }
             let _ = writeln!(
@@ -803,7 +826,7 @@ struct VmSetup<'a> {
     /// --repeat: times every run repeats the record-fidelity tests.
     repeat: Option<usize>,
     /// --tests: the test binaries asked for.
-    tests: &'a [&'a str],
+    suites: Suites<'a>,
 }
 
 fn run_one(
@@ -821,7 +844,7 @@ fn run_one(
         test_bins,
         unmount_tracefs,
         repeat,
-        tests: wanted,
+        suites,
     } = *setup;
     let repeats = repeat.or(load.then_some(LOADED_REPEATS));
     let script_path = cache.join(format!("run-{}-{label}.sh", k.series));
@@ -834,7 +857,7 @@ fn run_one(
             unmount_tracefs,
             repeats,
             k.series,
-            wanted,
+            suites,
         ),
     )?;
     let log_path = if attempt == 1 {
@@ -1001,7 +1024,7 @@ fn run_one(
             "the VM did not reach its script (vng: {status}; last console line: {last})"
         ))
     } else if binary_runs.len()
-        < repeats.unwrap_or_else(|| binaries_for(k.series, mode, test_bins.len(), wanted))
+        < repeats.unwrap_or_else(|| binaries_for(k.series, mode, test_bins.len(), suites))
         || done_line.is_none()
     {
         Some(format!("a test binary did not finish (vng: {status})"))
