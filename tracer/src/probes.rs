@@ -101,11 +101,21 @@ pub const DEFAULT_RING_BYTES: u32 = 2 << 20;
 const SAMPLED_WAKEUP_MIN_RING: u32 = 256 << 10;
 
 /// The kernel functions (fentry) and tracepoints (tp_btf) the programs
-/// attach to: the BTF types the loader looks up by name. kernel_clone only
-/// for `--check-clone-args`: the stand-in BTF grows with the highest id
-/// it holds, and kernel_clone's costs about 8 MiB of peak RSS.
-const ATTACH_FUNCS: [&str; 2] = ["acct_process", "taskstats_exit"];
-const CHECK_FUNCS: [&str; 3] = ["acct_process", "taskstats_exit", "kernel_clone"];
+/// attach to: the BTF types the loader looks up by name. The stand-in BTF
+/// grows with the highest id it holds: taskstats_exit only when an output
+/// shows taskstats' figures, kernel_clone only for `--check-clone-args`
+/// (each costs about 10 MiB of peak RSS: 10 MiB against 20 for an
+/// `--acct-file` session, `cargo xtask bench`).
+fn attach_funcs(opts: &ProbeOptions) -> Vec<&'static str> {
+    let mut funcs = vec!["acct_process"];
+    if opts.taskstats {
+        funcs.push("taskstats_exit");
+    }
+    if opts.check_clone_args {
+        funcs.push("kernel_clone");
+    }
+    funcs
+}
 const ATTACH_TRACEPOINTS: [&str; 10] = [
     "cgroup_mkdir",
     "cgroup_rmdir",
@@ -141,14 +151,7 @@ impl Probes {
             let layout = KernelLayout::from_btf(&kernel)?;
             (
                 layout,
-                kernel.attach_targets(
-                    if opts.check_clone_args {
-                        &CHECK_FUNCS
-                    } else {
-                        &ATTACH_FUNCS
-                    },
-                    &ATTACH_TRACEPOINTS,
-                ),
+                kernel.attach_targets(&attach_funcs(opts), &ATTACH_TRACEPOINTS),
             )
         };
         // Built once the kernel's BTF is freed, so the two never add up.
