@@ -100,12 +100,12 @@ pub const DEFAULT_RING_BYTES: u32 = 2 << 20;
 /// (`Config::wakeup_check_mask`).
 const SAMPLED_WAKEUP_MIN_RING: u32 = 256 << 10;
 
-/// The kernel functions (fentry) and tracepoints (tp_btf) the programs
-/// attach to: the BTF types the loader looks up by name. The stand-in BTF
-/// grows with the highest id it holds: taskstats_exit only when an output
-/// shows taskstats' figures, kernel_clone only for `--check-clone-args`
-/// (each costs about 10 MiB of peak RSS: 10 MiB against 20 for an
-/// `--acct-file` session, `cargo xtask bench`).
+/// The kernel functions the programs attach to with fentry: BTF types the
+/// loader looks up by name. The stand-in BTF grows with the highest id it
+/// holds, so each is there only when a program may attach to it:
+/// taskstats_exit when an output shows taskstats' figures (it takes the
+/// loader from 10 to 20 MiB of peak RSS, VmHWM at start), kernel_clone for
+/// `--check-clone-args` (about 8 MiB).
 fn attach_funcs(opts: &ProbeOptions) -> Vec<&'static str> {
     let mut funcs = vec!["acct_process"];
     if opts.taskstats {
@@ -116,6 +116,9 @@ fn attach_funcs(opts: &ProbeOptions) -> Vec<&'static str> {
     }
     funcs
 }
+
+/// The tracepoints the programs attach to with tp_btf (their
+/// `btf_trace_*` typedefs).
 const ATTACH_TRACEPOINTS: [&str; 10] = [
     "cgroup_mkdir",
     "cgroup_rmdir",

@@ -127,9 +127,10 @@ pub(crate) struct VmTestArgs {
     /// failed. The summary says which repeats passed.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     repeat: Option<u32>,
-    /// Test binaries to run in every run (exit_records, lineage, causes,
-    /// taskstats), for a quicker look at one suite or a wider one at
-    /// another; by default (all) each runs where `runs_binary` says.
+    /// Test binaries to run in every quiet run (exit_records, lineage,
+    /// causes, taskstats), for a quicker look at one suite or a wider one
+    /// at another; by default (all) each runs where `runs_binary` says.
+    /// Loaded runs and --repeat run the record-fidelity tests only.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     tests: Vec<String>,
     /// Only install and download what the VMs need; boot nothing.
@@ -208,6 +209,9 @@ pub(crate) fn vm_test(args: VmTestArgs) -> Result<()> {
     } else {
         Suites::Named(&named)
     };
+    if matches!(suites, Suites::Named(_)) && args.repeat.is_some() {
+        bail!("--repeat runs the record-fidelity tests only: it cannot take --tests");
+    }
     let loaded_modes = if args.loaded_attach.is_empty() {
         modes.clone()
     } else {
