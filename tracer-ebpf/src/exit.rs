@@ -20,6 +20,7 @@ use crate::{
     filter::{passes, verdict, Verdict},
     follow::{leader_start, set_state, unreported, wanted, REPORTED_AWAITING_STAMP, REPORTED_DONE},
     kernel::{member, probe_u32, probe_u64, Btf, Kernel, Probe},
+    once::{first, Work},
     ring::{emit, Loss},
     xacct::{group_figures, hold, task_figures, Into},
 };
@@ -330,8 +331,19 @@ pub(crate) fn exit_tp_btf_again(ctx: BtfTracePointContext) -> i32 {
 /// 6.16 where the kernel has no `taskstats_exit` to hook.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub(crate) fn xacct_thread(ctx: BtfTracePointContext) -> i32 {
+    xacct_thread_tp(&ctx)
+}
+
+/// A second copy of [`xacct_thread`]: see `once` for why.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub(crate) fn xacct_thread_again(ctx: BtfTracePointContext) -> i32 {
+    xacct_thread_tp(&ctx)
+}
+
+#[inline(always)]
+fn xacct_thread_tp(ctx: &BtfTracePointContext) -> i32 {
     let task = ctx.arg::<u64>(0);
-    if !group_is_dead(&ctx, task) {
+    if !group_is_dead(ctx, task) && first::<Btf>(task, Work::XacctThread) {
         hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
     }
     0
@@ -343,8 +355,21 @@ pub(crate) fn xacct_thread(ctx: BtfTracePointContext) -> i32 {
 /// `acct_process` there).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub(crate) fn xacct_thread_all(ctx: BtfTracePointContext) -> i32 {
+    xacct_thread_all_tp(&ctx)
+}
+
+/// A second copy of [`xacct_thread_all`]: see `once` for why.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub(crate) fn xacct_thread_all_again(ctx: BtfTracePointContext) -> i32 {
+    xacct_thread_all_tp(&ctx)
+}
+
+#[inline(always)]
+fn xacct_thread_all_tp(ctx: &BtfTracePointContext) -> i32 {
     let task = ctx.arg::<u64>(0);
-    hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
+    if first::<Btf>(task, Work::XacctThread) {
+        hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
+    }
     0
 }
 
@@ -352,8 +377,19 @@ pub(crate) fn xacct_thread_all(ctx: BtfTracePointContext) -> i32 {
 /// A program of its own, so it can join any exit hook.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub(crate) fn thread_exit_tp(ctx: BtfTracePointContext) -> i32 {
+    thread_exit_at_tp(&ctx)
+}
+
+/// A second copy of [`thread_exit_tp`]: see `once` for why.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub(crate) fn thread_exit_tp_again(ctx: BtfTracePointContext) -> i32 {
+    thread_exit_at_tp(&ctx)
+}
+
+#[inline(always)]
+fn thread_exit_at_tp(ctx: &BtfTracePointContext) -> i32 {
     let task = ctx.arg::<u64>(0);
-    if !group_is_dead(&ctx, task) {
+    if !group_is_dead(ctx, task) && first::<Btf>(task, Work::ThreadExit) {
         emit_thread_exit::<Btf>(task);
     }
     0
@@ -456,9 +492,24 @@ fn own_xacct_at_acct_process() -> bool {
 /// tracepoint can only guess it from `signal->live`).
 #[fentry(function = "taskstats_exit")]
 pub(crate) fn xacct_fentry(ctx: FEntryContext) -> i32 {
+    xacct_at_taskstats_exit(&ctx)
+}
+
+/// A second copy of [`xacct_fentry`]: see `once` for why. (Kprobes run
+/// with preemption off and share one guard: a copy would not help.)
+#[fentry(function = "taskstats_exit")]
+pub(crate) fn xacct_fentry_again(ctx: FEntryContext) -> i32 {
+    xacct_at_taskstats_exit(&ctx)
+}
+
+#[inline(always)]
+fn xacct_at_taskstats_exit(ctx: &FEntryContext) -> i32 {
     // SAFETY: the helper returns current's task_struct, typed for the
     // verifier.
     let task = unsafe { bpf_get_current_task_btf() } as u64;
+    if !first::<Btf>(task, Work::TaskstatsExit) {
+        return 0;
+    }
     hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
     if cfg!(threads) != 0 && ctx.arg::<u64>(1) & 0xffff_ffff == 0 {
         emit_thread_exit::<Btf>(task);

@@ -10,6 +10,7 @@
 //! - `lineage`: creation events with their clone flags;
 //! - `exec`: exec events with file name and arguments;
 //! - `xacct`: taskstats' figures, per thread and summed per group;
+//! - `once`: per-thread work done once by two copies of a program;
 //! - `signal`: who sent a signal that can kill, and the OOM killer's verdicts;
 //! - `cgroup`: the v2 cgroups made and removed, with their paths;
 //! - `ring`: the ring buffer and the loss counters;
@@ -31,6 +32,7 @@
 //! | follow | `follow_fork`, `follow_newtask` | tp_btf `sched_process_fork`, `task_newtask` | every kernel | `tracer run`: two hooks, because the kernel may skip one (recursion guard, preemptible programs on 7.x) |
 //! | follow | `track_free` | tp_btf `sched_process_free` | every kernel | forgets a group, counts one that died unreported |
 //! | exit, stamp | `*_again` | the same hooks again | `tracer run` | a second guard of their own (see `follow`) |
+//! | xacct, threads | `xacct_fentry_again`, `xacct_thread*_again`, `thread_exit_tp_again` | the same hooks again | wherever the first copy is attached (not with kprobes) | a second guard of their own; the first copy to run for a thread does its work (see `once`) |
 //! | lineage | `fork_event` | tp_btf `task_newtask` | every kernel | the exact clone flags, on every creation path |
 //! | lineage | `clone_args_fentry`, `clone_args_kprobe` | fentry/kprobe `kernel_clone` | `--check-clone-args` only | the cross-check of `task_newtask`'s flags |
 //! | exec | `exec_event` | tp_btf `sched_process_exec` | every kernel | after a successful exec, argv in the new mm |
@@ -78,6 +80,7 @@ mod filter;
 mod follow;
 mod kernel;
 mod lineage;
+mod once;
 mod ring;
 mod signal;
 mod stamp;

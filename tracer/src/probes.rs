@@ -258,8 +258,10 @@ impl Probes {
         let at_taskstats_exit = layout.has_taskstats_exit
             && matches!(exit_hook, AttachMode::Fentry | AttachMode::Kprobe);
         if opts.threads && !at_taskstats_exit {
-            attach_tp_btf(&mut ebpf, &btf, "thread_exit_tp", "sched_process_exit")
-                .context("--threads: cannot hook tp_btf/sched_process_exit")?;
+            for name in ["thread_exit_tp", "thread_exit_tp_again"] {
+                attach_tp_btf(&mut ebpf, &btf, name, "sched_process_exit")
+                    .context("--threads: cannot hook tp_btf/sched_process_exit")?;
+            }
         }
         if opts.check_clone_args {
             // Before the fork events, so that none comes without it.
@@ -483,33 +485,48 @@ impl Probes {
     /// The same for the programs that send events and take the threads'
     /// taskstats figures: each skip may be a fork, exec, kill, OOM,
     /// cgroup or thread event not sent, or a thread's figures missing
-    /// from its group's sums.
+    /// from its group's sums. A per-thread program attached twice loses
+    /// a thread only when both copies skip it: a pair counts the fewer
+    /// of its two copies' skips.
     pub fn event_runs_skipped(&self) -> u64 {
         let names = [
-            "thread_exit_tp",
             "fork_event",
             "exec_event",
             "kill_event",
             "oom_event",
             "cgroup_made",
             "cgroup_removed",
-            "xacct_fentry",
             "xacct_kprobe",
+        ];
+        let pairs = [
+            "thread_exit_tp",
+            "xacct_fentry",
             "xacct_thread",
             "xacct_thread_all",
         ];
-        self.runs_skipped(&names)
+        let pairs: u64 = pairs
+            .iter()
+            .filter_map(|name| {
+                let first = self.misses(name)?;
+                Some(match self.misses(&format!("{name}_again")) {
+                    Some(again) => first.min(again),
+                    None => first,
+                })
+            })
+            .sum();
+        self.runs_skipped(&names) + pairs
     }
 
     /// `recursion_misses` summed over the loaded programs named.
     fn runs_skipped(&self, names: &[&str]) -> u64 {
+        names.iter().filter_map(|name| self.misses(name)).sum()
+    }
+
+    /// `recursion_misses` of program `name`; `None` when it is not loaded.
+    fn misses(&self, name: &str) -> Option<u64> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
-        self.ebpf
-            .programs()
-            .filter(|(name, _)| names.contains(name))
-            .filter_map(|(_, prog)| prog.fd().ok())
-            .map(|fd| recursion_misses(fd.as_fd().as_raw_fd()))
-            .sum()
+        let fd = self.ebpf.program(name)?.fd().ok()?;
+        Some(recursion_misses(fd.as_fd().as_raw_fd()))
     }
 
     /// The programs' counters, summed over CPUs.
@@ -580,16 +597,27 @@ fn attach_exit(
     // `sched_process_exit`, every thread but the last with the tracepoint
     // exit hook, which reads the last itself (and before 6.16), every
     // thread from 6.16 on.
+    // Each of these programs but the kprobe twice, in both modes: a thread
+    // skipped by the first copy's guard is taken by the second (see the
+    // eBPF crate's `once`).
     match (opts.taskstats, mode, layout.has_taskstats_exit) {
         (false, ..) => {}
         (true, AttachMode::Fentry, true) => {
-            attach_fentry(ebpf, btf, "xacct_fentry", "taskstats_exit")?
+            for name in ["xacct_fentry", "xacct_fentry_again"] {
+                attach_fentry(ebpf, btf, name, "taskstats_exit")?;
+            }
         }
         (true, AttachMode::Kprobe, true) => attach_kprobe(ebpf, "xacct_kprobe", "taskstats_exit")?,
         (true, AttachMode::Fentry | AttachMode::Kprobe, false) if layout.exit_tp_has_group_dead => {
-            attach_tp_btf(ebpf, btf, "xacct_thread_all", "sched_process_exit")?
+            for name in ["xacct_thread_all", "xacct_thread_all_again"] {
+                attach_tp_btf(ebpf, btf, name, "sched_process_exit")?;
+            }
         }
-        _ => attach_tp_btf(ebpf, btf, "xacct_thread", "sched_process_exit")?,
+        _ => {
+            for name in ["xacct_thread", "xacct_thread_again"] {
+                attach_tp_btf(ebpf, btf, name, "sched_process_exit")?;
+            }
+        }
     }
     match mode {
         AttachMode::Fentry => {
