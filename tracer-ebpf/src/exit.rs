@@ -47,7 +47,13 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
     } else {
         0
     };
-    if cfg!(follow_tracked) != 0 && !unreported::<K>(task, tgid, start) {
+    if cfg!(follow_tracked) != 0 {
+        if !unreported::<K>(task, tgid, start) {
+            return;
+        }
+    } else if K::DIRECT && !first::<K>(task, Work::Exit) {
+        // The other copy of the fentry or tp_btf program sent it (kprobes
+        // have one copy).
         return;
     }
     let mut record_flags = 0;
@@ -317,9 +323,9 @@ pub(crate) fn exit_tp(ctx: &BtfTracePointContext) -> i32 {
     0
 }
 
-/// A second copy of [`exit_tp_btf`] for `tracer run`: see [`follow_fork`]
-/// for why; the first copy to run reports the group, the other finds it
-/// reported (`TRACKED`).
+/// A second copy of [`exit_tp_btf`]: see `once` (and [`follow_fork`]) for
+/// why; the first copy to run reports the group, the other finds it
+/// reported (`TRACKED` under `tracer run`, else `once`).
 #[btf_tracepoint(function = "sched_process_exit")]
 pub(crate) fn exit_tp_btf_again(ctx: BtfTracePointContext) -> i32 {
     exit_tp(&ctx)
@@ -529,8 +535,7 @@ pub(crate) fn xacct_kprobe(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// A second copy of [`exit_fentry`] for `tracer run` (see
-/// [`exit_tp_btf_again`]).
+/// A second copy of [`exit_fentry`] (see [`exit_tp_btf_again`]).
 #[fentry(function = "acct_process")]
 pub(crate) fn exit_fentry_again(_ctx: FEntryContext) -> i32 {
     exit_current()

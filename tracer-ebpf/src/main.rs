@@ -31,8 +31,7 @@
 //! | xacct | `xacct_thread_all` | tp_btf `sched_process_exit` | fentry/kprobe from 6.16 on without `taskstats_exit` | every thread's figures, before `exit_mm()` |
 //! | follow | `follow_fork`, `follow_newtask` | tp_btf `sched_process_fork`, `task_newtask` | every kernel | `tracer run`: two hooks, because the kernel may skip one (recursion guard, preemptible programs on 7.x) |
 //! | follow | `track_free` | tp_btf `sched_process_free` | every kernel | forgets a group, counts one that died unreported |
-//! | exit, stamp | `*_again` | the same hooks again | `tracer run` | a second guard of their own (see `follow`) |
-//! | xacct, threads | `xacct_fentry_again`, `xacct_thread*_again`, `thread_exit_tp_again` | the same hooks again | wherever the first copy is attached (not with kprobes) | a second guard of their own; the first copy to run for a thread does its work (see `once`) |
+//! | exit, stamp, xacct, threads | `*_again` | the same hooks again | wherever the first copy is attached (not kprobes: they run with preemption off and share one guard) | a second guard of their own; the first copy to run for a thread does its work (`TRACKED` under `tracer run`, else `once`) |
 //! | lineage | `fork_event` | tp_btf `task_newtask` | every kernel | the exact clone flags, on every creation path |
 //! | lineage | `clone_args_fentry`, `clone_args_kprobe` | fentry/kprobe `kernel_clone` | `--check-clone-args` only | the cross-check of `task_newtask`'s flags |
 //! | exec | `exec_event` | tp_btf `sched_process_exec` | every kernel | after a successful exec, argv in the new mm |

@@ -1,4 +1,4 @@
-//! Per-thread exit work done once by two copies of a program.
+//! Exit work done once by two copies of a program, per dying thread.
 //!
 //! The kernel may skip a tracing program: where fentry and tp_btf programs
 //! run preemptible (fentry always, tp_btf on 7.x), a task preempted inside
@@ -6,8 +6,9 @@
 //! enters it on that CPU. A thread whose taskstats figures or `--threads`
 //! exit were skipped so is missing from its group's sums, silently but for
 //! the program's `recursion_misses` (CI saw one on 7.3 with fentry: a
-//! thread's I/O missing from its group's record). So each per-thread
-//! program is attached twice, each copy with a guard of its own; whichever
+//! thread's I/O missing from its group's record; and on 7.2-rt an exit
+//! record missing under `tracer record`). So each exit program but the
+//! kprobes is attached twice, each copy with a guard of its own; whichever
 //! runs first for a thread does the work, the other finds it done here.
 //! Both copies run in the dying thread's own context, one after the other,
 //! so the marks of one thread are never written concurrently.
@@ -38,6 +39,11 @@ pub(crate) enum Work {
     XacctThread = 2,
     /// `thread_exit_tp`: the `--threads` exit sent.
     ThreadExit = 4,
+    /// The group's exit record sent (`tracer record`; `tracer run` marks
+    /// its groups in `TRACKED`).
+    Exit = 8,
+    /// The group's `exit_mmap` stamp sent (likewise).
+    Stamp = 16,
 }
 
 /// Marks by tid. An LRU: marks are never removed (the second copy may be

@@ -13,6 +13,7 @@ use crate::{
     filter::{verdict, Verdict},
     follow::{leader_start, set_state, state, REPORTED_AWAITING_STAMP, REPORTED_DONE},
     kernel::{member, Btf, Kernel},
+    once::{first, Work},
     ring::{emit, Loss},
 };
 
@@ -25,9 +26,9 @@ pub(crate) fn exit_mmap_stamp(_ctx: BtfTracePointContext) -> i32 {
     mmap_stamp()
 }
 
-/// A second copy of [`exit_mmap_stamp`] for `tracer run` (see
-/// [`exit_tp_btf_again`]): the first copy that runs sends the stamp and
-/// stops following the group, so the other finds nothing to do.
+/// A second copy of [`exit_mmap_stamp`] (see `once`): the first copy that
+/// runs sends the stamp; under `tracer run` it stops following the group,
+/// so the other finds nothing to do.
 #[btf_tracepoint(function = "exit_mmap")]
 pub(crate) fn exit_mmap_stamp_again(_ctx: BtfTracePointContext) -> i32 {
     mmap_stamp()
@@ -61,6 +62,8 @@ pub(crate) fn mmap_stamp() -> i32 {
             return 0;
         }
         let _ = set_state(tgid, start, REPORTED_DONE);
+    } else if !first::<Btf>(task, Work::Stamp) {
+        return 0;
     }
     let tid = Btf::u32(task, off!(task_pid));
     emit(Loss::Stamp, |r: *mut MmapStamp| {

@@ -229,10 +229,8 @@ impl Probes {
                 // Before the exit hook, so no record waits without it.
                 attach_tp_btf(&mut ebpf, &btf, "exit_mmap_stamp", "exit_mmap")
                     .context("cannot hook tp_btf/exit_mmap")?;
-                if opts.follow_tracked {
-                    attach_tp_btf(&mut ebpf, &btf, "exit_mmap_stamp_again", "exit_mmap")
-                        .context("cannot hook tp_btf/exit_mmap twice")?;
-                }
+                attach_tp_btf(&mut ebpf, &btf, "exit_mmap_stamp_again", "exit_mmap")
+                    .context("cannot hook tp_btf/exit_mmap twice")?;
             }
             match attach_exit(&mut ebpf, &btf, mode, opts, &layout) {
                 Ok(()) => {
@@ -468,18 +466,15 @@ impl Probes {
     /// How often the kernel turned away one of the programs that make exit
     /// records (their `recursion_misses`): a tracing program preempted on
     /// a CPU makes the kernel skip the next run of that program there
-    /// (tp_btf and fentry run preemptible on 7.x). `tracer run` attaches
-    /// these twice and counts its real losses itself; for `record` each
-    /// skip may be a missing record (on tp_btf it may also be a thread
-    /// that was not its group's last), so it is an upper bound. 0 on
+    /// (tp_btf and fentry run preemptible on 7.x). These are attached
+    /// twice but for the kprobe, and a record is missed only when both
+    /// copies skip it: `tracer run` counts such losses itself; for
+    /// `record` the fewer of a pair's skips is an upper bound (on tp_btf
+    /// a skip may also be a thread that was not its group's last). 0 on
     /// kernels older than 5.12, which do not count.
     pub fn exit_runs_skipped(&self) -> u64 {
-        self.runs_skipped(&[
-            "exit_fentry",
-            "exit_kprobe",
-            "exit_tp_btf",
-            "exit_mmap_stamp",
-        ])
+        self.runs_skipped(&["exit_kprobe"])
+            + self.pairs_skipped(&["exit_fentry", "exit_tp_btf", "exit_mmap_stamp"])
     }
 
     /// The same for the programs that send events and take the threads'
@@ -504,7 +499,14 @@ impl Probes {
             "xacct_thread",
             "xacct_thread_all",
         ];
-        let pairs: u64 = pairs
+        self.runs_skipped(&names) + self.pairs_skipped(&pairs)
+    }
+
+    /// For programs attached twice (`NAME` and `NAME_again`), the fewer
+    /// of the two copies' skips, summed: a task is missed only when both
+    /// skip it.
+    fn pairs_skipped(&self, names: &[&str]) -> u64 {
+        names
             .iter()
             .filter_map(|name| {
                 let first = self.misses(name)?;
@@ -513,8 +515,7 @@ impl Probes {
                     None => first,
                 })
             })
-            .sum();
-        self.runs_skipped(&names) + pairs
+            .sum()
     }
 
     /// `recursion_misses` summed over the loaded programs named.
@@ -577,11 +578,11 @@ where
     Ok(prog.try_into()?)
 }
 
-/// Attaches the exit program of `mode`; with `twice` (`tracer run`), a
-/// second copy of it where the kernel may skip one (fentry and tp_btf run
-/// preemptible on some kernels, and a per-program guard then turns tasks
-/// away; kprobes run with preemption off and share one guard, so a copy
-/// would not help): the first copy that runs reports the group.
+/// Attaches the exit program of `mode`, and a second copy of it where the
+/// kernel may skip one (fentry and tp_btf run preemptible on some
+/// kernels, and a per-program guard then turns tasks away; kprobes run
+/// with preemption off and share one guard, so a copy would not help):
+/// the first copy that runs reports the group.
 fn attach_exit(
     ebpf: &mut Ebpf,
     btf: &Btf,
@@ -589,7 +590,6 @@ fn attach_exit(
     opts: &ProbeOptions,
     layout: &KernelLayout,
 ) -> Result<()> {
-    let twice = opts.follow_tracked;
     // Each thread's taskstats figures are taken by a program of their own,
     // attached first, so that no record goes out without them: at
     // `taskstats_exit`, where taskstats takes them, with fentry and kprobe
@@ -622,18 +622,12 @@ fn attach_exit(
     match mode {
         AttachMode::Fentry => {
             attach_fentry(ebpf, btf, "exit_fentry", "acct_process")?;
-            if twice {
-                attach_fentry(ebpf, btf, "exit_fentry_again", "acct_process")?;
-            }
-            Ok(())
+            attach_fentry(ebpf, btf, "exit_fentry_again", "acct_process")
         }
         AttachMode::Kprobe => attach_kprobe(ebpf, "exit_kprobe", "acct_process"),
         AttachMode::Tracepoint => {
             attach_tp_btf(ebpf, btf, "exit_tp_btf", "sched_process_exit")?;
-            if twice {
-                attach_tp_btf(ebpf, btf, "exit_tp_btf_again", "sched_process_exit")?;
-            }
-            Ok(())
+            attach_tp_btf(ebpf, btf, "exit_tp_btf_again", "sched_process_exit")
         }
         AttachMode::Auto => unreachable!("auto is resolved by the caller"),
     }
