@@ -44,6 +44,23 @@ fn check_workload_records(
         kernel_all.len(),
         kernel.len()
     );
+    // What the tree left out, and what each file has of an announced
+    // process the tree lacks: the coverage check below then says why.
+    for r in kernel_all.iter().filter(|r| !kernel.contains_key(&r.pid)) {
+        eprintln!(
+            "kernel: outside the tree: pid {} ppid {} comm {:?} btime {} flag {:#04x} exit {:#x}",
+            r.pid,
+            r.ppid,
+            r.comm_str(),
+            r.btime,
+            r.flag,
+            r.exitcode
+        );
+    }
+    for (pid, label) in labels.iter().filter(|(pid, _)| !kernel.contains_key(pid)) {
+        let ours: Vec<_> = ours_all.iter().filter(|r| r.pid == *pid).collect();
+        eprintln!("announced {pid} {label}: not in the kernel's tree; ours: {ours:?}");
+    }
     assert_workload_coverage(&kernel, &labels);
 
     // In run mode, our file must hold exactly the workload's tree and
