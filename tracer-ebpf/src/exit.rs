@@ -47,13 +47,7 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
     } else {
         0
     };
-    if cfg!(follow_tracked) != 0 {
-        if !unreported::<K>(task, tgid, start) {
-            return;
-        }
-    } else if K::DIRECT && !first::<K>(task, Work::Exit) {
-        // The other copy of the fentry or tp_btf program sent it (kprobes
-        // have one copy).
+    if cfg!(follow_tracked) != 0 && !unreported::<K>(task, tgid, start) {
         return;
     }
     let mut record_flags = 0;
@@ -70,6 +64,13 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
                 return;
             }
         }
+    }
+    // After the filters: a group they turn away costs no mark (both
+    // copies turn it away).
+    if cfg!(follow_tracked) == 0 && K::DIRECT && !first::<K>(task, Work::Exit) {
+        // The other copy of the fentry or tp_btf program sent it (kprobes
+        // have one copy).
+        return;
     }
     if before_exit_mm && cfg!(defer_to_exit_mmap) != 0 {
         let mm = K::u64(task, off!(task_mm));
