@@ -38,9 +38,13 @@ pub(crate) static REPORTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(
 /// Writes the record for the dying thread group of `task` (the current
 /// task). `before_exit_mm`: the hook runs before `exit_mm()`, so a group
 /// that tears its address space down itself gets its exit time from
-/// `exit_mmap` (see [`MmapStamp`]).
+/// `exit_mmap` (see [`MmapStamp`]). `mark`: the program has a second copy
+/// that only a `once` mark keeps from reporting the group again (not the
+/// kprobe, which has none, nor the tracepoint before 6.16, whose copies
+/// `first_report` already tells apart: a mark its second copy never
+/// looks at would hold its slot for good).
 #[inline(always)]
-pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: bool) {
+pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: bool, mark: bool) {
     let tgid = K::u32(task, off!(task_tgid));
     let start = if cfg!(follow_tracked) != 0 {
         leader_start::<K>(task)
@@ -67,9 +71,8 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
     }
     // After the filters: a group they turn away costs no mark (both
     // copies turn it away).
-    if cfg!(follow_tracked) == 0 && K::DIRECT && !first::<K>(task, Work::Exit) {
-        // The other copy of the fentry or tp_btf program sent it (kprobes
-        // have one copy).
+    if cfg!(follow_tracked) == 0 && mark && !first::<K>(task, Work::Exit) {
+        // The other copy sent it.
         return;
     }
     if before_exit_mm && cfg!(defer_to_exit_mmap) != 0 {
@@ -320,7 +323,7 @@ pub(crate) fn exit_tp(ctx: &BtfTracePointContext) -> i32 {
         );
         return 0;
     }
-    emit_exit::<Btf>(task, before_exit_mm, true);
+    emit_exit::<Btf>(task, before_exit_mm, true, before_exit_mm);
     0
 }
 
@@ -478,7 +481,7 @@ pub(crate) fn exit_current() -> i32 {
     // SAFETY: the helper returns current's task_struct, typed for the
     // verifier.
     let task = unsafe { bpf_get_current_task_btf() } as u64;
-    emit_exit::<Btf>(task, false, own_xacct_at_acct_process());
+    emit_exit::<Btf>(task, false, own_xacct_at_acct_process(), true);
     0
 }
 
@@ -549,6 +552,7 @@ pub(crate) fn exit_kprobe(_ctx: ProbeContext) -> u32 {
         unsafe { bpf_get_current_task() },
         false,
         own_xacct_at_acct_process(),
+        false,
     );
     0
 }

@@ -63,7 +63,7 @@ static SLOTS: Array<u64> = Array::with_max_entries(5 << SLOTS_LOG2, 0);
 /// time and the bits of the work done. An LRU: a mark is looked at only
 /// between the two copies of one hook.
 #[repr(C)]
-pub(crate) struct Done {
+struct Done {
     start_ns: u64,
     work: u64,
 }
