@@ -61,6 +61,10 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
     // workload, and its first process exits at once.
     let ctr_id: String = std::iter::repeat_n('c', 64).collect();
     let ctr_dir = cg_dir.join(format!("docker-{ctr_id}.scope"));
+    let dir = TempDir::new("filters");
+    // Threads that die before their process, as nobody: `--uid` keeps
+    // their figures in its record.
+    let thread_io = compile_c(&dir, "thread_io");
     // Waits for a line on stdin, so that its pid is known before the
     // recordings start; then exits of every kind.
     let script = format!(
@@ -68,12 +72,14 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
          sh -c 'exit 0'; sh -c 'exit 3'; sleep 0.01; sleep 0.02 & kill -9 $!; wait; \
          setpriv --reuid 65534 --regid 65534 --clear-groups sh -c 'exit 5'; \
          setpriv --reuid 65534 --regid 65534 --clear-groups sh -c 'exit 0'; \
+         setpriv --reuid 65534 --regid 65534 --clear-groups {thread_io}; \
          sh -c 'echo $$ > {procs}; sh -c \"exit 7\"; sleep 0.01; exit 0'; \
          sh -c 'echo $$ > {procs}; exit 9'; \
          mkdir {ctr}; sh -c 'echo $$ > {ctr}/cgroup.procs; sh -c \"exit 12\"; exit 0'; \
          rmdir {ctr}; true",
         procs = procs.display(),
         ctr = ctr_dir.display(),
+        thread_io = thread_io.display(),
     );
     let mut workload = ChildGuard(
         Command::new("/bin/sh")
@@ -83,7 +89,6 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
             .expect("starting the workload"),
     );
     let root = u64::from(workload.pid());
-    let dir = TempDir::new("filters");
     let sh_pid = root.to_string();
     // (name, arguments, what an exit must be to pass)
     let cases: Vec<(&str, Vec<String>, Pred)> = vec![
@@ -199,15 +204,35 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
         .into_iter()
         .filter(|e| in_workload(e, root))
         .collect();
-    // sh 0, sh 3, sleep, the killed sleep, two as nobody, three in the
+    // sh 0, sh 3, sleep, the killed sleep, three as nobody, three in the
     // cgroup and one more there, mkdir, two in the container, rmdir, and
     // the workload.
-    assert_eq!(all.len(), 15, "the workload's exits: {all:#?}");
+    assert_eq!(all.len(), 16, "the workload's exits: {all:#?}");
+    // Five threads' reads: 8 + 16 + 24 + 32 KiB by the four that die
+    // first, 1 KiB by the last (and what the C library reads to start).
+    let threaded = all
+        .iter()
+        .find(|e| e["comm"] == "thread_io")
+        .unwrap_or_else(|| panic!("no thread_io exit in {all:#?}"));
+    let read_char = threaded["read_char"].as_u64().expect("read_char");
+    assert!(
+        read_char >= 81 * 1024,
+        "thread_io's read_char {read_char} lacks its threads' reads: {threaded}"
+    );
     let workload: BTreeSet<u64> = all.iter().map(|e| e["pid"].as_u64().unwrap()).collect();
     for ((name, _, pred), file) in cases.iter().zip(&files) {
         let got = exits(file);
         for e in &got {
             assert!(pred(e), "{name}: an exit that does not match: {e}");
+            // A filter that passes a process passes its threads' figures.
+            if e["pid"] == threaded["pid"] {
+                for field in ["read_char", "write_char", "read_syscalls", "write_syscalls"] {
+                    assert_eq!(
+                        e[field], threaded[field],
+                        "{name}: {field} differs from the unfiltered record's:\n{e}\n{threaded}"
+                    );
+                }
+            }
         }
         let want: BTreeSet<u64> = all
             .iter()

@@ -17,7 +17,7 @@ use tracer_common::{
 
 use crate::{
     diag::read_failed,
-    filter::{passes, verdict, Verdict},
+    filter::{figures_wanted, passes, verdict, Verdict},
     follow::{leader_start, set_state, unreported, wanted, REPORTED_AWAITING_STAMP, REPORTED_DONE},
     kernel::{member, probe_u32, probe_u64, Btf, Kernel, Probe},
     once::{first, Work},
@@ -305,11 +305,15 @@ pub(crate) fn exit_tp_btf(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 pub(crate) fn exit_tp(ctx: &BtfTracePointContext) -> i32 {
     let task = ctx.arg::<u64>(0);
-    // A thread that is not its group's last returns at once: a program
+    // A thread that is not its group's last leaves its taskstats figures
+    // for the group's record, and nothing else. (Here rather than in a
+    // program of its own: one fewer program run per thread. A program
     // preempted while it runs makes the kernel skip its next run on that
-    // CPU (7.x), which could be the last thread's. The threads' taskstats
-    // figures are taken by `xacct_thread`, a program of its own.
+    // CPU; the other copy, with a guard of its own, then does the work.)
     if !group_is_dead(ctx, task) {
+        if cfg!(xacct) != 0 {
+            thread_figures::<Btf>(task);
+        }
         return 0;
     }
     // With group_dead in the prototype (>= 6.16) the tracepoint fires
@@ -336,9 +340,9 @@ pub(crate) fn exit_tp_btf_again(ctx: BtfTracePointContext) -> i32 {
 }
 
 /// Each thread's taskstats figures, kept for its group's record, but the
-/// last thread's, which the exit program reads itself: with the
-/// tracepoint exit hook, and with fentry/kprobe on `acct_process` before
-/// 6.16 where the kernel has no `taskstats_exit` to hook.
+/// last thread's, which the exit program reads itself: with fentry/kprobe
+/// on `acct_process` before 6.16 where the kernel has no `taskstats_exit`
+/// to hook. (The tracepoint exit program takes them itself.)
 #[btf_tracepoint(function = "sched_process_exit")]
 pub(crate) fn xacct_thread(ctx: BtfTracePointContext) -> i32 {
     xacct_thread_tp(&ctx)
@@ -353,10 +357,21 @@ pub(crate) fn xacct_thread_again(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn xacct_thread_tp(ctx: &BtfTracePointContext) -> i32 {
     let task = ctx.arg::<u64>(0);
-    if !group_is_dead(ctx, task) && first::<Btf>(task, Work::XacctThread) {
-        hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
+    if !group_is_dead(ctx, task) {
+        thread_figures::<Btf>(task);
     }
     0
+}
+
+/// A thread's figures join its group's entry, once for the two copies of
+/// the program that takes them, and not for a group the filters turn away
+/// whatever its last thread (see `figures_wanted`).
+#[inline(always)]
+fn thread_figures<K: Kernel>(task: u64) {
+    let tgid = K::u32(task, off!(task_tgid));
+    if figures_wanted::<K>(task, tgid) && first::<K>(task, Work::XacctThread) {
+        hold::<K>(task, tgid);
+    }
 }
 
 /// Every thread's taskstats figures, the last one's included: with
@@ -376,10 +391,7 @@ pub(crate) fn xacct_thread_all_again(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn xacct_thread_all_tp(ctx: &BtfTracePointContext) -> i32 {
-    let task = ctx.arg::<u64>(0);
-    if first::<Btf>(task, Work::XacctThread) {
-        hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
-    }
+    thread_figures::<Btf>(ctx.arg::<u64>(0));
     0
 }
 
@@ -520,7 +532,10 @@ fn xacct_at_taskstats_exit(ctx: &FEntryContext) -> i32 {
     if !first::<Btf>(task, Work::TaskstatsExit) {
         return 0;
     }
-    hold::<Btf>(task, Btf::u32(task, off!(task_tgid)));
+    let tgid = Btf::u32(task, off!(task_tgid));
+    if figures_wanted::<Btf>(task, tgid) {
+        hold::<Btf>(task, tgid);
+    }
     if cfg!(threads) != 0 && ctx.arg::<u64>(1) & 0xffff_ffff == 0 {
         emit_thread_exit::<Btf>(task);
     }
@@ -532,7 +547,10 @@ fn xacct_at_taskstats_exit(ctx: &FEntryContext) -> i32 {
 pub(crate) fn xacct_kprobe(ctx: ProbeContext) -> u32 {
     // SAFETY: the helper returns current's task_struct address.
     let task = unsafe { bpf_get_current_task() };
-    hold::<Probe>(task, Probe::u32(task, off!(task_tgid)));
+    let tgid = Probe::u32(task, off!(task_tgid));
+    if figures_wanted::<Probe>(task, tgid) {
+        hold::<Probe>(task, tgid);
+    }
     if cfg!(threads) != 0 && ctx.arg::<u64>(1).unwrap_or(1) & 0xffff_ffff == 0 {
         emit_thread_exit::<Probe>(task);
     }

@@ -90,6 +90,19 @@ pub(crate) fn events_wanted<K: Kernel>(task: u64, tgid: u32) -> bool {
             && check_with::<K>(task, tgid, 1, on & !filter::CONTAINER))
 }
 
+/// Whether a thread dying before its group leaves its taskstats figures
+/// for the group's record: not when it fails `--pid` or `--uid`, which
+/// the group's exit, decided on its last thread, fails too (a group's
+/// threads share its tgid, and its uid: the C library's `setuid()` sets
+/// every thread's). `--comm`, `--cgroup` and `--container` do not count
+/// here: threads are often named apart, and v1 hierarchies place each on
+/// its own; nor does `--failed`, not known yet.
+#[inline(always)]
+pub(crate) fn figures_wanted<K: Kernel>(task: u64, tgid: u32) -> bool {
+    let on = cfg!(filters) & (filter::PID | filter::UID);
+    on == 0 || check_with::<K>(task, tgid, 1, on)
+}
+
 /// Whether the task's own cgroup (v2, or the memory controller's) was made
 /// too recently for the loader to have decided on it.
 #[inline(always)]

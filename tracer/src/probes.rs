@@ -590,18 +590,18 @@ fn attach_exit(
     opts: &ProbeOptions,
     layout: &KernelLayout,
 ) -> Result<()> {
-    // Each thread's taskstats figures are taken by a program of their own,
-    // attached first, so that no record goes out without them: at
-    // `taskstats_exit`, where taskstats takes them, with fentry and kprobe
-    // on `acct_process` (which sees only the last thread); else at
-    // `sched_process_exit`, every thread but the last with the tracepoint
-    // exit hook, which reads the last itself (and before 6.16), every
-    // thread from 6.16 on.
+    // Each thread's taskstats figures: the tracepoint exit program takes
+    // them itself, for every thread as it dies. With fentry and kprobe on
+    // `acct_process` (which sees only the last thread), a program of their
+    // own, attached first so that no record goes out without them: at
+    // `taskstats_exit`, where taskstats takes them; else at
+    // `sched_process_exit`, every thread but the last before 6.16 (the exit
+    // program reads the last itself), every thread from 6.16 on.
     // Each of these programs but the kprobe twice, in both modes: a thread
     // skipped by the first copy's guard is taken by the second (see the
     // eBPF crate's `once`).
     match (opts.taskstats, mode, layout.has_taskstats_exit) {
-        (false, ..) => {}
+        (false, ..) | (true, AttachMode::Tracepoint, _) => {}
         (true, AttachMode::Fentry, true) => {
             for name in ["xacct_fentry", "xacct_fentry_again"] {
                 attach_fentry(ebpf, btf, name, "taskstats_exit")?;
