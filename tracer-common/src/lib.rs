@@ -322,7 +322,11 @@ pub struct Config {
     /// 1: records carry taskstats' figures (an output shows them: all but
     /// the acct files).
     pub xacct: u32,
-    pub _pad: u32,
+    /// 1: the exit programs are attached twice (the kernel can preempt a
+    /// program, and its recursion guard then skips a task), and the first
+    /// copy to run for a thread marks its work done for the other; 0:
+    /// once, and nothing is marked.
+    pub twice: u32,
     /// `PAGE_SIZE`, for taskstats' KiB and MB-usec units.
     pub page_size: u64,
 }

@@ -112,7 +112,7 @@ static CONFIG: Config = Config {
     xacct_at_taskstats_exit: 0,
     threads: 0,
     xacct: 0,
-    _pad: 0,
+    twice: 1,
     page_size: 4096,
 };
 

@@ -11,6 +11,9 @@
 //! kprobes is attached twice, each copy with a guard of its own; whichever
 //! runs first for a thread does the work, the other finds it done here.
 //! Both copies run in the dying thread's own context, one after the other.
+//! Where the kernel cannot preempt a program (`preempt=none`, `voluntary`),
+//! the loader attaches one copy and says so in `CONFIG.twice`: nothing is
+//! marked then.
 //!
 //! The mark is a slot of an array, picked by tid and work, that holds the
 //! thread's tag while the first copy has run and the second not yet: the
@@ -100,6 +103,10 @@ fn pending() -> u64 {
 /// thread counted twice rather than lost.
 #[inline(always)]
 pub(crate) fn first<K: Kernel>(task: u64, work: Work) -> bool {
+    if cfg!(twice) == 0 {
+        // One copy: nothing to tell apart.
+        return true;
+    }
     let tid = K::u32(task, off!(task_pid));
     let start = K::u64(task, off!(task_start_time));
     // tid (at most 22 bits, PID_MAX_LIMIT) and the low 40 bits of the

@@ -33,6 +33,7 @@ pub mod model;
 pub mod modes;
 pub mod notes;
 pub mod output;
+pub mod preemption;
 pub mod probes;
 pub mod session;
 pub mod shutdown;

@@ -14,6 +14,7 @@ use crate::{
     bpf_log::{self, BpfLog},
     btf::{KernelBtf, KernelLayout},
     filters::Filters,
+    preemption::Preemption,
 };
 
 /// The eBPF object, built by `cargo xtask build-ebpf` and committed, so that
@@ -143,6 +144,9 @@ pub struct Probes {
     pub check_clone_args: bool,
     /// The programs' log ring (`--bpf-log`); the session takes it.
     pub logger: Option<bpf_log::Logger>,
+    /// Whether the kernel can preempt a program, so that the exit
+    /// programs are attached twice, and why we think so.
+    pub preemption: Preemption,
 }
 
 impl Probes {
@@ -159,6 +163,8 @@ impl Probes {
         };
         // Built once the kernel's BTF is freed, so the two never add up.
         let btf = targets.to_aya_btf()?;
+        let preemption = Preemption::of_running_kernel();
+        let twice = preemption.preempts_programs;
         let defer = layout.exit_mmap_stamp
             && matches!(opts.attach, AttachMode::Auto | AttachMode::Tracepoint);
         let config = Config {
@@ -196,7 +202,7 @@ impl Probes {
             xacct_at_taskstats_exit: layout.has_taskstats_exit.into(),
             threads: opts.threads.into(),
             xacct: opts.taskstats.into(),
-            _pad: 0,
+            twice: twice.into(),
             page_size: page_size(),
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
@@ -227,12 +233,12 @@ impl Probes {
         for mode in order {
             if mode == AttachMode::Tracepoint && defer {
                 // Before the exit hook, so no record waits without it.
-                attach_tp_btf(&mut ebpf, &btf, "exit_mmap_stamp", "exit_mmap")
-                    .context("cannot hook tp_btf/exit_mmap")?;
-                attach_tp_btf(&mut ebpf, &btf, "exit_mmap_stamp_again", "exit_mmap")
-                    .context("cannot hook tp_btf/exit_mmap twice")?;
+                for name in copies("exit_mmap_stamp", twice) {
+                    attach_tp_btf(&mut ebpf, &btf, name, "exit_mmap")
+                        .with_context(|| format!("cannot hook tp_btf/exit_mmap ({name})"))?;
+                }
             }
-            match attach_exit(&mut ebpf, &btf, mode, opts, &layout) {
+            match attach_exit(&mut ebpf, &btf, mode, opts, &layout, twice) {
                 Ok(()) => {
                     exit_hook = Some(mode);
                     break;
@@ -256,7 +262,7 @@ impl Probes {
         let at_taskstats_exit = layout.has_taskstats_exit
             && matches!(exit_hook, AttachMode::Fentry | AttachMode::Kprobe);
         if opts.threads && !at_taskstats_exit {
-            for name in ["thread_exit_tp", "thread_exit_tp_again"] {
+            for name in copies("thread_exit_tp", twice) {
                 attach_tp_btf(&mut ebpf, &btf, name, "sched_process_exit")
                     .context("--threads: cannot hook tp_btf/sched_process_exit")?;
             }
@@ -317,6 +323,7 @@ impl Probes {
             fallbacks,
             check_clone_args: opts.check_clone_args,
             logger,
+            preemption,
         })
     }
 
@@ -589,6 +596,7 @@ fn attach_exit(
     mode: AttachMode,
     opts: &ProbeOptions,
     layout: &KernelLayout,
+    twice: bool,
 ) -> Result<()> {
     // Each thread's taskstats figures: the tracepoint exit program takes
     // them itself, for every thread as it dies. With fentry and kprobe on
@@ -603,34 +611,46 @@ fn attach_exit(
     match (opts.taskstats, mode, layout.has_taskstats_exit) {
         (false, ..) | (true, AttachMode::Tracepoint, _) => {}
         (true, AttachMode::Fentry, true) => {
-            for name in ["xacct_fentry", "xacct_fentry_again"] {
+            for name in copies("xacct_fentry", twice) {
                 attach_fentry(ebpf, btf, name, "taskstats_exit")?;
             }
         }
         (true, AttachMode::Kprobe, true) => attach_kprobe(ebpf, "xacct_kprobe", "taskstats_exit")?,
         (true, AttachMode::Fentry | AttachMode::Kprobe, false) if layout.exit_tp_has_group_dead => {
-            for name in ["xacct_thread_all", "xacct_thread_all_again"] {
+            for name in copies("xacct_thread_all", twice) {
                 attach_tp_btf(ebpf, btf, name, "sched_process_exit")?;
             }
         }
         _ => {
-            for name in ["xacct_thread", "xacct_thread_again"] {
+            for name in copies("xacct_thread", twice) {
                 attach_tp_btf(ebpf, btf, name, "sched_process_exit")?;
             }
         }
     }
     match mode {
-        AttachMode::Fentry => {
-            attach_fentry(ebpf, btf, "exit_fentry", "acct_process")?;
-            attach_fentry(ebpf, btf, "exit_fentry_again", "acct_process")
-        }
+        AttachMode::Fentry => copies("exit_fentry", twice)
+            .try_for_each(|name| attach_fentry(ebpf, btf, name, "acct_process")),
         AttachMode::Kprobe => attach_kprobe(ebpf, "exit_kprobe", "acct_process"),
-        AttachMode::Tracepoint => {
-            attach_tp_btf(ebpf, btf, "exit_tp_btf", "sched_process_exit")?;
-            attach_tp_btf(ebpf, btf, "exit_tp_btf_again", "sched_process_exit")
-        }
+        AttachMode::Tracepoint => copies("exit_tp_btf", twice)
+            .try_for_each(|name| attach_tp_btf(ebpf, btf, name, "sched_process_exit")),
         AttachMode::Auto => unreachable!("auto is resolved by the caller"),
     }
+}
+
+/// Program `name`, and its second copy `name_again` where the kernel can
+/// preempt a program (see `preemption`).
+fn copies(name: &'static str, twice: bool) -> impl Iterator<Item = &'static str> {
+    let again = match name {
+        "exit_tp_btf" => "exit_tp_btf_again",
+        "exit_fentry" => "exit_fentry_again",
+        "exit_mmap_stamp" => "exit_mmap_stamp_again",
+        "thread_exit_tp" => "thread_exit_tp_again",
+        "xacct_fentry" => "xacct_fentry_again",
+        "xacct_thread" => "xacct_thread_again",
+        "xacct_thread_all" => "xacct_thread_all_again",
+        other => unreachable!("{other} has no second copy"),
+    };
+    std::iter::once(name).chain(twice.then_some(again))
 }
 
 /// Loads program `name` and attaches it to the BTF tracepoint `tracepoint`.

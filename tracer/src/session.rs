@@ -92,6 +92,15 @@ impl Session {
             notes::detail(format_args!("{mode} not available: {why}"));
         }
         notes::detail(format_args!("exit records from {}", probes.exit_hook));
+        notes::detail(format_args!(
+            "exit programs attached {}: {}",
+            if probes.preemption.preempts_programs {
+                "twice (this kernel can preempt a program, and its guard then skips a task)"
+            } else {
+                "once (this kernel does not preempt a program)"
+            },
+            probes.preemption.why
+        ));
         let ring = probes.take_ring()?;
         // After the programs are attached: a cgroup made in between is in
         // both.
