@@ -6,13 +6,13 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, KProbe},
-    Btf, Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader,
 };
 use tracer_common::{counter, tracked, Config, Tracked, ABSENT};
 
 use crate::{
     bpf_log::{self, BpfLog},
-    btf::{KernelBtf, KernelLayout},
+    btf::{AttachTargets, KernelBtf, KernelLayout},
     filters::Filters,
 };
 
@@ -101,11 +101,9 @@ pub const DEFAULT_RING_BYTES: u32 = 2 << 20;
 const SAMPLED_WAKEUP_MIN_RING: u32 = 256 << 10;
 
 /// The kernel functions the programs attach to with fentry: BTF types the
-/// loader looks up by name. The stand-in BTF grows with the highest id it
-/// holds, so each is there only when a program may attach to it:
-/// taskstats_exit when an output shows taskstats' figures (it takes the
-/// loader from 10 to 20 MiB of peak RSS, VmHWM at start), kernel_clone for
-/// `--check-clone-args` (about 8 MiB).
+/// loader looks up by name. Each is there only when a program may attach
+/// to it: taskstats_exit when an output shows taskstats' figures,
+/// kernel_clone for `--check-clone-args`.
 fn attach_funcs(opts: &ProbeOptions) -> Vec<&'static str> {
     let mut funcs = vec!["acct_process"];
     if opts.taskstats {
@@ -157,8 +155,9 @@ impl Probes {
                 kernel.attach_targets(&attach_funcs(opts), &ATTACH_TRACEPOINTS),
             )
         };
-        // Built once the kernel's BTF is freed, so the two never add up.
-        let btf = targets.to_aya_btf()?;
+        // aya gets a stand-in for the kernel's BTF for each program load
+        // (`AttachTargets::stand_in`), built once the kernel's BTF is freed
+        // and dropped after the load, so no two of them add up.
         let defer = layout.exit_mmap_stamp
             && matches!(opts.attach, AttachMode::Auto | AttachMode::Tracepoint);
         let config = Config {
@@ -200,7 +199,7 @@ impl Probes {
             page_size: page_size(),
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
-        // the loader needs no kernel BTF; `btf` is for the program loads.
+        // the loader needs no kernel BTF; `targets` is for the program loads.
         let log_level = opts.bpf_log.level();
         let mut ebpf = loader_without_kernel_btf()
             .btf(None)
@@ -227,12 +226,15 @@ impl Probes {
         for mode in order {
             if mode == AttachMode::Tracepoint && defer {
                 // Before the exit hook, so no record waits without it.
-                attach_tp_btf(&mut ebpf, &btf, "exit_mmap_stamp", "exit_mmap")
-                    .context("cannot hook tp_btf/exit_mmap")?;
-                attach_tp_btf(&mut ebpf, &btf, "exit_mmap_stamp_again", "exit_mmap")
-                    .context("cannot hook tp_btf/exit_mmap twice")?;
+                attach_tp_btf(
+                    &mut ebpf,
+                    &targets,
+                    &["exit_mmap_stamp", "exit_mmap_stamp_again"],
+                    "exit_mmap",
+                )
+                .context("cannot hook tp_btf/exit_mmap")?;
             }
-            match attach_exit(&mut ebpf, &btf, mode, opts, &layout) {
+            match attach_exit(&mut ebpf, &targets, mode, opts, &layout) {
                 Ok(()) => {
                     exit_hook = Some(mode);
                     break;
@@ -256,21 +258,24 @@ impl Probes {
         let at_taskstats_exit = layout.has_taskstats_exit
             && matches!(exit_hook, AttachMode::Fentry | AttachMode::Kprobe);
         if opts.threads && !at_taskstats_exit {
-            for name in ["thread_exit_tp", "thread_exit_tp_again"] {
-                attach_tp_btf(&mut ebpf, &btf, name, "sched_process_exit")
-                    .context("--threads: cannot hook tp_btf/sched_process_exit")?;
-            }
+            attach_tp_btf(
+                &mut ebpf,
+                &targets,
+                &["thread_exit_tp", "thread_exit_tp_again"],
+                "sched_process_exit",
+            )
+            .context("--threads: cannot hook tp_btf/sched_process_exit")?;
         }
         if opts.check_clone_args {
             // Before the fork events, so that none comes without it.
-            attach_clone_check(&mut ebpf, &btf, &layout)?;
+            attach_clone_check(&mut ebpf, &targets, &layout)?;
         }
         if opts.lineage {
             for (name, tracepoint) in [
                 ("fork_event", "task_newtask"),
                 ("exec_event", "sched_process_exec"),
             ] {
-                attach_tp_btf(&mut ebpf, &btf, name, tracepoint)
+                attach_tp_btf(&mut ebpf, &targets, &[name], tracepoint)
                     .with_context(|| format!("cannot hook tp_btf/{tracepoint}"))?;
             }
         }
@@ -281,7 +286,7 @@ impl Probes {
                 ("kill_event", "signal_generate"),
                 ("oom_event", "mark_victim"),
             ] {
-                attach_tp_btf(&mut ebpf, &btf, name, tracepoint)
+                attach_tp_btf(&mut ebpf, &targets, &[name], tracepoint)
                     .with_context(|| format!("cannot hook tp_btf/{tracepoint}"))?;
             }
         }
@@ -292,7 +297,7 @@ impl Probes {
                 ("cgroup_made", "cgroup_mkdir"),
                 ("cgroup_removed", "cgroup_rmdir"),
             ] {
-                attach_tp_btf(&mut ebpf, &btf, name, tracepoint)
+                attach_tp_btf(&mut ebpf, &targets, &[name], tracepoint)
                     .with_context(|| format!("cannot hook tp_btf/{tracepoint}"))?;
             }
         }
@@ -304,12 +309,12 @@ impl Probes {
                 ("follow_newtask", "task_newtask"),
                 ("track_free", "sched_process_free"),
             ] {
-                attach_tp_btf(&mut ebpf, &btf, name, tracepoint).with_context(|| {
+                attach_tp_btf(&mut ebpf, &targets, &[name], tracepoint).with_context(|| {
                     format!("cannot hook the fork tracker (tp_btf/{tracepoint})")
                 })?;
             }
         }
-        drop(btf);
+        drop(targets);
         release_freed_heap();
         Ok(Self {
             ebpf,
@@ -585,7 +590,7 @@ where
 /// the first copy that runs reports the group.
 fn attach_exit(
     ebpf: &mut Ebpf,
-    btf: &Btf,
+    targets: &AttachTargets,
     mode: AttachMode,
     opts: &ProbeOptions,
     layout: &KernelLayout,
@@ -600,54 +605,103 @@ fn attach_exit(
     // Each of these programs but the kprobe twice, in both modes: a thread
     // skipped by the first copy's guard is taken by the second (see the
     // eBPF crate's `once`).
+    // The fentry exit programs are loaded first, and attached last: a
+    // kernel without fentry says so before the largest stand-in is built
+    // for taskstats_exit (whose id is about twice acct_process's).
+    let exit_fentry = ["exit_fentry", "exit_fentry_again"];
+    if mode == AttachMode::Fentry {
+        load_fentry(ebpf, targets, &exit_fentry, "acct_process")?;
+    }
     match (opts.taskstats, mode, layout.has_taskstats_exit) {
         (false, ..) => {}
         (true, AttachMode::Fentry, true) => {
-            for name in ["xacct_fentry", "xacct_fentry_again"] {
-                attach_fentry(ebpf, btf, name, "taskstats_exit")?;
-            }
+            attach_fentry(
+                ebpf,
+                targets,
+                &["xacct_fentry", "xacct_fentry_again"],
+                "taskstats_exit",
+            )?;
         }
         (true, AttachMode::Kprobe, true) => attach_kprobe(ebpf, "xacct_kprobe", "taskstats_exit")?,
         (true, AttachMode::Fentry | AttachMode::Kprobe, false) if layout.exit_tp_has_group_dead => {
-            for name in ["xacct_thread_all", "xacct_thread_all_again"] {
-                attach_tp_btf(ebpf, btf, name, "sched_process_exit")?;
-            }
+            attach_tp_btf(
+                ebpf,
+                targets,
+                &["xacct_thread_all", "xacct_thread_all_again"],
+                "sched_process_exit",
+            )?;
         }
         _ => {
-            for name in ["xacct_thread", "xacct_thread_again"] {
-                attach_tp_btf(ebpf, btf, name, "sched_process_exit")?;
-            }
+            attach_tp_btf(
+                ebpf,
+                targets,
+                &["xacct_thread", "xacct_thread_again"],
+                "sched_process_exit",
+            )?;
         }
     }
     match mode {
-        AttachMode::Fentry => {
-            attach_fentry(ebpf, btf, "exit_fentry", "acct_process")?;
-            attach_fentry(ebpf, btf, "exit_fentry_again", "acct_process")
-        }
+        AttachMode::Fentry => exit_fentry.iter().try_for_each(|name| {
+            program::<FEntry>(ebpf, name)?.attach()?;
+            Ok(())
+        }),
         AttachMode::Kprobe => attach_kprobe(ebpf, "exit_kprobe", "acct_process"),
-        AttachMode::Tracepoint => {
-            attach_tp_btf(ebpf, btf, "exit_tp_btf", "sched_process_exit")?;
-            attach_tp_btf(ebpf, btf, "exit_tp_btf_again", "sched_process_exit")
-        }
+        AttachMode::Tracepoint => attach_tp_btf(
+            ebpf,
+            targets,
+            &["exit_tp_btf", "exit_tp_btf_again"],
+            "sched_process_exit",
+        ),
         AttachMode::Auto => unreachable!("auto is resolved by the caller"),
     }
 }
 
-/// Loads program `name` and attaches it to the BTF tracepoint `tracepoint`.
-fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, name: &str, tracepoint: &str) -> Result<()> {
-    let prog: &mut BtfTracePoint = program(ebpf, name)?;
-    prog.load(tracepoint, btf)
-        .map_err(|e| explain_bpf_error(anyhow!(e)))?;
-    prog.attach()?;
+/// Loads programs `names`, in order, and attaches each to the BTF
+/// tracepoint `tracepoint`; their stand-in BTF is dropped on return.
+fn attach_tp_btf(
+    ebpf: &mut Ebpf,
+    targets: &AttachTargets,
+    names: &[&str],
+    tracepoint: &str,
+) -> Result<()> {
+    let btf = targets.stand_in(&format!("btf_trace_{tracepoint}"))?;
+    for name in names {
+        let prog: &mut BtfTracePoint = program(ebpf, name)?;
+        prog.load(tracepoint, &btf)
+            .map_err(|e| explain_bpf_error(anyhow!(e)))?;
+        prog.attach()?;
+    }
     Ok(())
 }
 
-/// Loads program `name` and attaches it at the entry of `function`.
-fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, name: &str, function: &str) -> Result<()> {
-    let prog: &mut FEntry = program(ebpf, name)?;
-    prog.load(function, btf)
-        .map_err(|e| explain_bpf_error(anyhow!(e)))?;
-    prog.attach()?;
+/// Loads programs `names` for the entry of `function`, without attaching
+/// them; their stand-in BTF is dropped on return.
+fn load_fentry(
+    ebpf: &mut Ebpf,
+    targets: &AttachTargets,
+    names: &[&str],
+    function: &str,
+) -> Result<()> {
+    let btf = targets.stand_in(function)?;
+    for name in names {
+        let prog: &mut FEntry = program(ebpf, name)?;
+        prog.load(function, &btf)
+            .map_err(|e| explain_bpf_error(anyhow!(e)))?;
+    }
+    Ok(())
+}
+
+/// Loads programs `names` and attaches each at the entry of `function`.
+fn attach_fentry(
+    ebpf: &mut Ebpf,
+    targets: &AttachTargets,
+    names: &[&str],
+    function: &str,
+) -> Result<()> {
+    load_fentry(ebpf, targets, names, function)?;
+    for name in names {
+        program::<FEntry>(ebpf, name)?.attach()?;
+    }
     Ok(())
 }
 
@@ -663,12 +717,17 @@ fn attach_kprobe(ebpf: &mut Ebpf, name: &str, function: &str) -> Result<()> {
 }
 
 /// `kernel_clone` by fentry, else by kprobe, for `--check-clone-args`.
-fn attach_clone_check(ebpf: &mut Ebpf, btf: &Btf, layout: &KernelLayout) -> Result<()> {
+fn attach_clone_check(
+    ebpf: &mut Ebpf,
+    targets: &AttachTargets,
+    layout: &KernelLayout,
+) -> Result<()> {
     if layout.offsets.clone_args_flags == ABSENT || layout.offsets.clone_args_exit_signal == ABSENT
     {
         bail!("--check-clone-args: this kernel's BTF has no struct kernel_clone_args");
     }
-    let Err(fentry_error) = attach_fentry(ebpf, btf, "clone_args_fentry", "kernel_clone") else {
+    let Err(fentry_error) = attach_fentry(ebpf, targets, &["clone_args_fentry"], "kernel_clone")
+    else {
         return Ok(());
     };
     attach_kprobe(ebpf, "clone_args_kprobe", "kernel_clone").map_err(|kprobe_error| {
