@@ -145,6 +145,7 @@ pub struct Probes {
 
 impl Probes {
     pub fn load(opts: &ProbeOptions) -> Result<Self> {
+        map_large_blocks();
         preflight()?;
         check_ring_size(opts.ring_bytes)?;
         let (layout, targets) = {
@@ -796,6 +797,23 @@ fn loader_without_kernel_btf() -> EbpfLoader<'static> {
     }
     let _restore = Restore(old);
     EbpfLoader::new()
+}
+
+/// Has malloc give blocks from 128 KiB on their own mappings from now on
+/// (glibc's default threshold, which it otherwise raises to the largest
+/// such block freed: 5.4 MiB after the kernel's BTF). aya grows the type
+/// list of a stand-in BTF by doubling, and in the heap each step copies
+/// it and leaves the old one there: taskstats_exit's stand-in (8 MiB)
+/// then took 14 MiB at its peak, where with a mapping of its own it grows
+/// in place (mremap) and goes back to the kernel when dropped. Setting
+/// the threshold also keeps the heap's trim threshold at its default,
+/// instead of twice the largest block freed.
+fn map_large_blocks() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes malloc's parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
 }
 
 /// Gives the pages of the BTF buffers, freed by now, back to the kernel:
