@@ -6,13 +6,13 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, KProbe},
-    Btf, Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader,
 };
 use tracer_common::{counter, tracked, Config, Tracked, ABSENT};
 
 use crate::{
     bpf_log::{self, BpfLog},
-    btf::{KernelBtf, KernelLayout},
+    btf::{AttachTargets, KernelBtf, KernelLayout},
     filters::Filters,
     preemption::Preemption,
 };
@@ -102,11 +102,9 @@ pub const DEFAULT_RING_BYTES: u32 = 2 << 20;
 const SAMPLED_WAKEUP_MIN_RING: u32 = 256 << 10;
 
 /// The kernel functions the programs attach to with fentry: BTF types the
-/// loader looks up by name. The stand-in BTF grows with the highest id it
-/// holds, so each is there only when a program may attach to it:
-/// taskstats_exit when an output shows taskstats' figures (it takes the
-/// loader from 10 to 20 MiB of peak RSS, VmHWM at start), kernel_clone for
-/// `--check-clone-args` (about 8 MiB).
+/// loader looks up by name. Each is there only when a program may attach
+/// to it: taskstats_exit when an output shows taskstats' figures,
+/// kernel_clone for `--check-clone-args`.
 fn attach_funcs(opts: &ProbeOptions) -> Vec<&'static str> {
     let mut funcs = vec!["acct_process"];
     if opts.taskstats {
@@ -151,6 +149,7 @@ pub struct Probes {
 
 impl Probes {
     pub fn load(opts: &ProbeOptions) -> Result<Self> {
+        map_large_blocks();
         preflight()?;
         check_ring_size(opts.ring_bytes)?;
         let (layout, targets) = {
@@ -161,8 +160,9 @@ impl Probes {
                 kernel.attach_targets(&attach_funcs(opts), &ATTACH_TRACEPOINTS),
             )
         };
-        // Built once the kernel's BTF is freed, so the two never add up.
-        let btf = targets.to_aya_btf()?;
+        // aya gets a stand-in for the kernel's BTF for each program load
+        // (`AttachTargets::stand_in`), built once the kernel's BTF is freed
+        // and dropped after the load, so no two of them add up.
         let preemption = Preemption::of_running_kernel();
         let twice = preemption.preempts_programs;
         let defer = layout.exit_mmap_stamp
@@ -206,7 +206,7 @@ impl Probes {
             page_size: page_size(),
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
-        // the loader needs no kernel BTF; `btf` is for the program loads.
+        // the loader needs no kernel BTF; `targets` is for the program loads.
         let log_level = opts.bpf_log.level();
         let mut ebpf = loader_without_kernel_btf()
             .btf(None)
@@ -233,12 +233,15 @@ impl Probes {
         for mode in order {
             if mode == AttachMode::Tracepoint && defer {
                 // Before the exit hook, so no record waits without it.
-                for name in copies("exit_mmap_stamp", twice) {
-                    attach_tp_btf(&mut ebpf, &btf, name, "exit_mmap")
-                        .with_context(|| format!("cannot hook tp_btf/exit_mmap ({name})"))?;
-                }
+                attach_tp_btf(
+                    &mut ebpf,
+                    &targets,
+                    &copies("exit_mmap_stamp", twice),
+                    "exit_mmap",
+                )
+                .context("cannot hook tp_btf/exit_mmap")?;
             }
-            match attach_exit(&mut ebpf, &btf, mode, opts, &layout, twice) {
+            match attach_exit(&mut ebpf, &targets, mode, opts, &layout, twice) {
                 Ok(()) => {
                     exit_hook = Some(mode);
                     break;
@@ -262,21 +265,24 @@ impl Probes {
         let at_taskstats_exit = layout.has_taskstats_exit
             && matches!(exit_hook, AttachMode::Fentry | AttachMode::Kprobe);
         if opts.threads && !at_taskstats_exit {
-            for name in copies("thread_exit_tp", twice) {
-                attach_tp_btf(&mut ebpf, &btf, name, "sched_process_exit")
-                    .context("--threads: cannot hook tp_btf/sched_process_exit")?;
-            }
+            attach_tp_btf(
+                &mut ebpf,
+                &targets,
+                &copies("thread_exit_tp", twice),
+                "sched_process_exit",
+            )
+            .context("--threads: cannot hook tp_btf/sched_process_exit")?;
         }
         if opts.check_clone_args {
             // Before the fork events, so that none comes without it.
-            attach_clone_check(&mut ebpf, &btf, &layout)?;
+            attach_clone_check(&mut ebpf, &targets, &layout)?;
         }
         if opts.lineage {
             for (name, tracepoint) in [
                 ("fork_event", "task_newtask"),
                 ("exec_event", "sched_process_exec"),
             ] {
-                attach_tp_btf(&mut ebpf, &btf, name, tracepoint)
+                attach_tp_btf(&mut ebpf, &targets, &[name], tracepoint)
                     .with_context(|| format!("cannot hook tp_btf/{tracepoint}"))?;
             }
         }
@@ -287,7 +293,7 @@ impl Probes {
                 ("kill_event", "signal_generate"),
                 ("oom_event", "mark_victim"),
             ] {
-                attach_tp_btf(&mut ebpf, &btf, name, tracepoint)
+                attach_tp_btf(&mut ebpf, &targets, &[name], tracepoint)
                     .with_context(|| format!("cannot hook tp_btf/{tracepoint}"))?;
             }
         }
@@ -298,7 +304,7 @@ impl Probes {
                 ("cgroup_made", "cgroup_mkdir"),
                 ("cgroup_removed", "cgroup_rmdir"),
             ] {
-                attach_tp_btf(&mut ebpf, &btf, name, tracepoint)
+                attach_tp_btf(&mut ebpf, &targets, &[name], tracepoint)
                     .with_context(|| format!("cannot hook tp_btf/{tracepoint}"))?;
             }
         }
@@ -310,12 +316,12 @@ impl Probes {
                 ("follow_newtask", "task_newtask"),
                 ("track_free", "sched_process_free"),
             ] {
-                attach_tp_btf(&mut ebpf, &btf, name, tracepoint).with_context(|| {
+                attach_tp_btf(&mut ebpf, &targets, &[name], tracepoint).with_context(|| {
                     format!("cannot hook the fork tracker (tp_btf/{tracepoint})")
                 })?;
             }
         }
-        drop(btf);
+        drop(targets);
         release_freed_heap();
         Ok(Self {
             ebpf,
@@ -592,7 +598,7 @@ where
 /// the first copy that runs reports the group.
 fn attach_exit(
     ebpf: &mut Ebpf,
-    btf: &Btf,
+    targets: &AttachTargets,
     mode: AttachMode,
     opts: &ProbeOptions,
     layout: &KernelLayout,
@@ -605,41 +611,63 @@ fn attach_exit(
     // `taskstats_exit`, where taskstats takes them; else at
     // `sched_process_exit`, every thread but the last before 6.16 (the exit
     // program reads the last itself), every thread from 6.16 on.
-    // Each of these programs but the kprobe twice, in both modes: a thread
-    // skipped by the first copy's guard is taken by the second (see the
-    // eBPF crate's `once`).
+    // Where the kernel can preempt a program, each of these programs but
+    // the kprobe is attached twice: a thread skipped by the first copy's
+    // guard is taken by the second (see the eBPF crate's `once`).
+    // The fentry exit programs are loaded first, and attached last: a
+    // kernel without fentry says so before the largest stand-in is built
+    // for taskstats_exit (whose id is about twice acct_process's).
+    let exit_fentry = copies("exit_fentry", twice);
+    if mode == AttachMode::Fentry {
+        load_fentry(ebpf, targets, &exit_fentry, "acct_process")?;
+    }
     match (opts.taskstats, mode, layout.has_taskstats_exit) {
         (false, ..) | (true, AttachMode::Tracepoint, _) => {}
         (true, AttachMode::Fentry, true) => {
-            for name in copies("xacct_fentry", twice) {
-                attach_fentry(ebpf, btf, name, "taskstats_exit")?;
-            }
+            attach_fentry(
+                ebpf,
+                targets,
+                &copies("xacct_fentry", twice),
+                "taskstats_exit",
+            )?;
         }
         (true, AttachMode::Kprobe, true) => attach_kprobe(ebpf, "xacct_kprobe", "taskstats_exit")?,
         (true, AttachMode::Fentry | AttachMode::Kprobe, false) if layout.exit_tp_has_group_dead => {
-            for name in copies("xacct_thread_all", twice) {
-                attach_tp_btf(ebpf, btf, name, "sched_process_exit")?;
-            }
+            attach_tp_btf(
+                ebpf,
+                targets,
+                &copies("xacct_thread_all", twice),
+                "sched_process_exit",
+            )?;
         }
         _ => {
-            for name in copies("xacct_thread", twice) {
-                attach_tp_btf(ebpf, btf, name, "sched_process_exit")?;
-            }
+            attach_tp_btf(
+                ebpf,
+                targets,
+                &copies("xacct_thread", twice),
+                "sched_process_exit",
+            )?;
         }
     }
     match mode {
-        AttachMode::Fentry => copies("exit_fentry", twice)
-            .try_for_each(|name| attach_fentry(ebpf, btf, name, "acct_process")),
+        AttachMode::Fentry => exit_fentry.iter().try_for_each(|name| {
+            program::<FEntry>(ebpf, name)?.attach()?;
+            Ok(())
+        }),
         AttachMode::Kprobe => attach_kprobe(ebpf, "exit_kprobe", "acct_process"),
-        AttachMode::Tracepoint => copies("exit_tp_btf", twice)
-            .try_for_each(|name| attach_tp_btf(ebpf, btf, name, "sched_process_exit")),
+        AttachMode::Tracepoint => attach_tp_btf(
+            ebpf,
+            targets,
+            &copies("exit_tp_btf", twice),
+            "sched_process_exit",
+        ),
         AttachMode::Auto => unreachable!("auto is resolved by the caller"),
     }
 }
 
 /// Program `name`, and its second copy `name_again` where the kernel can
 /// preempt a program (see `preemption`).
-fn copies(name: &'static str, twice: bool) -> impl Iterator<Item = &'static str> {
+fn copies(name: &'static str, twice: bool) -> Vec<&'static str> {
     let again = match name {
         "exit_tp_btf" => "exit_tp_btf_again",
         "exit_fentry" => "exit_fentry_again",
@@ -650,24 +678,57 @@ fn copies(name: &'static str, twice: bool) -> impl Iterator<Item = &'static str>
         "xacct_thread_all" => "xacct_thread_all_again",
         other => unreachable!("{other} has no second copy"),
     };
-    std::iter::once(name).chain(twice.then_some(again))
+    std::iter::once(name)
+        .chain(twice.then_some(again))
+        .collect()
 }
 
-/// Loads program `name` and attaches it to the BTF tracepoint `tracepoint`.
-fn attach_tp_btf(ebpf: &mut Ebpf, btf: &Btf, name: &str, tracepoint: &str) -> Result<()> {
-    let prog: &mut BtfTracePoint = program(ebpf, name)?;
-    prog.load(tracepoint, btf)
-        .map_err(|e| explain_bpf_error(anyhow!(e)))?;
-    prog.attach()?;
+/// Loads programs `names`, in order, and attaches each to the BTF
+/// tracepoint `tracepoint`; their stand-in BTF is dropped on return.
+fn attach_tp_btf(
+    ebpf: &mut Ebpf,
+    targets: &AttachTargets,
+    names: &[&str],
+    tracepoint: &str,
+) -> Result<()> {
+    let btf = targets.stand_in(&format!("btf_trace_{tracepoint}"))?;
+    for name in names {
+        let prog: &mut BtfTracePoint = program(ebpf, name)?;
+        prog.load(tracepoint, &btf)
+            .map_err(|e| explain_bpf_error(anyhow!(e)))?;
+        prog.attach()?;
+    }
     Ok(())
 }
 
-/// Loads program `name` and attaches it at the entry of `function`.
-fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, name: &str, function: &str) -> Result<()> {
-    let prog: &mut FEntry = program(ebpf, name)?;
-    prog.load(function, btf)
-        .map_err(|e| explain_bpf_error(anyhow!(e)))?;
-    prog.attach()?;
+/// Loads programs `names` for the entry of `function`, without attaching
+/// them; their stand-in BTF is dropped on return.
+fn load_fentry(
+    ebpf: &mut Ebpf,
+    targets: &AttachTargets,
+    names: &[&str],
+    function: &str,
+) -> Result<()> {
+    let btf = targets.stand_in(function)?;
+    for name in names {
+        let prog: &mut FEntry = program(ebpf, name)?;
+        prog.load(function, &btf)
+            .map_err(|e| explain_bpf_error(anyhow!(e)))?;
+    }
+    Ok(())
+}
+
+/// Loads programs `names` and attaches each at the entry of `function`.
+fn attach_fentry(
+    ebpf: &mut Ebpf,
+    targets: &AttachTargets,
+    names: &[&str],
+    function: &str,
+) -> Result<()> {
+    load_fentry(ebpf, targets, names, function)?;
+    for name in names {
+        program::<FEntry>(ebpf, name)?.attach()?;
+    }
     Ok(())
 }
 
@@ -683,12 +744,17 @@ fn attach_kprobe(ebpf: &mut Ebpf, name: &str, function: &str) -> Result<()> {
 }
 
 /// `kernel_clone` by fentry, else by kprobe, for `--check-clone-args`.
-fn attach_clone_check(ebpf: &mut Ebpf, btf: &Btf, layout: &KernelLayout) -> Result<()> {
+fn attach_clone_check(
+    ebpf: &mut Ebpf,
+    targets: &AttachTargets,
+    layout: &KernelLayout,
+) -> Result<()> {
     if layout.offsets.clone_args_flags == ABSENT || layout.offsets.clone_args_exit_signal == ABSENT
     {
         bail!("--check-clone-args: this kernel's BTF has no struct kernel_clone_args");
     }
-    let Err(fentry_error) = attach_fentry(ebpf, btf, "clone_args_fentry", "kernel_clone") else {
+    let Err(fentry_error) = attach_fentry(ebpf, targets, &["clone_args_fentry"], "kernel_clone")
+    else {
         return Ok(());
     };
     attach_kprobe(ebpf, "clone_args_kprobe", "kernel_clone").map_err(|kprobe_error| {
@@ -757,6 +823,23 @@ fn loader_without_kernel_btf() -> EbpfLoader<'static> {
     }
     let _restore = Restore(old);
     EbpfLoader::new()
+}
+
+/// Has malloc give blocks from 128 KiB on their own mappings from now on
+/// (glibc's default threshold, which it otherwise raises to the largest
+/// such block freed: 5.4 MiB after the kernel's BTF). aya grows the type
+/// list of a stand-in BTF by doubling, and in the heap each step copies
+/// it and leaves the old one there: taskstats_exit's stand-in (8 MiB)
+/// then took 14 MiB at its peak, where with a mapping of its own it grows
+/// in place (mremap) and goes back to the kernel when dropped. Setting
+/// the threshold also keeps the heap's trim threshold at its default,
+/// instead of twice the largest block freed.
+fn map_large_blocks() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes malloc's parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
 }
 
 /// Gives the pages of the BTF buffers, freed by now, back to the kernel:
