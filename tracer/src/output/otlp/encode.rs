@@ -91,6 +91,8 @@ pub(super) struct Scratch {
     text: String,
     /// The items of an array value, and where each ends in `text`.
     ends: Vec<usize>,
+    /// A string value that was too long for one-byte lengths.
+    bytes: Vec<u8>,
 }
 
 /// Writes one `LogRecord` (its fields, without the key and length that
@@ -109,7 +111,7 @@ impl<'a> RecordWriter<'a> {
         time_unix_nano: u64,
         severity_number: i32,
         severity_text: &str,
-        body: impl FnOnce(&mut String),
+        body: impl FnOnce(&mut Vec<u8>),
     ) -> Self {
         buf.clear();
         // What an exit record takes, once for a recycled buffer.
@@ -126,14 +128,40 @@ impl<'a> RecordWriter<'a> {
         if !severity_text.is_empty() {
             put_bytes(buf, SEVERITY_TEXT, severity_text.as_bytes());
         }
-        let w = Self { buf, scratch };
+        let mut w = Self { buf, scratch };
         // The body: an AnyValue holding a string, always present.
-        w.scratch.text.clear();
-        body(&mut w.scratch.text);
-        let s = w.scratch.text.len();
-        put_delimited_head(w.buf, BODY, delimited_len(STRING_VALUE, s));
-        put_bytes(w.buf, STRING_VALUE, w.scratch.text.as_bytes());
+        let at = w.buf.len();
+        w.buf.extend_from_slice(&[
+            key_byte(BODY, WireType::LengthDelimited),
+            0,
+            key_byte(STRING_VALUE, WireType::LengthDelimited),
+            0,
+        ]);
+        body(w.buf);
+        let s = w.buf.len() - at - 4;
+        if s < 0x7e {
+            // Both lengths are one byte, as they nearly always are.
+            w.buf[at + 1] = (s + 2) as u8;
+            w.buf[at + 3] = s as u8;
+        } else {
+            w.rewrite_long(at, 4, |buf, text| {
+                put_delimited_head(buf, BODY, delimited_len(STRING_VALUE, text.len()));
+                put_bytes(buf, STRING_VALUE, text);
+            });
+        }
         w
+    }
+
+    /// The field that starts at `at` in `buf` was written with one-byte
+    /// lengths (`head` bytes before its text) that its text turned out too
+    /// long for: `write` writes it again, whole, from the text.
+    #[cold]
+    fn rewrite_long(&mut self, at: usize, head: usize, write: impl FnOnce(&mut Vec<u8>, &[u8])) {
+        let text = &mut self.scratch.bytes;
+        text.clear();
+        text.extend_from_slice(&self.buf[at + head..]);
+        self.buf.truncate(at);
+        write(self.buf, text);
     }
 
     /// The key and length of an attribute whose `AnyValue` is `any_len`
@@ -173,7 +201,9 @@ impl<'a> RecordWriter<'a> {
     pub(super) fn uint(&mut self, key: &str, v: u64) {
         match i64::try_from(v) {
             Ok(v) => self.int(key, v),
-            Err(_) => self.text(key, |s| s.push_str(itoa::Buffer::new().format(v))),
+            Err(_) => self.text(key, |s| {
+                s.extend_from_slice(itoa::Buffer::new().format(v).as_bytes())
+            }),
         }
     }
 
@@ -184,14 +214,47 @@ impl<'a> RecordWriter<'a> {
         }
     }
 
-    /// A string value, written by `f`.
+    /// A string value, written by `f` straight into the record (`f`
+    /// writes UTF-8): its lengths are patched in after it, one byte each
+    /// as nearly always; a longer value is moved once.
     #[inline]
-    pub(super) fn text(&mut self, key: &str, f: impl FnOnce(&mut String)) {
-        self.scratch.text.clear();
-        f(&mut self.scratch.text);
-        let s = self.scratch.text.len();
-        self.attr_head(key, delimited_len(STRING_VALUE, s));
-        put_bytes(self.buf, STRING_VALUE, self.scratch.text.as_bytes());
+    pub(super) fn text(&mut self, key: &str, f: impl FnOnce(&mut Vec<u8>)) {
+        let at = self.buf.len();
+        // Key, value and string heads, with the lengths to be set.
+        let head = 4 + key.len() + 4;
+        let b = &mut *self.buf;
+        b.reserve(head + 64);
+        b.extend_from_slice(&[
+            key_byte(ATTRIBUTES, WireType::LengthDelimited),
+            0,
+            key_byte(KV_KEY, WireType::LengthDelimited),
+            key.len() as u8,
+        ]);
+        b.extend_from_slice(key.as_bytes());
+        b.extend_from_slice(&[
+            key_byte(KV_VALUE, WireType::LengthDelimited),
+            0,
+            key_byte(STRING_VALUE, WireType::LengthDelimited),
+            0,
+        ]);
+        f(b);
+        let s = b.len() - at - head;
+        // KeyValue: what follows its own key and length.
+        let kv_len = head - 2 + s;
+        if kv_len < 0x80 {
+            b[at + 1] = kv_len as u8;
+            b[at + head - 3] = (s + 2) as u8;
+            b[at + head - 1] = s as u8;
+        } else {
+            self.rewrite_long(at, head, |buf, text| {
+                let any_len = delimited_len(STRING_VALUE, text.len());
+                let kv_len = delimited_len(KV_KEY, key.len()) + delimited_len(KV_VALUE, any_len);
+                put_delimited_head(buf, ATTRIBUTES, kv_len);
+                put_bytes(buf, KV_KEY, key.as_bytes());
+                put_delimited_head(buf, KV_VALUE, any_len);
+                put_bytes(buf, STRING_VALUE, text);
+            });
+        }
     }
 
     #[inline(always)]
@@ -217,7 +280,7 @@ impl<'a> RecordWriter<'a> {
     /// An array of strings from bytes (kernel strings: up to a NUL,
     /// invalid UTF-8 replaced).
     pub(super) fn byte_strs<'s>(&mut self, key: &str, items: impl Iterator<Item = &'s [u8]>) {
-        let Scratch { text, ends } = &mut *self.scratch;
+        let Scratch { text, ends, .. } = &mut *self.scratch;
         text.clear();
         ends.clear();
         for item in items {
@@ -232,7 +295,7 @@ impl<'a> RecordWriter<'a> {
         }
         self.attr_head(key, delimited_len(ARRAY_VALUE, array_len));
         put_delimited_head(self.buf, ARRAY_VALUE, array_len);
-        let Scratch { text, ends } = &*self.scratch;
+        let Scratch { text, ends, .. } = &*self.scratch;
         let mut start = 0;
         for &end in ends {
             let s = &text.as_bytes()[start..end];

@@ -292,11 +292,27 @@ pub(super) fn push_text(to: &mut String, bytes: &[u8]) {
     }
 }
 
+/// [`push_text`] into a record's bytes: ASCII, nearly every kernel
+/// string, is copied as it is.
+fn put_text(to: &mut Vec<u8>, bytes: &[u8]) {
+    let bytes = until_nul(bytes);
+    if bytes.is_ascii() {
+        to.extend_from_slice(bytes);
+        return;
+    }
+    for chunk in bytes.utf8_chunks() {
+        to.extend_from_slice(chunk.valid().as_bytes());
+        if !chunk.invalid().is_empty() {
+            to.extend_from_slice("\u{FFFD}".as_bytes());
+        }
+    }
+}
+
 /// ISO 8601 (RFC 3339) in UTC with ns, as humantime's
 /// `format_rfc3339_nanos` writes it (a test compares them), without its
 /// formatting machinery: two of these per record were a twentieth of the
 /// export's cost.
-fn push_iso8601(to: &mut String, unix_ns: u64) {
+fn push_iso8601(to: &mut Vec<u8>, unix_ns: u64) {
     let secs = unix_ns / 1_000_000_000;
     let nanos = (unix_ns % 1_000_000_000) as u32;
     let days = secs / 86_400;
@@ -325,7 +341,7 @@ fn push_iso8601(to: &mut String, unix_ns: u64) {
     out[19] = b'.';
     out[29] = b'Z';
     // ASCII digits and separators only.
-    to.push_str(std::str::from_utf8(&out).unwrap_or_default());
+    to.extend_from_slice(&out);
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's
@@ -362,7 +378,7 @@ fn start_record<'a>(
     scratch: &'a mut Scratch,
     time: u64,
     status: ExitStatus,
-    body: impl FnOnce(&mut String),
+    body: impl FnOnce(&mut Vec<u8>),
 ) -> RecordWriter<'a> {
     let (number, text) = severity(status);
     RecordWriter::start(r, scratch, time, number as i32, text, body)
@@ -382,39 +398,46 @@ fn exit_record(
 
 /// Writes the record of exit `e` into `r` (a new buffer or a recycled one).
 fn fill_exit(r: &mut Vec<u8>, scratch: &mut Scratch, e: &Exit<'_>, argv: bool, observed_ns: u64) {
-    use std::fmt::Write as _;
+    use std::io::Write as _;
     let status = e.status();
     // Exact from the probes; from acct's start second and elapsed ticks
     // otherwise.
     let exited_ns = e.exit_time_ns;
     let created_ns = exited_ns.saturating_sub(e.elapsed_ns);
     let mut a = start_record(r, scratch, exited_ns, status, |s| {
-        push_text(s, &e.comm);
-        // Into a String: cannot fail.
-        let _ = write!(s, " ({}): {}", e.pid, e.described());
+        put_text(s, &e.comm);
+        s.extend_from_slice(b" (");
+        s.extend_from_slice(itoa::Buffer::new().format(e.pid).as_bytes());
+        s.extend_from_slice(b"): ");
+        // Into a Vec: cannot fail.
+        let _ = write!(s, "{}", e.described());
     });
     a.int("process.pid", e.pid);
     a.int("process.parent_pid", e.ppid);
-    a.text("process.executable.name", |s| push_text(s, &e.comm));
+    a.text("process.executable.name", |s| put_text(s, &e.comm));
     a.int("process.exit.code", status.shell_status());
     a.text("process.exit.time", |s| push_iso8601(s, exited_ns));
     a.text("process.creation.time", |s| push_iso8601(s, created_ns));
     a.int("process.real_user.id", e.uid);
     a.int("process.real_group.id", e.gid);
     if let Some(exec) = e.lineage.and_then(|l| l.exec(e.pid)) {
-        a.text("process.executable.path", |s| push_text(s, &exec.exe));
+        a.text("process.executable.path", |s| put_text(s, &exec.exe));
         // Only when asked for: command lines carry secrets.
         if argv {
             a.byte_strs("process.command_args", exec.args());
         }
     }
     if let Some(c) = e.cgroup {
-        a.text("process.linux.cgroup", |s| s.push_str(&c.path));
+        a.text("process.linux.cgroup", |s| {
+            s.extend_from_slice(c.path.as_bytes())
+        });
     }
     if let Some(container) = e.container() {
-        a.text("container.id", |s| s.push_str(&container.id));
+        a.text("container.id", |s| {
+            s.extend_from_slice(container.id.as_bytes())
+        });
         if let Some(uid) = &container.pod_uid {
-            a.text("k8s.pod.uid", |s| s.push_str(uid));
+            a.text("k8s.pod.uid", |s| s.extend_from_slice(uid.as_bytes()));
         }
     }
     if let Some(ns) = e.probed.and_then(|p| p.ns) {
@@ -464,12 +487,16 @@ fn fill_exit(r: &mut Vec<u8>, scratch: &mut Scratch, e: &Exit<'_>, argv: bool, o
     if let Some(k) = &e.killed_by {
         a.int("tracer.killed_by.pid", k.pid);
         a.int("tracer.killed_by.tid", k.tid);
-        a.text("tracer.killed_by.comm", |s| push_text(s, &k.comm));
+        a.text("tracer.killed_by.comm", |s| put_text(s, &k.comm));
         a.int("tracer.killed_by.uid", k.uid);
-        a.text("tracer.killed_by.code", |s| s.push_str(&k.code_name()));
+        a.text("tracer.killed_by.code", |s| {
+            s.extend_from_slice(k.code_name().as_bytes())
+        });
     }
     if let Some(o) = e.oom_kill {
-        a.text("tracer.oom_kill.cgroup", |s| s.push_str(&o.cgroup));
+        a.text("tracer.oom_kill.cgroup", |s| {
+            s.extend_from_slice(o.cgroup.as_bytes())
+        });
         a.opt_uint("tracer.oom_kill.anon_rss_kb", o.anon_rss_kb);
         a.opt_uint("tracer.oom_kill.file_rss_kb", o.file_rss_kb);
         a.opt_uint("tracer.oom_kill.shmem_rss_kb", o.shmem_rss_kb);
@@ -488,17 +515,17 @@ fn fill_thread_exit(
     clock: &Clock,
     observed_ns: u64,
 ) {
-    use std::fmt::Write as _;
+    use std::io::Write as _;
     let status = ExitStatus::from_code(t.exit_code);
     let time = clock.realtime_ns(t.time_ns).clamp(0, i128::from(u64::MAX)) as u64;
     let mut a = start_record(r, scratch, time, status, |s| {
-        push_text(s, &t.comm);
-        // Into a String: cannot fail.
+        put_text(s, &t.comm);
+        // Into a Vec: cannot fail.
         let _ = write!(s, " (thread {} of {}): {status}", t.tid, t.pid);
     });
     a.int("process.pid", t.pid);
     a.int("thread.id", t.tid);
-    a.text("thread.name", |s| push_text(s, &t.comm));
+    a.text("thread.name", |s| put_text(s, &t.comm));
     a.uint("tracer.exit_code", u64::from(t.exit_code));
     a.secs("tracer.cpu_runtime_s", t.runtime_ns);
     if let Some(ts) = TaskStats::from_xacct(&t.xacct, t.present) {
@@ -534,9 +561,9 @@ fn taskstats_attributes(a: &mut RecordWriter<'_>, t: &TaskStats) {
     }
 }
 
-fn push_signal(to: &mut String, sig: u8) {
-    use std::fmt::Write as _;
-    // Into a String: cannot fail.
+fn push_signal(to: &mut Vec<u8>, sig: u8) {
+    use std::io::Write as _;
+    // Into a Vec: cannot fail.
     let _ = match crate::exit_status::signal_label(sig) {
         Some(label) => write!(to, "{label}"),
         None => write!(to, "signal {sig}"),
@@ -941,7 +968,7 @@ mod tests {
     #[test]
     fn iso8601_is_humantimes() {
         let mut ns: u64 = 0;
-        let mut got = String::new();
+        let mut got = Vec::new();
         // Up to 2200, leap days and years, ns and second boundaries.
         for step in [
             0u64,
@@ -956,12 +983,12 @@ mod tests {
                 got.clear();
                 push_iso8601(&mut got, ns);
                 let want = humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns));
-                assert_eq!(got, want.to_string(), "{ns}");
+                assert_eq!(std::str::from_utf8(&got), Ok(&*want.to_string()), "{ns}");
             }
         }
         got.clear();
         push_iso8601(&mut got, 951_782_400_000_000_000);
-        assert_eq!(got, "2000-02-29T00:00:00.000000000Z");
+        assert_eq!(got, b"2000-02-29T00:00:00.000000000Z");
     }
 
     /// Every record is written as prost writes the `LogRecord` the
@@ -1202,5 +1229,70 @@ mod tests {
             (session_ns + sender_ns) as f64 / 1e9,
             sink_ns as f64 / 1e9
         );
+    }
+}
+
+#[cfg(test)]
+mod long_text_tests {
+    use opentelemetry_proto::tonic::logs::v1::LogRecord;
+
+    use super::*;
+
+    /// Values and bodies written in place are patched or moved to the
+    /// lengths prost gives them, at every size around the one-byte limit.
+    #[test]
+    fn texts_of_every_length_are_what_prost_makes() {
+        let mut buf = Vec::new();
+        let mut scratch = Scratch::default();
+        for n in (0..300).chain([1000, 20_000]) {
+            let text = "x".repeat(n);
+            let long_key = "k".repeat(1 + n % 150);
+            let mut a = RecordWriter::start(&mut buf, &mut scratch, 1, 9, "INFO", |s| {
+                s.extend_from_slice(text.as_bytes())
+            });
+            a.text("process.linux.cgroup", |s| {
+                s.extend_from_slice(text.as_bytes())
+            });
+            a.text(&long_key, |s| s.extend_from_slice(text.as_bytes()));
+            a.text("e", |_| {});
+            a.uint("big", u64::MAX);
+            a.finish(2, EXIT_EVENT);
+            let decoded = LogRecord::decode(buf.as_slice()).unwrap();
+            assert_eq!(decoded.encode_to_vec(), buf, "{n}");
+            let strings: Vec<_> = decoded
+                .attributes
+                .iter()
+                .map(
+                    |kv| match kv.value.as_ref().unwrap().value.as_ref().unwrap() {
+                        Value::StringValue(s) => s.clone(),
+                        v => panic!("{v:?}"),
+                    },
+                )
+                .collect();
+            assert_eq!(
+                strings,
+                [
+                    text.clone(),
+                    text.clone(),
+                    String::new(),
+                    u64::MAX.to_string()
+                ]
+            );
+            assert_eq!(
+                decoded.body.unwrap().value,
+                Some(Value::StringValue(text.clone()))
+            );
+            assert_eq!(decoded.attributes[1].key, long_key);
+        }
+    }
+
+    #[test]
+    fn kernel_strings_replace_invalid_utf8() {
+        let mut got = Vec::new();
+        put_text(&mut got, b"ok\xffz\0junk");
+        let mut want = String::new();
+        push_text(&mut want, b"ok\xffz\0junk");
+        assert_eq!(got, want.as_bytes());
+        assert_eq!(want, "ok\u{FFFD}z");
     }
 }
