@@ -576,6 +576,60 @@ fn attach_modes_work_or_say_why() {
     }
 }
 
+/// The exit programs are attached twice exactly where the kernel can
+/// preempt a program (a task preempted inside one makes its recursion
+/// guard skip the next task), and `-v` says which: checked against the
+/// mode in force where debugfs shows it (the VMs), or PREEMPT_RT.
+#[test]
+fn exit_program_copies_follow_the_preemption_mode() {
+    const NAME: &str = "exit_program_copies_follow_the_preemption_mode";
+    if !require_privileges(NAME, BPF_ONLY) {
+        return;
+    }
+    let dir = TempDir::new("copies");
+    let file = dir.join("copies.acct");
+    let out = run_with_timeout(
+        tracer()
+            .args(["run", "-v", "--acct-file"])
+            .arg(&file)
+            .args(["--", "/bin/sh", "-c", "exit 4"]),
+        Duration::from_secs(60),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{}", describe_output(&out));
+    assert_eq!(read_records(&file).len(), 1, "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("exit programs attached"))
+        .unwrap_or_else(|| panic!("-v does not say how the exit programs are attached:\n{stderr}"));
+    let twice = if line.contains("attached twice") {
+        true
+    } else {
+        assert!(line.contains("attached once"), "{line}");
+        false
+    };
+    let version = std::fs::read_to_string("/proc/sys/kernel/version").unwrap_or_default();
+    let expected = if version.split_whitespace().any(|w| w == "PREEMPT_RT") {
+        Some((true, "PREEMPT_RT".to_owned()))
+    } else {
+        std::fs::read_to_string("/sys/kernel/debug/sched/preempt")
+            .ok()
+            .and_then(|text| {
+                let mode = text.split('(').nth(1)?.split(')').next()?.trim().to_owned();
+                Some((!matches!(mode.as_str(), "none" | "voluntary"), mode))
+            })
+    };
+    match expected {
+        Some((want, mode)) => assert_eq!(
+            twice, want,
+            "preemption mode {mode}, but the tracer said: {line}"
+        ),
+        // The host's debugfs may be locked down: the tracer read the
+        // kernel's configuration instead, as its line says.
+        None => eprintln!("{NAME}: no debugfs mode to check against; {line}"),
+    }
+}
+
 /// A ring far too small for what dies while the tracer is stopped: every
 /// exit record must be either written or counted as lost, exactly, and the
 /// file must hold exactly what the summary says was written. The command
