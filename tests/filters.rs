@@ -103,6 +103,22 @@ fn filtered_recordings_are_exactly_the_matching_subset() {
             Box::new(|e: &Value| e["uid"] == 65534),
         ),
         (
+            // Two values: looked up in the map (one is compared).
+            "uid2",
+            vec![
+                "--uid".into(),
+                "65534".into(),
+                "--uid".into(),
+                "4242".into(),
+            ],
+            Box::new(|e: &Value| e["uid"] == 65534),
+        ),
+        (
+            "pid2",
+            vec!["--pid".into(), root.to_string(), "--pid".into(), "1".into()],
+            Box::new(move |e: &Value| e["pid"] == root),
+        ),
+        (
             "comm",
             vec!["--comm".into(), "sleep".into()],
             Box::new(|e: &Value| e["comm"] == "sleep"),

@@ -135,13 +135,26 @@ fn check_with<K: Kernel>(task: u64, tgid: u32, exit_code: u32, on: u32) -> bool 
     if on & filter::FAILED != 0 && exit_code == 0 {
         return false;
     }
+    // One value: a compare, not a lookup.
+    let single = cfg!(filter_single);
     // SAFETY (the lookups): values are not read.
-    if on & filter::PID != 0 && unsafe { FILTER_PIDS.get(tgid) }.is_none() {
+    if on & filter::PID != 0
+        && !if single & filter::PID != 0 {
+            tgid == cfg!(filter_pid)
+        } else {
+            unsafe { FILTER_PIDS.get(tgid) }.is_some()
+        }
+    {
         return false;
     }
     if on & filter::UID != 0 {
         let uid = K::u32(K::u64(task, off!(task_cred)), off!(cred_uid));
-        if unsafe { FILTER_UIDS.get(uid) }.is_none() {
+        let hit = if single & filter::UID != 0 {
+            uid == cfg!(filter_uid)
+        } else {
+            unsafe { FILTER_UIDS.get(uid) }.is_some()
+        };
+        if !hit {
             return false;
         }
     }

@@ -113,6 +113,10 @@ static CONFIG: Config = Config {
     threads: 0,
     xacct: 0,
     twice: 1,
+    filter_single: 0,
+    filter_pid: 0,
+    filter_uid: 0,
+    _pad: 0,
     page_size: 4096,
 };
 

@@ -50,6 +50,19 @@ impl Filters {
         bits
     }
 
+    /// The `Config::filter_single` bits: `--pid` and `--uid` given one
+    /// value each, which the programs compare instead of looking it up.
+    pub fn single_bits(&self) -> u32 {
+        let mut bits = 0;
+        if self.pids.len() == 1 {
+            bits |= filter::PID;
+        }
+        if self.uids.len() == 1 {
+            bits |= filter::UID;
+        }
+        bits
+    }
+
     /// Whether a container's cgroup is one `--container` asks for.
     pub fn wants_container(&self, id: &str) -> bool {
         self.containers.iter().any(|p| id.starts_with(p.as_str()))

@@ -203,6 +203,10 @@ impl Probes {
             threads: opts.threads.into(),
             xacct: opts.taskstats.into(),
             twice: twice.into(),
+            filter_single: opts.filters.single_bits(),
+            filter_pid: opts.filters.pids.first().copied().unwrap_or(0),
+            filter_uid: opts.filters.uids.first().copied().unwrap_or(0),
+            _pad: 0,
             page_size: page_size(),
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
