@@ -775,7 +775,7 @@ mod tests {
         );
         assert_eq!(size_of::<ExitRecord>() % 8, 0);
         assert_eq!(size_of::<Offsets>(), 88 * 4);
-        assert_eq!(size_of::<Config>(), 112);
+        assert_eq!(size_of::<Config>(), 128);
         assert_eq!(CGROUP_HEADER_LEN, 24);
         assert_eq!(size_of::<KillRecord>(), 56);
         assert_eq!(size_of::<OomRecord>(), 56 + CGROUP_LEVELS * CGROUP_NAME_LEN);
