@@ -282,30 +282,21 @@ fn now_ns() -> u64 {
 // they have a name, the project's own under `tracer.`.
 // ---------------------------------------------------------------------------
 
-/// A kernel string (NUL-padded bytes), invalid UTF-8 replaced.
-pub(super) fn push_text(to: &mut String, bytes: &[u8]) {
-    for chunk in until_nul(bytes).utf8_chunks() {
-        to.push_str(chunk.valid());
-        if !chunk.invalid().is_empty() {
-            to.push(char::REPLACEMENT_CHARACTER);
-        }
-    }
+/// A kernel string (NUL-padded bytes), each invalid UTF-8 sequence
+/// replaced by U+FFFD; borrowed, without a copy, when it is valid (nearly
+/// every kernel string).
+fn kernel_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(until_nul(bytes))
 }
 
-/// [`push_text`] into a record's bytes: ASCII, nearly every kernel
-/// string, is copied as it is.
+/// [`kernel_text`] onto a string.
+pub(super) fn push_text(to: &mut String, bytes: &[u8]) {
+    to.push_str(&kernel_text(bytes));
+}
+
+/// [`kernel_text`] into a record's bytes.
 fn put_text(to: &mut Vec<u8>, bytes: &[u8]) {
-    let bytes = until_nul(bytes);
-    if bytes.is_ascii() {
-        to.extend_from_slice(bytes);
-        return;
-    }
-    for chunk in bytes.utf8_chunks() {
-        to.extend_from_slice(chunk.valid().as_bytes());
-        if !chunk.invalid().is_empty() {
-            to.extend_from_slice("\u{FFFD}".as_bytes());
-        }
-    }
+    to.extend_from_slice(kernel_text(bytes).as_bytes());
 }
 
 /// ISO 8601 (RFC 3339) in UTC with ns, as humantime's
