@@ -28,18 +28,18 @@ pub struct Preemption {
 impl Preemption {
     pub fn of_running_kernel() -> Self {
         let read = |path: &str| std::fs::read_to_string(path).ok();
-        let release = read("/proc/sys/kernel/osrelease").unwrap_or_default();
         decide(&Sources {
             debugfs: read("/sys/kernel/debug/sched/preempt").as_deref(),
             version: &read("/proc/sys/kernel/version").unwrap_or_default(),
             cmdline: &read("/proc/cmdline").unwrap_or_default(),
-            config: kernel_config(release.trim()).as_deref(),
+            config: kernel_config().as_deref(),
         })
     }
 }
 
-/// The kernel's build configuration, from `/proc/config.gz` or `/boot`.
-fn kernel_config(release: &str) -> Option<String> {
+/// The running kernel's build configuration, from `/proc/config.gz` or
+/// `/boot/config-<release>`; `None` when neither can be read.
+pub(crate) fn kernel_config() -> Option<String> {
     if let Ok(f) = std::fs::File::open("/proc/config.gz") {
         let mut text = String::new();
         if flate2::read::GzDecoder::new(f)
@@ -49,7 +49,8 @@ fn kernel_config(release: &str) -> Option<String> {
             return Some(text);
         }
     }
-    std::fs::read_to_string(format!("/boot/config-{release}")).ok()
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    std::fs::read_to_string(format!("/boot/config-{}", release.trim())).ok()
 }
 
 struct Sources<'a> {

@@ -669,22 +669,15 @@ fn attach_exit(
     }
 }
 
-/// Program `name`, and its second copy `name_again` where the kernel can
-/// preempt a program (see `preemption`).
-fn copies(name: &'static str, twice: bool) -> Vec<&'static str> {
-    let again = match name {
-        "exit_tp_btf" => "exit_tp_btf_again",
-        "exit_fentry" => "exit_fentry_again",
-        "exit_mmap_stamp" => "exit_mmap_stamp_again",
-        "thread_exit_tp" => "thread_exit_tp_again",
-        "xacct_fentry" => "xacct_fentry_again",
-        "xacct_thread" => "xacct_thread_again",
-        "xacct_thread_all" => "xacct_thread_all_again",
-        other => unreachable!("{other} has no second copy"),
-    };
-    std::iter::once(name)
-        .chain(twice.then_some(again))
-        .collect()
+/// Program `name`, and its second copy `name_again` (as
+/// [`Probes::pairs_skipped`] names it) where the kernel can preempt a
+/// program (see `preemption`).
+fn copies(name: &str, twice: bool) -> Vec<String> {
+    let mut names = vec![name.to_owned()];
+    if twice {
+        names.push(format!("{name}_again"));
+    }
+    names
 }
 
 /// Loads programs `names`, in order, and attaches each to the BTF
@@ -692,12 +685,12 @@ fn copies(name: &'static str, twice: bool) -> Vec<&'static str> {
 fn attach_tp_btf(
     ebpf: &mut Ebpf,
     targets: &AttachTargets,
-    names: &[&str],
+    names: &[impl AsRef<str>],
     tracepoint: &str,
 ) -> Result<()> {
     let btf = targets.stand_in(&format!("btf_trace_{tracepoint}"))?;
     for name in names {
-        let prog: &mut BtfTracePoint = program(ebpf, name)?;
+        let prog: &mut BtfTracePoint = program(ebpf, name.as_ref())?;
         prog.load(tracepoint, &btf)
             .map_err(|e| explain_bpf_error(anyhow!(e)))?;
         prog.attach()?;
@@ -710,12 +703,12 @@ fn attach_tp_btf(
 fn load_fentry(
     ebpf: &mut Ebpf,
     targets: &AttachTargets,
-    names: &[&str],
+    names: &[impl AsRef<str>],
     function: &str,
 ) -> Result<()> {
     let btf = targets.stand_in(function)?;
     for name in names {
-        let prog: &mut FEntry = program(ebpf, name)?;
+        let prog: &mut FEntry = program(ebpf, name.as_ref())?;
         prog.load(function, &btf)
             .map_err(|e| explain_bpf_error(anyhow!(e)))?;
     }
@@ -726,12 +719,12 @@ fn load_fentry(
 fn attach_fentry(
     ebpf: &mut Ebpf,
     targets: &AttachTargets,
-    names: &[&str],
+    names: &[impl AsRef<str>],
     function: &str,
 ) -> Result<()> {
     load_fentry(ebpf, targets, names, function)?;
     for name in names {
-        program::<FEntry>(ebpf, name)?.attach()?;
+        program::<FEntry>(ebpf, name.as_ref())?.attach()?;
     }
     Ok(())
 }
@@ -772,18 +765,8 @@ fn attach_clone_check(
 /// Whether the kernel config says kprobes exist; unknown counts as yes, and
 /// the attach itself gives the final answer.
 fn kprobes_configured() -> bool {
-    use std::io::Read as _;
-    let Ok(f) = std::fs::File::open("/proc/config.gz") else {
-        return true;
-    };
-    let mut text = String::new();
-    if flate2::read::GzDecoder::new(f)
-        .read_to_string(&mut text)
-        .is_err()
-    {
-        return true;
-    }
-    text.lines().any(|l| l == "CONFIG_KPROBES=y")
+    crate::preemption::kernel_config()
+        .is_none_or(|text| text.lines().any(|l| l == "CONFIG_KPROBES=y"))
 }
 
 /// `EbpfLoader::new()` in aya 0.14 parses all of the kernel's BTF (18 MiB
