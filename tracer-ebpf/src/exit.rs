@@ -21,7 +21,7 @@ use crate::{
     follow::{leader_start, set_state, unreported, wanted, REPORTED_AWAITING_STAMP, REPORTED_DONE},
     kernel::{member, probe_u32, probe_u64, Btf, Kernel, Probe},
     once::{first, Work},
-    ring::{emit, Loss},
+    ring::{emit, emit_exit_record, Loss},
     xacct::{group_figures, hold, task_figures, Into},
 };
 
@@ -91,7 +91,10 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
         };
         let _ = set_state(tgid, start, state);
     }
-    emit(Loss::Exit, |r: *mut ExitRecord| {
+    // A record that awaits its stamp goes into the ring at once: the stamp
+    // must follow it there.
+    let stageable = record_flags & flags::AWAITS_MMAP_STAMP == 0;
+    emit_exit_record(stageable, |r: *mut ExitRecord| {
         fill::<K>(r, task, tgid, own_xacct);
         // SAFETY: our reserved ring slot.
         unsafe {

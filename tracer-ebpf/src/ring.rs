@@ -1,13 +1,16 @@
 //! The ring buffer every record goes through, and the per-CPU counters of
 //! what could not be put in it.
 
+use core::ptr::{read_volatile, write_volatile};
+
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_get_current_pid_tgid,
-    macros::map,
+    macros::{map, raw_tracepoint},
     maps::{PerCpuArray, RingBuf},
+    programs::RawTracePointContext,
 };
-use tracer_common::counter;
+use tracer_common::{counter, ExitRecord, STAGE_LEN};
 
 /// Exit records. The loader sets the size (`--ring-size`).
 #[map]
@@ -19,12 +22,108 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(cou
 
 #[inline(always)]
 pub(crate) fn count(index: u32) {
+    count_n(index, 1);
+}
+
+#[inline(always)]
+pub(crate) fn count_n(index: u32, by: u64) {
     if let Some(n) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, and tracing programs do not nest on one CPU
         // for the same hook; a rare lost increment under nesting is the
         // worst case.
-        unsafe { *n += 1 };
+        unsafe { *n += by };
     }
+}
+
+/// A CPU's exit records waiting to go into the ring together
+/// (`Config::stage`). `busy` is set while a program fills a slot: a
+/// program that finds it set (one that preempted the filler on this CPU)
+/// writes its record into the ring directly, and `flush_stage`, which can
+/// interrupt the filler, leaves the stage alone until the next try.
+#[repr(C)]
+pub(crate) struct Stage {
+    busy: u32,
+    len: u32,
+    records: [ExitRecord; STAGE_LEN],
+}
+
+#[map]
+pub(crate) static STAGE: PerCpuArray<Stage> = PerCpuArray::with_max_entries(1, 0);
+
+/// Writes an exit record: into this CPU's stage, which goes into the ring
+/// as one item when full, or (not `stageable`, stage busy or off) into the
+/// ring at once. `fill` as in [`emit`].
+#[inline(always)]
+pub(crate) fn emit_exit_record(stageable: bool, fill: impl FnOnce(*mut ExitRecord) -> u64) {
+    let stage = if stageable && cfg!(stage) != 0 {
+        STAGE.get_ptr_mut(0)
+    } else {
+        None
+    };
+    let Some(st) = stage else {
+        return emit(Loss::Exit, fill);
+    };
+    // SAFETY: this CPU's stage; volatile so that `busy` is written before
+    // the slot and cleared after it, in program order (the programs that
+    // can interleave with this one run on this CPU).
+    unsafe {
+        if read_volatile(&raw const (*st).busy) != 0 {
+            return emit(Loss::Exit, fill);
+        }
+        write_volatile(&raw mut (*st).busy, 1);
+        let len = read_volatile(&raw const (*st).len) as usize;
+        if len >= STAGE_LEN {
+            // Cannot happen: `len` is reset when it reaches STAGE_LEN.
+            write_volatile(&raw mut (*st).busy, 0);
+            return emit(Loss::Exit, fill);
+        }
+        let time_ns = fill(&raw mut (*st).records[len]);
+        if len + 1 == STAGE_LEN {
+            if EVENTS
+                .output::<[ExitRecord; STAGE_LEN]>(&(*st).records, wakeup_flags(time_ns))
+                .is_err()
+            {
+                count_n(counter::RING_FULL, STAGE_LEN as u64);
+                lost(Loss::Exit);
+            }
+            write_volatile(&raw mut (*st).len, 0);
+        } else {
+            write_volatile(&raw mut (*st).len, len as u32 + 1);
+        }
+        write_volatile(&raw mut (*st).busy, 0);
+    }
+}
+
+/// Puts what this CPU has staged into the ring. Never attached: the
+/// loader runs it on each CPU (`BPF_PROG_TEST_RUN` with
+/// `BPF_F_TEST_RUN_ON_CPU`) before it drains the ring. Returns 1 when a
+/// program was filling the stage (it interrupted it): try again.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub(crate) fn flush_stage(_ctx: RawTracePointContext) -> i32 {
+    let Some(st) = STAGE.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's stage; nothing else runs on this CPU meanwhile
+    // (an interrupt, or preemption off), and a filler it interrupted is
+    // told by `busy`.
+    unsafe {
+        if read_volatile(&raw const (*st).busy) != 0 {
+            return 1;
+        }
+        let len = read_volatile(&raw const (*st).len) as usize;
+        for i in 0..STAGE_LEN {
+            if i < len
+                && EVENTS
+                    .output::<ExitRecord>(&(*st).records[i], u64::from(BPF_RB_NO_WAKEUP))
+                    .is_err()
+            {
+                count(counter::RING_FULL);
+                lost(Loss::Exit);
+            }
+        }
+        write_volatile(&raw mut (*st).len, 0);
+    }
+    0
 }
 
 /// Ring submit flags: wake the reader only when enough has piled up; below

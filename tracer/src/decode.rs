@@ -30,6 +30,16 @@ pub enum Record {
     Cgroup(CgroupEvent),
 }
 
+/// The records of one ring item: exit records staged on a CPU come
+/// [`tracer_common::STAGE_LEN`] to an item, every other kind one.
+pub fn records(item: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let size = size_of::<ExitRecord>();
+    let staged = item.len() > size
+        && item.len().is_multiple_of(size)
+        && item.get(..4) == Some(&RECORD_EXIT.to_ne_bytes()[..]);
+    item.chunks(if staged { size } else { item.len().max(1) })
+}
+
 /// Reads one record out of a ring item without allocating; `None` for an
 /// item of an unknown kind or size (a newer object than this loader).
 pub fn decode(bytes: &[u8]) -> Option<Record> {
@@ -227,5 +237,67 @@ mod tests {
         assert!(back.truncated());
         assert!(decode(&bytes[..bytes.len() - 1]).is_none());
         assert!(decode(&bytes[..EXEC_HEADER_LEN - 1]).is_none());
+    }
+}
+
+#[cfg(test)]
+mod staging_tests {
+    use super::*;
+
+    fn exit_bytes(pid: u32) -> Vec<u8> {
+        // SAFETY: plain old data; all zeroes is a valid record.
+        let mut rec: ExitRecord = unsafe { std::mem::zeroed() };
+        rec.kind = RECORD_EXIT;
+        rec.pid = pid;
+        // SAFETY: reading the bytes of a plain-old-data value.
+        unsafe {
+            std::slice::from_raw_parts((&raw const rec).cast::<u8>(), size_of::<ExitRecord>())
+        }
+        .to_vec()
+    }
+
+    fn pids(item: &[u8]) -> Vec<Option<u32>> {
+        records(item)
+            .map(|b| match decode(b) {
+                Some(Record::Exit(e)) => Some(e.pid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A CPU's staged exits come as one item, every one of them read; any
+    /// other item is one record, however long.
+    #[test]
+    fn staged_exits_are_split_and_other_items_are_not() {
+        assert_eq!(pids(&exit_bytes(7)), [Some(7)]);
+        let staged: Vec<u8> = (1..=tracer_common::STAGE_LEN as u32)
+            .flat_map(exit_bytes)
+            .collect();
+        assert_eq!(
+            pids(&staged),
+            (1..=tracer_common::STAGE_LEN as u32)
+                .map(Some)
+                .collect::<Vec<_>>()
+        );
+        let mut long_exec = Exec {
+            pid: 1,
+            tid: 1,
+            args_total: 0,
+            time_ns: 0,
+            filename: [0; FILENAME_LEN],
+            comm: [0; 16],
+            args: Vec::new(),
+        }
+        .encode();
+        long_exec.resize(2 * size_of::<ExitRecord>(), b'x');
+        assert_eq!(
+            records(&long_exec).count(),
+            1,
+            "an exec event is one record"
+        );
+        // Not a whole number of exit records: read as one, as before.
+        let cut = &staged[..staged.len() - 8];
+        assert_eq!(records(cut).count(), 1);
+        assert_eq!(records(&[]).count(), 0);
     }
 }

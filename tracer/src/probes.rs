@@ -5,7 +5,7 @@ use std::fmt;
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, KProbe},
+    programs::{BtfTracePoint, FEntry, KProbe, RawTracePoint},
     Ebpf, EbpfLoader,
 };
 use tracer_common::{counter, tracked, Config, Tracked, ABSENT};
@@ -206,7 +206,7 @@ impl Probes {
             filter_single: opts.filters.single_bits(),
             filter_pid: opts.filters.pids.first().copied().unwrap_or(0),
             filter_uid: opts.filters.uids.first().copied().unwrap_or(0),
-            _pad: 0,
+            stage: 1,
             page_size: page_size(),
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
@@ -223,6 +223,13 @@ impl Probes {
             .map_err(|e| explain_bpf_error(anyhow!(e)))
             .context("cannot load the eBPF object")?;
         let logger = bpf_log::Logger::start(&mut ebpf, opts.bpf_log)?;
+        // Before any exit program: the exit records they stage reach the
+        // ring only through it.
+        program::<RawTracePoint>(&mut ebpf, "flush_stage")?
+            .load()
+            .context(
+            "cannot load flush_stage, which puts the exit records staged on each CPU into the ring",
+        )?;
 
         let order = match opts.attach {
             AttachMode::Auto => vec![
@@ -442,6 +449,32 @@ impl Probes {
         Ok(Some(m.get(&1, 0)?).filter(|&p| p != 0))
     }
 
+    /// Puts the exit records staged on every CPU into the ring (see
+    /// `Config::stage`): `flush_stage` run on each online CPU. A CPU whose
+    /// stage a program was filling is tried again; `Err` names a CPU still
+    /// busy after `patience`.
+    pub fn flush_stages(&self, patience: std::time::Duration) -> Result<()> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let prog: &RawTracePoint = self
+            .ebpf
+            .program("flush_stage")
+            .context("no flush_stage program")?
+            .try_into()?;
+        let fd = prog.fd()?.as_fd().as_raw_fd();
+        let cpus =
+            aya::util::online_cpus().map_err(|(path, e)| anyhow!("cannot read {path}: {e}"))?;
+        let give_up = std::time::Instant::now() + patience;
+        for cpu in cpus {
+            while run_on_cpu(fd, cpu).with_context(|| format!("flush_stage on CPU {cpu}"))? != 0 {
+                if std::time::Instant::now() >= give_up {
+                    bail!("CPU {cpu}: a program kept filling its stage");
+                }
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+        }
+        Ok(())
+    }
+
     /// Follows this thread group (and, from now on, every group it creates).
     pub fn track(&mut self, pid: u32) -> Result<()> {
         let mut map: HashMap<_, u32, Tracked> =
@@ -583,6 +616,55 @@ fn attach_flag(mode: AttachMode) -> &'static str {
         AttachMode::Kprobe => "kprobe",
         AttachMode::Tracepoint => "tracepoint",
     }
+}
+
+/// `BPF_PROG_TEST_RUN` of a raw tracepoint program on `cpu` (through an
+/// interrupt there, or at once on this one); its return value. aya has no
+/// call for it.
+fn run_on_cpu(prog_fd: std::os::fd::RawFd, cpu: u32) -> Result<u32> {
+    /// `union bpf_attr`'s `test` member, as far as `cpu`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestRun {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    const BPF_F_TEST_RUN_ON_CPU: u32 = 1;
+    let mut attr = TestRun {
+        prog_fd: prog_fd as u32,
+        flags: BPF_F_TEST_RUN_ON_CPU,
+        cpu,
+        ..TestRun::default()
+    };
+    // SAFETY: `attr` is a valid `bpf_attr` prefix of the size given, and
+    // lives across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &raw mut attr,
+            size_of::<TestRun>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(attr.retval)
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T>

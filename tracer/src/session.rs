@@ -28,6 +28,11 @@ use crate::{
 /// How often the ring is drained when no wakeup came: the programs wake us
 /// only when the ring is a quarter full, so this bounds the latency.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a flush of the staged exit records retries a CPU whose stage a
+/// program is filling (microseconds, but for a bug): in a session, and at
+/// its end.
+const STAGE_PATIENCE: Duration = Duration::from_millis(5);
+const STAGE_PATIENCE_AT_END: Duration = Duration::from_millis(500);
 
 /// What the loader itself counted while draining.
 #[derive(Debug, Default, Clone, Copy)]
@@ -58,6 +63,8 @@ pub struct Session {
     /// The exits wanted (`--container` grows as containers start).
     filters: Filters,
     totals: Totals,
+    /// A flush of the staged exit records failed (said once).
+    stage_flush_failed: bool,
     /// SIGHUP: reopen the file outputs (`record`).
     reopen: Option<mpsc::UnboundedReceiver<()>>,
     /// `--metrics`.
@@ -132,6 +139,7 @@ impl Session {
             cgroups,
             filters: opts.filters.clone(),
             totals: Totals::default(),
+            stage_flush_failed: false,
             reopen: None,
             metrics: None,
             ring_bytes: opts.ring_bytes,
@@ -218,11 +226,13 @@ impl Session {
                         None => std::future::pending().await,
                     }
                 } => {
+                    self.flush_stages(STAGE_PATIENCE);
                     self.drain(ring.get_mut());
                     self.outputs.reopen();
                 }
                 r = bpf_log.ready() => r?,
                 _ = tick.tick() => {
+                    self.flush_stages(STAGE_PATIENCE);
                     self.drain(ring.get_mut());
                     self.expire(STAMP_TIMEOUT_NS);
                     self.update_metrics()?;
@@ -232,10 +242,27 @@ impl Session {
         // Whatever ended the session, what is left must be written within
         // the drain deadline; an output that blocks past it is given up.
         shutdown::deadline_in(shutdown::DRAIN);
+        self.flush_stages(STAGE_PATIENCE_AT_END);
         self.drain(ring.get_mut());
         self.expire(0);
         bpf_log.flush();
         self.update_metrics()
+    }
+
+    /// The exit records staged on each CPU into the ring, before a drain.
+    /// A failure is said once: records it leaves staged go out with a
+    /// later flush, or, at the end, are not written.
+    fn flush_stages(&mut self, patience: Duration) {
+        if let Err(e) = self.probes.flush_stages(patience) {
+            if !self.stage_flush_failed {
+                self.stage_flush_failed = true;
+                eprintln!(
+                    "tracer: cannot put the exit records staged on each CPU into the ring: {e:#}; \
+                     up to {} a CPU wait for the next try, and are not written at the end",
+                    tracer_common::STAGE_LEN - 1
+                );
+            }
+        }
     }
 
     fn update_metrics(&mut self) -> Result<()> {
@@ -443,19 +470,37 @@ impl Session {
         self.outputs.flush();
     }
 
+    /// A decoded record to the outputs, or counted unknown; whether it
+    /// was one.
+    fn take(&mut self, rec: Option<Record>, clock: &Clock) -> bool {
+        match rec {
+            Some(rec) => {
+                self.record(&rec, clock);
+                true
+            }
+            None => {
+                self.totals.unknown += 1;
+                false
+            }
+        }
+    }
+
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         // One clock reading per batch: the realtime/monotonic offset only
         // moves when the wall clock is stepped.
         let clock = Clock::now();
         let mut any = false;
         while let Some(item) = ring.next() {
-            match decode(&item) {
-                Some(rec) => {
-                    drop(item);
-                    self.record(&rec, &clock);
-                    any = true;
-                }
-                None => self.totals.unknown += 1,
+            if crate::decode::records(&item).nth(1).is_none() {
+                // One record, the usual case but for staged exits: the ring
+                // gets its space back before the outputs write it.
+                let rec = decode(&item);
+                drop(item);
+                any |= self.take(rec, &clock);
+                continue;
+            }
+            for bytes in crate::decode::records(&item) {
+                any |= self.take(decode(bytes), &clock);
             }
         }
         if any {
