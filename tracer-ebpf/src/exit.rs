@@ -91,10 +91,7 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
         };
         let _ = set_state(tgid, start, state);
     }
-    // A record that awaits its stamp goes into the ring at once: the stamp
-    // must follow it there.
-    let stageable = record_flags & flags::AWAITS_MMAP_STAMP == 0;
-    emit_exit_record(stageable, |r: *mut ExitRecord| {
+    emit_exit_record(|r: *mut ExitRecord| {
         fill::<K>(r, task, tgid, own_xacct);
         // SAFETY: our reserved ring slot.
         unsafe {

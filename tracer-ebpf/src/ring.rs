@@ -51,11 +51,12 @@ pub(crate) struct Stage {
 pub(crate) static STAGE: PerCpuArray<Stage> = PerCpuArray::with_max_entries(1, 0);
 
 /// Writes an exit record: into this CPU's stage, which goes into the ring
-/// as one item when full, or (not `stageable`, stage busy or off) into the
-/// ring at once. `fill` as in [`emit`].
+/// as one item when full, or (stage busy or off) into the ring at once.
+/// `fill` as in [`emit`]. (A record that awaits its `exit_mmap` stamp may
+/// then reach the loader after the stamp, which waits for it there.)
 #[inline(always)]
-pub(crate) fn emit_exit_record(stageable: bool, fill: impl FnOnce(*mut ExitRecord) -> u64) {
-    let stage = if stageable && cfg!(stage) != 0 {
+pub(crate) fn emit_exit_record(fill: impl FnOnce(*mut ExitRecord) -> u64) {
+    let stage = if cfg!(stage) != 0 {
         STAGE.get_ptr_mut(0)
     } else {
         None

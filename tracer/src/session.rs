@@ -22,7 +22,7 @@ use crate::{
     output::{self, Outputs, Summary},
     probes::{ProbeOptions, Probes},
     shutdown,
-    stamps::AwaitingStamps,
+    stamps::{AwaitingStamps, Ready},
 };
 
 /// How often the ring is drained when no wakeup came: the programs wake us
@@ -356,12 +356,14 @@ impl Session {
 
     fn record(&mut self, rec: &Record, clock: &Clock) {
         match rec {
-            Record::Exit(exit) if AwaitingStamps::awaits(exit) => {
-                if let Some(unstamped) = self.awaiting.hold(*exit) {
+            Record::Exit(exit) if AwaitingStamps::awaits(exit) => match self.awaiting.hold(*exit) {
+                Some(Ready::Stamped(exit)) => self.exit(&exit, clock),
+                Some(Ready::Unstamped(exit)) => {
                     self.totals.unstamped += 1;
-                    self.exit(&unstamped, clock);
+                    self.exit(&exit, clock);
                 }
-            }
+                None => {}
+            },
             Record::Exit(exit) => self.exit(exit, clock),
             Record::MmapStamp(stamp) => {
                 if let Some(exit) = self.awaiting.stamp(stamp) {
