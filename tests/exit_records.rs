@@ -680,3 +680,77 @@ fn losses_are_counted_exactly() {
         "{N} processes and the shell: each written or counted lost:\n{stderr}"
     );
 }
+
+/// Exit records wait in their CPU's stage until eight have gathered or the
+/// loader flushes the stages, on its drain timer: a lone exit must still
+/// reach the output while the session runs, not only at its end. (A
+/// spawned, exec'd process: on 6.16 and later its record also awaits its
+/// `exit_mmap` stamp, which reaches the loader first.) `--comm` keeps the
+/// machine's other exits out of the stage, which they would fill.
+#[test]
+fn a_lone_exit_is_written_while_recording() {
+    const NAME: &str = "a_lone_exit_is_written_while_recording";
+    if !require_privileges(NAME, BPF_ONLY) {
+        return;
+    }
+    let dir = TempDir::new("lone");
+    let json = dir.join("ours.json");
+    let lonely = dir.join("lonely_exit");
+    std::os::unix::fs::symlink("/bin/sh", &lonely).expect("symlink to /bin/sh");
+    let child = tracer()
+        .args(["record", "--comm", "lonely_exit", "--json"])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting `tracer record`");
+    let mut tracer_proc = ChildGuard(child);
+    let (lines, stderr_thread) = line_reader(tracer_proc.0.stderr.take().expect("stderr"));
+    let ready = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(120)).ok())
+        .any(|line| line.contains("tracer: recording"));
+    if !ready {
+        drop(tracer_proc);
+        panic!(
+            "no `tracer: recording` within 120 s:\n{}",
+            stderr_thread.join().unwrap_or_default()
+        );
+    }
+
+    let mut sh = Command::new(&lonely)
+        .args(["-c", "exit 7"])
+        .spawn()
+        .expect("starting sh");
+    let pid = sh.id();
+    assert_eq!(sh.wait().expect("waiting for sh").code(), Some(7));
+    // The drain timer flushes the stages five times a second; the margin
+    // is for a loaded CI machine.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let text = std::fs::read_to_string(&json).unwrap_or_default();
+        if let Some(l) = text
+            .lines()
+            .find(|l| l.starts_with(r#"{"event":"exit""#) && json_pid(l) == Some(pid))
+        {
+            break Some(l.to_owned());
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        tracer_proc.0.try_wait().expect("try_wait").is_none(),
+        "the tracer must still be recording"
+    );
+    // SAFETY: kill(2) on the pid of our own, not yet reaped, child.
+    unsafe { libc::kill(tracer_proc.pid() as libc::pid_t, libc::SIGINT) };
+    let status = tracer_proc.wait_timeout(Duration::from_secs(60));
+    drop(tracer_proc);
+    let stderr = stderr_thread.join().unwrap_or_default();
+    let line = line.unwrap_or_else(|| {
+        panic!("the exit of pid {pid} was not written while recording; stderr:\n{stderr}")
+    });
+    assert!(line.contains(r#""exit_status":7"#), "{line}");
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{stderr}");
+}

@@ -716,6 +716,16 @@ pub struct ExitRecord {
 /// machines, is then paid once for all of them.
 pub const STAGE_LEN: usize = 8;
 
+/// A CPU's staged exit records (`STAGE`, `Config::stage`). `busy` is set
+/// while a program fills a slot; `len` records are waiting.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Stage {
+    pub busy: u32,
+    pub len: u32,
+    pub records: [ExitRecord; STAGE_LEN],
+}
+
 /// The initial pid namespace's inode number (`PROC_PID_INIT_INO`).
 pub const INIT_PID_NS: u32 = 0xEFFF_FFFC;
 
@@ -758,6 +768,7 @@ mod user {
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::ExitRecord {}
+    unsafe impl aya::Pod for super::Stage {}
     unsafe impl aya::Pod for super::ForkRecord {}
     unsafe impl aya::Pod for super::ExecRecord {}
     unsafe impl aya::Pod for super::ThreadExitRecord {}
@@ -790,6 +801,7 @@ mod tests {
         assert_eq!(size_of::<ForkRecord>(), 56);
         assert_eq!(size_of::<ThreadExitRecord>(), 56 + size_of::<Xacct>());
         assert_eq!(size_of::<MmapStamp>(), 16);
+        assert_eq!(size_of::<Stage>(), 8 + STAGE_LEN * size_of::<ExitRecord>());
         assert_eq!(size_of::<ExecRecord>(), 32 + FILENAME_LEN + 16 + ARGS_MAX);
         assert_eq!(EXEC_HEADER_LEN, 32 + FILENAME_LEN + 16);
     }

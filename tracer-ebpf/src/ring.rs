@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
     programs::RawTracePointContext,
 };
-use tracer_common::{counter, ExitRecord, STAGE_LEN};
+use tracer_common::{counter, ExitRecord, Stage, STAGE_LEN};
 
 /// Exit records. The loader sets the size (`--ring-size`).
 #[map]
@@ -40,13 +40,6 @@ pub(crate) fn count_n(index: u32, by: u64) {
 /// program that finds it set (one that preempted the filler on this CPU)
 /// writes its record into the ring directly, and `flush_stage`, which can
 /// interrupt the filler, leaves the stage alone until the next try.
-#[repr(C)]
-pub(crate) struct Stage {
-    busy: u32,
-    len: u32,
-    records: [ExitRecord; STAGE_LEN],
-}
-
 #[map]
 pub(crate) static STAGE: PerCpuArray<Stage> = PerCpuArray::with_max_entries(1, 0);
 

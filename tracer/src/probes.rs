@@ -449,20 +449,36 @@ impl Probes {
         Ok(Some(m.get(&1, 0)?).filter(|&p| p != 0))
     }
 
-    /// Puts the exit records staged on every CPU into the ring (see
-    /// `Config::stage`): `flush_stage` run on each online CPU. A CPU whose
-    /// stage a program was filling is tried again; `Err` names a CPU still
-    /// busy after `patience`.
-    pub fn flush_stages(&self, patience: std::time::Duration) -> Result<()> {
+    /// Puts the exit records staged on the CPUs into the ring (see
+    /// `Config::stage`): `flush_stage` run on each online CPU, or (`all`
+    /// false) on those whose stage holds something, as the map reads now,
+    /// which spares the others an interrupt. A CPU whose stage a program
+    /// was filling is tried again; `Err` names one still busy after
+    /// `patience`.
+    pub fn flush_stages(&self, all: bool, patience: std::time::Duration) -> Result<()> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
+        let mut cpus =
+            aya::util::online_cpus().map_err(|(path, e)| anyhow!("cannot read {path}: {e}"))?;
+        if !all {
+            let stages: PerCpuArray<_, tracer_common::Stage> =
+                PerCpuArray::try_from(self.ebpf.map("STAGE").context("no STAGE map")?)?;
+            // Indexed by possible CPU, as online_cpus() numbers them.
+            let staged = stages.get(&0, 0)?;
+            cpus.retain(|&cpu| {
+                staged
+                    .get(cpu as usize)
+                    .is_none_or(|s| s.len != 0 || s.busy != 0)
+            });
+        }
+        if cpus.is_empty() {
+            return Ok(());
+        }
         let prog: &RawTracePoint = self
             .ebpf
             .program("flush_stage")
             .context("no flush_stage program")?
             .try_into()?;
         let fd = prog.fd()?.as_fd().as_raw_fd();
-        let cpus =
-            aya::util::online_cpus().map_err(|(path, e)| anyhow!("cannot read {path}: {e}"))?;
         let give_up = std::time::Instant::now() + patience;
         for cpu in cpus {
             while run_on_cpu(fd, cpu).with_context(|| format!("flush_stage on CPU {cpu}"))? != 0 {

@@ -226,13 +226,13 @@ impl Session {
                         None => std::future::pending().await,
                     }
                 } => {
-                    self.flush_stages(STAGE_PATIENCE);
+                    self.flush_stages(false, STAGE_PATIENCE);
                     self.drain(ring.get_mut());
                     self.outputs.reopen();
                 }
                 r = bpf_log.ready() => r?,
                 _ = tick.tick() => {
-                    self.flush_stages(STAGE_PATIENCE);
+                    self.flush_stages(false, STAGE_PATIENCE);
                     self.drain(ring.get_mut());
                     self.expire(STAMP_TIMEOUT_NS);
                     self.update_metrics()?;
@@ -242,18 +242,19 @@ impl Session {
         // Whatever ended the session, what is left must be written within
         // the drain deadline; an output that blocks past it is given up.
         shutdown::deadline_in(shutdown::DRAIN);
-        self.flush_stages(STAGE_PATIENCE_AT_END);
+        self.flush_stages(true, STAGE_PATIENCE_AT_END);
         self.drain(ring.get_mut());
         self.expire(0);
         bpf_log.flush();
         self.update_metrics()
     }
 
-    /// The exit records staged on each CPU into the ring, before a drain.
-    /// A failure is said once: records it leaves staged go out with a
-    /// later flush, or, at the end, are not written.
-    fn flush_stages(&mut self, patience: Duration) {
-        if let Err(e) = self.probes.flush_stages(patience) {
+    /// The exit records staged on the CPUs into the ring, before a drain
+    /// (`all`: every CPU's, at the end). A failure is said once: records it
+    /// leaves staged go out with a later flush, or, at the end, are not
+    /// written.
+    fn flush_stages(&mut self, all: bool, patience: Duration) {
+        if let Err(e) = self.probes.flush_stages(all, patience) {
             if !self.stage_flush_failed {
                 self.stage_flush_failed = true;
                 eprintln!(
