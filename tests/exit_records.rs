@@ -697,25 +697,10 @@ fn a_lone_exit_is_written_while_recording() {
     let json = dir.join("ours.json");
     let lonely = dir.join("lonely_exit");
     std::os::unix::fs::symlink("/bin/sh", &lonely).expect("symlink to /bin/sh");
-    let child = tracer()
-        .args(["record", "--comm", "lonely_exit", "--json"])
-        .arg(&json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting `tracer record`");
-    let mut tracer_proc = ChildGuard(child);
-    let (lines, stderr_thread) = line_reader(tracer_proc.0.stderr.take().expect("stderr"));
-    let ready = std::iter::from_fn(|| lines.recv_timeout(Duration::from_secs(120)).ok())
-        .any(|line| line.contains("tracer: recording"));
-    if !ready {
-        drop(tracer_proc);
-        panic!(
-            "no `tracer: recording` within 120 s:\n{}",
-            stderr_thread.join().unwrap_or_default()
-        );
-    }
+    let (mut tracer_proc, _lines, stderr_thread) = start_tracer(
+        &["record", "--comm", "lonely_exit", "--json"],
+        &[json.as_path()],
+    );
 
     let mut sh = Command::new(&lonely)
         .args(["-c", "exit 7"])
