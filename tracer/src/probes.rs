@@ -453,9 +453,9 @@ impl Probes {
     /// `Config::stage`): `flush_stage` run on each online CPU, or (`all`
     /// false) on those whose stage holds something, as the map reads now,
     /// which spares the others an interrupt. A CPU whose stage a program
-    /// was filling is tried again; `Err` names one still busy after
-    /// `patience`.
-    pub fn flush_stages(&self, all: bool, patience: std::time::Duration) -> Result<()> {
+    /// was filling is tried again for up to `patience`; returns those
+    /// still busy then (a later flush takes their records).
+    pub fn flush_stages(&self, all: bool, patience: std::time::Duration) -> Result<Vec<u32>> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let mut cpus =
             aya::util::online_cpus().map_err(|(path, e)| anyhow!("cannot read {path}: {e}"))?;
@@ -471,7 +471,7 @@ impl Probes {
             });
         }
         if cpus.is_empty() {
-            return Ok(());
+            return Ok(cpus);
         }
         let prog: &RawTracePoint = self
             .ebpf
@@ -480,15 +480,19 @@ impl Probes {
             .try_into()?;
         let fd = prog.fd()?.as_fd().as_raw_fd();
         let give_up = std::time::Instant::now() + patience;
-        for cpu in cpus {
-            while run_on_cpu(fd, cpu).with_context(|| format!("flush_stage on CPU {cpu}"))? != 0 {
-                if std::time::Instant::now() >= give_up {
-                    bail!("CPU {cpu}: a program kept filling its stage");
+        loop {
+            let mut busy = Vec::new();
+            for cpu in cpus {
+                if run_on_cpu(fd, cpu).with_context(|| format!("flush_stage on CPU {cpu}"))? != 0 {
+                    busy.push(cpu);
                 }
-                std::thread::sleep(std::time::Duration::from_micros(100));
             }
+            if busy.is_empty() || std::time::Instant::now() >= give_up {
+                return Ok(busy);
+            }
+            cpus = busy;
+            std::thread::sleep(std::time::Duration::from_micros(100));
         }
-        Ok(())
     }
 
     /// Follows this thread group (and, from now on, every group it creates).

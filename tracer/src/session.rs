@@ -29,9 +29,9 @@ use crate::{
 /// only when the ring is a quarter full, so this bounds the latency.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a flush of the staged exit records retries a CPU whose stage a
-/// program is filling (microseconds, but for a bug): in a session, and at
-/// its end.
-const STAGE_PATIENCE: Duration = Duration::from_millis(5);
+/// program is filling (microseconds, unless the program was preempted):
+/// in a session, where the next flush tries again, and at its end.
+const STAGE_PATIENCE: Duration = Duration::from_millis(1);
 const STAGE_PATIENCE_AT_END: Duration = Duration::from_millis(500);
 
 /// What the loader itself counted while draining.
@@ -250,18 +250,30 @@ impl Session {
     }
 
     /// The exit records staged on the CPUs into the ring, before a drain
-    /// (`all`: every CPU's, at the end). A failure is said once: records it
-    /// leaves staged go out with a later flush, or, at the end, are not
-    /// written.
+    /// (`all`: every CPU's, at the end). In a session, a stage that a
+    /// program is filling waits for the next flush; at the end, one still
+    /// busy after `patience` is said. A failure to run the flush at all is
+    /// said once: what it leaves staged goes out with a later flush, or,
+    /// at the end, is not written.
     fn flush_stages(&mut self, all: bool, patience: Duration) {
-        if let Err(e) = self.probes.flush_stages(all, patience) {
-            if !self.stage_flush_failed {
-                self.stage_flush_failed = true;
-                eprintln!(
-                    "tracer: cannot put the exit records staged on each CPU into the ring: {e:#}; \
-                     up to {} a CPU wait for the next try, and are not written at the end",
-                    tracer_common::STAGE_LEN - 1
-                );
+        match self.probes.flush_stages(all, patience) {
+            Ok(busy) if busy.is_empty() || !all => {}
+            Ok(busy) => eprintln!(
+                "tracer: a program kept filling the stage of exit records of CPU {busy:?} for \
+                 {} ms at the end: up to {} records of each not written",
+                patience.as_millis(),
+                tracer_common::STAGE_LEN
+            ),
+            Err(e) => {
+                if !self.stage_flush_failed {
+                    self.stage_flush_failed = true;
+                    eprintln!(
+                        "tracer: cannot put the exit records staged on each CPU into the ring: \
+                         {e:#}; up to {} a CPU wait for the next try, and are not written at \
+                         the end",
+                        tracer_common::STAGE_LEN - 1
+                    );
+                }
             }
         }
     }
