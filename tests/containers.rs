@@ -175,9 +175,13 @@ fn exits_name_their_cgroup_and_container() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ns 1\n"), "{stdout}");
     assert!(stdout.contains("nschild 2 1\n"), "{stdout}");
+    // The namespace's init ends with its last command's status, 42 too:
+    // the child is the one created last (records from two CPUs can reach
+    // the output out of exit order).
     let child = exits
         .iter()
-        .find(|e| e["exit_status"] == 42)
+        .filter(|e| e["exit_status"] == 42)
+        .max_by_key(|e| e["start_ns"].as_u64())
         .unwrap_or_else(|| panic!("no exit 42 in {exits:#?}"));
     assert_eq!(
         (child["ns_pid"].as_u64(), child["ns_ppid"].as_u64()),

@@ -22,16 +22,11 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(cou
 
 #[inline(always)]
 pub(crate) fn count(index: u32) {
-    count_n(index, 1);
-}
-
-#[inline(always)]
-pub(crate) fn count_n(index: u32, by: u64) {
     if let Some(n) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, and tracing programs do not nest on one CPU
         // for the same hook; a rare lost increment under nesting is the
         // worst case.
-        unsafe { *n += by };
+        unsafe { *n += 1 };
     }
 }
 
@@ -77,8 +72,8 @@ pub(crate) fn emit_exit_record(fill: impl FnOnce(*mut ExitRecord) -> u64) {
                 .output::<[ExitRecord; STAGE_LEN]>(&(*st).records, wakeup_flags(time_ns))
                 .is_err()
             {
-                count_n(counter::RING_FULL, STAGE_LEN as u64);
-                lost(Loss::Exit);
+                // No room for eight: as many as fit, one by one.
+                output_each(st, STAGE_LEN);
             }
             write_volatile(&raw mut (*st).len, 0);
         } else {
@@ -104,20 +99,38 @@ pub(crate) fn flush_stage(_ctx: RawTracePointContext) -> i32 {
         if read_volatile(&raw const (*st).busy) != 0 {
             return 1;
         }
-        let len = read_volatile(&raw const (*st).len) as usize;
-        for i in 0..STAGE_LEN {
-            if i < len
-                && EVENTS
-                    .output::<ExitRecord>(&(*st).records[i], u64::from(BPF_RB_NO_WAKEUP))
-                    .is_err()
-            {
-                count(counter::RING_FULL);
-                lost(Loss::Exit);
-            }
-        }
+        output_each(st, read_volatile(&raw const (*st).len) as usize);
         write_volatile(&raw mut (*st).len, 0);
     }
     0
+}
+
+/// Puts the first `len` records of stage `st` into the ring one by one;
+/// one it has no room for is counted and named (by its own ids: in
+/// `flush_stage` the current task is whichever it interrupted).
+///
+/// # Safety
+/// `st` is this CPU's stage, which nothing else fills meanwhile.
+#[inline(always)]
+unsafe fn output_each(st: *mut Stage, len: usize) {
+    for i in 0..STAGE_LEN {
+        if i >= len {
+            break;
+        }
+        // SAFETY: a slot of the stage, as the caller promises.
+        let r = unsafe { &(*st).records[i] };
+        if EVENTS
+            .output::<ExitRecord>(r, u64::from(BPF_RB_NO_WAKEUP))
+            .is_err()
+        {
+            count(counter::RING_FULL);
+            log_warn!(
+                "ring full: exit record of tgid {} (tid {}) lost",
+                r.pid,
+                r.tid
+            );
+        }
+    }
 }
 
 /// Ring submit flags: wake the reader only when enough has piled up; below
