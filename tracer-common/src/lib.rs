@@ -333,7 +333,8 @@ pub struct Config {
     pub filter_single: u32,
     pub filter_pid: u32,
     pub filter_uid: u32,
-    /// 1: exit records are staged per CPU and go into the ring
+    /// 1: exit records, fork events and stamps are staged per CPU and go
+    /// into the ring
     /// [`STAGE_LEN`] at a time; the loader runs `flush_stage` on every CPU
     /// before it drains the ring on its timer and at the end.
     pub stage: u32,
@@ -711,13 +712,14 @@ pub struct ExitRecord {
     pub xacct: Xacct,
 }
 
-/// Exit records a CPU stages before it puts them into the ring as one item
+/// Records a CPU stages before it puts them into the ring as one item
 /// (`Config::stage`): the ring's own cost, a few hundred ns a record on our
 /// machines, is then paid once for all of them.
 pub const STAGE_LEN: usize = 8;
 
-/// A CPU's staged exit records (`STAGE`, `Config::stage`). `busy` is set
-/// while a program fills a slot; `len` records are waiting.
+/// A CPU's staged records (`STAGE`, `Config::stage`): exit records, and
+/// fork events and `exit_mmap` stamps each in the first bytes of a slot.
+/// `busy` is set while a program fills a slot; `len` records are waiting.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Stage {

@@ -14,7 +14,7 @@ use crate::{
     filter::events_wanted,
     follow::wanted,
     kernel::{Btf, Kernel, Probe},
-    ring::{count, emit, Loss},
+    ring::{count, emit_staged, Loss},
 };
 
 /// `--check-clone-args`: the arguments of the `kernel_clone` call each task
@@ -42,7 +42,7 @@ pub(crate) fn fork_event(ctx: BtfTracePointContext) -> i32 {
     if cfg!(filters) != 0 && !events_wanted::<Btf>(child, Btf::u32(child, off!(task_tgid))) {
         return 0;
     }
-    emit(Loss::Event, |r: *mut ForkRecord| {
+    emit_staged(Loss::Event, |r: *mut ForkRecord| {
         // SAFETY: our reserved ring slot; every field is written.
         unsafe {
             (*r).kind = RECORD_FORK;

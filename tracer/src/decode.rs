@@ -30,13 +30,19 @@ pub enum Record {
     Cgroup(CgroupEvent),
 }
 
-/// The records of one ring item: exit records staged on a CPU come
-/// [`tracer_common::STAGE_LEN`] to an item, every other kind one.
+/// The records of one ring item: exit records, fork events and stamps
+/// staged on a CPU come [`tracer_common::STAGE_LEN`] to an item, each in
+/// a slot the size of an exit record; every other kind comes one to an
+/// item.
 pub fn records(item: &[u8]) -> impl Iterator<Item = &[u8]> {
     let size = size_of::<ExitRecord>();
     let staged = item.len() > size
         && item.len().is_multiple_of(size)
-        && item.get(..4) == Some(&RECORD_EXIT.to_ne_bytes()[..]);
+        && matches!(
+            item.get(..4)
+                .map(|k| u32::from_ne_bytes([k[0], k[1], k[2], k[3]])),
+            Some(RECORD_EXIT | RECORD_FORK | RECORD_MMAP_STAMP)
+        );
     item.chunks(if staged { size } else { item.len().max(1) })
 }
 

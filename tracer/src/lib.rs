@@ -4,7 +4,9 @@
 //! The data path, one module a step, in the order an exit takes it:
 //! `probes` (the eBPF object, with struct offsets from `btf`) → the ring
 //! buffer, drained by the `session` → `decode` (ring bytes into records;
-//! `stamps` gives a record taken before `exit_mm()` its exit time) →
+//! `order` holds back what a process did until its fork came, as records
+//! staged on different CPUs arrive out of order; `stamps` gives a record
+//! taken before `exit_mm()` its exit time) →
 //! `model` (the one `Exit` every output renders) → `output` (table, JSON
 //! lines, acct file, tree). Fork and exec events feed `lineage`, the
 //! process table that places each exit in its ancestry; kill and OOM
@@ -32,6 +34,7 @@ pub mod metrics;
 pub mod model;
 pub mod modes;
 pub mod notes;
+pub mod order;
 pub mod output;
 pub mod preemption;
 pub mod probes;

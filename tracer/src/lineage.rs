@@ -167,6 +167,8 @@ struct Proc {
     children: u32,
     /// Its last exec, or its creator's when it has not exec'd.
     exec: Option<Rc<ExecContext>>,
+    /// When its last exec event was (CLOCK_MONOTONIC ns), 0 for none.
+    exec_ns: u64,
 }
 
 /// The live process table. Dead entries stay while a live descendant can
@@ -182,6 +184,12 @@ pub struct ProcessTable {
     root: Option<u32>,
     /// The most entries held at once.
     peak: usize,
+    /// Dead and childless since the last sweep, and since the one before:
+    /// a dead entry is removed only at the second sweep after its exit,
+    /// because a fork it made can come after its exit (staged on another
+    /// CPU; see `order`), and must find it.
+    dying: Vec<u32>,
+    dying_before: Vec<u32>,
 }
 
 /// Ancestry chains stop after this many steps (a cycle can only come from
@@ -217,6 +225,7 @@ impl ProcessTable {
                         alive: true,
                         children: 0,
                         exec: ExecContext::of_proc(pid, max_argv).map(Rc::new),
+                        exec_ns: 0,
                     },
                 );
             }
@@ -251,6 +260,25 @@ impl ProcessTable {
         if Kind::of(f.clone_flags) == Kind::Thread {
             return;
         }
+        if let Some(p) = self.procs.get_mut(&f.child_pid) {
+            // The same process, known before its fork event came: seeded
+            // from /proc after it was created, or it exec'd since (its
+            // exec event came first; the fork was staged on another CPU).
+            // The event says who made it and how; what it did stays.
+            if p.alive && (p.flags.is_none() || p.exec_ns >= f.time_ns) {
+                let old = p.creator.replace(f.parent_pid);
+                p.flags = Some(f.clone_flags);
+                if old != Some(f.parent_pid) {
+                    if let Some(o) = old.and_then(|o| self.procs.get_mut(&o)) {
+                        o.children = o.children.saturating_sub(1);
+                    }
+                    if let Some(n) = self.procs.get_mut(&f.parent_pid) {
+                        n.children += 1;
+                    }
+                }
+                return;
+            }
+        }
         let exec = self.procs.get_mut(&f.parent_pid).and_then(|p| {
             p.children += 1;
             p.exec.clone()
@@ -262,6 +290,7 @@ impl ProcessTable {
             alive: true,
             children: 0,
             exec,
+            exec_ns: 0,
         };
         // A pid reused while a dead entry still waited for its children:
         // the new process takes the slot; the old one's children keep
@@ -278,6 +307,7 @@ impl ProcessTable {
         if let Some(p) = self.procs.get_mut(&e.pid) {
             p.comm = e.comm;
             p.exec = Some(Rc::new(ExecContext::of_record(e)));
+            p.exec_ns = e.time_ns;
         }
     }
 
@@ -313,12 +343,35 @@ impl ProcessTable {
         })
     }
 
-    /// `pid` died: keep it while children may still name it.
+    /// Whether `pid` is in the table and alive: what it does can be
+    /// placed.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.procs.get(&pid).is_some_and(|p| p.alive)
+    }
+
+    /// `pid` died: keep it while children may still name it, and until the
+    /// second [`Self::sweep`] from now in any case.
     pub fn exit(&mut self, pid: u32) {
         match self.procs.get_mut(&pid) {
             Some(p) => p.alive = false,
             None => return,
         }
+        self.dying.push(pid);
+    }
+
+    /// Called after each flush of the stages has been drained: removes the
+    /// dead entries whose exit came before the previous sweep, and the dead
+    /// creators that were kept only for them.
+    pub fn sweep(&mut self) {
+        let due = std::mem::replace(&mut self.dying_before, std::mem::take(&mut self.dying));
+        for pid in due {
+            self.remove_done(pid);
+        }
+    }
+
+    /// Removes `pid` if it is dead and childless, then its creator if that
+    /// makes it so, and so on up.
+    fn remove_done(&mut self, pid: u32) {
         let mut cur = Some(pid);
         while let Some(pid) = cur {
             let Some(p) = self.procs.get(&pid) else {
@@ -402,6 +455,7 @@ mod tests {
                 alive: true,
                 children: 0,
                 exec: None,
+                exec_ns: 0,
             },
         );
         t.fork(&fork(1, 10, 0, b"shell"));
@@ -415,8 +469,66 @@ mod tests {
         assert_eq!(chain(&t, 12), [11, 10, 1]);
         t.exit(10);
         t.exit(12);
+        // Dead entries stay for two sweeps: a fork they made may come yet.
+        t.sweep();
+        assert_eq!(chain(&t, 12), [11, 10, 1]);
+        assert!(!t.knows(12));
+        t.sweep();
         // Everything dead and childless is gone; init stays.
         assert_eq!(t.len(), 1);
+        assert!(t.knows(1));
+    }
+
+    #[test]
+    fn a_fork_that_comes_after_its_process_exec_d_keeps_the_exec() {
+        let mut t = ProcessTable::default();
+        t.fork(&fork(1, 5, 0, b"sh"));
+        // 6 was seen in /proc between its fork and its exec.
+        t.procs.insert(
+            6,
+            Proc {
+                creator: Some(1),
+                comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+                flags: None,
+                alive: true,
+                children: 0,
+                exec: None,
+                exec_ns: 0,
+            },
+        );
+        let mut e = crate::output::fixtures::exec(b"/bin/ls", b"ls\0", 3);
+        e.pid = 6;
+        e.time_ns = 200;
+        t.exec(&e);
+        let mut f = fork(5, 6, 0, b"sh");
+        f.time_ns = 100;
+        t.fork(&f);
+        assert_eq!(&*t.exec_context(6).unwrap().exe, b"/bin/ls");
+        assert_eq!(t.creation(6), Some((Some(5), Some(0))));
+        assert_eq!(chain(&t, 6), [5]);
+        // A later process with that pid (its fork after that exec) is new.
+        t.exit(6);
+        let mut f = fork(5, 6, 0, b"sh");
+        f.time_ns = 300;
+        t.fork(&f);
+        assert!(t.exec_context(6).is_none());
+    }
+
+    #[test]
+    fn a_fork_that_comes_after_its_creators_exit_still_finds_it() {
+        let mut t = ProcessTable::default();
+        t.fork(&fork(1, 10, 0, b"daemon"));
+        t.exit(10);
+        t.sweep();
+        // Staged on another CPU, the fork event comes a flush later.
+        t.fork(&fork(10, 11, 0, b"worker"));
+        t.sweep();
+        t.sweep();
+        assert_eq!(chain(&t, 11), [10]);
+        t.exit(11);
+        t.sweep();
+        t.sweep();
+        assert!(t.is_empty());
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::{
     metrics::{self, Metrics},
     model::Exit,
     notes,
+    order::Waiting,
     output::{self, Outputs, Summary},
     probes::{ProbeOptions, Probes},
     shutdown,
@@ -55,6 +56,9 @@ pub struct Session {
     follows: bool,
     /// The process table, when an output shows lineage.
     table: Option<ProcessTable>,
+    /// What a process did, until the table holds the process (its fork
+    /// event can come later: see `order`).
+    waiting: Waiting,
     awaiting: AwaitingStamps,
     /// Kill and OOM events, until the exits they explain.
     causes: Causes,
@@ -132,6 +136,7 @@ impl Session {
             lineage: opts.lineage,
             follows: opts.follow_tracked,
             table: None,
+            waiting: Waiting::default(),
             awaiting: AwaitingStamps::default(),
             causes: Causes::default(),
             // After the programs are attached: a cgroup made in between is
@@ -228,12 +233,14 @@ impl Session {
                 } => {
                     self.flush_stages(false, STAGE_PATIENCE);
                     self.drain(ring.get_mut());
+                    self.flushed();
                     self.outputs.reopen();
                 }
                 r = bpf_log.ready() => r?,
                 _ = tick.tick() => {
                     self.flush_stages(false, STAGE_PATIENCE);
                     self.drain(ring.get_mut());
+                    self.flushed();
                     self.expire(STAMP_TIMEOUT_NS);
                     self.update_metrics()?;
                 }
@@ -244,6 +251,7 @@ impl Session {
         shutdown::deadline_in(shutdown::DRAIN);
         self.flush_stages(true, STAGE_PATIENCE_AT_END);
         self.drain(ring.get_mut());
+        self.release_all();
         self.expire(0);
         bpf_log.flush();
         self.update_metrics()
@@ -256,6 +264,7 @@ impl Session {
     /// said once: what it leaves staged goes out with a later flush, or,
     /// at the end, is not written.
     fn flush_stages(&mut self, all: bool, patience: Duration) {
+        self.waiting.flush_begun();
         match self.probes.flush_stages(all, patience) {
             Ok(busy) if busy.is_empty() || !all => {}
             Ok(busy) => eprintln!(
@@ -324,9 +333,11 @@ impl Session {
     pub fn finish(&mut self) -> Result<bool> {
         if let Some(t) = &self.table {
             notes::detail(format_args!(
-                "lineage table: {} processes at the end, {} at most",
+                "lineage table: {} processes at the end, {} at most; {} records at most \
+                 waited for their process's fork event",
                 t.len(),
-                t.peak()
+                t.peak(),
+                self.waiting.peak()
             ));
         }
         self.outputs.deliver();
@@ -367,7 +378,51 @@ impl Session {
         Ok(ok)
     }
 
+    /// After a flush of the stages was drained: what waited for a fork
+    /// since before the flush goes on without it, and the table forgets
+    /// the dead it no longer needs.
+    fn flushed(&mut self) {
+        if !self.waiting.is_empty() {
+            let clock = Clock::now();
+            for rec in self.waiting.take_due() {
+                self.apply(&rec, &clock);
+            }
+            self.outputs.flush();
+        }
+        if let Some(t) = &mut self.table {
+            t.sweep();
+        }
+    }
+
+    /// At the end, after the last drain: whatever still waits.
+    fn release_all(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let clock = Clock::now();
+        // Each round takes at least one; applying a fork takes what its
+        // process did.
+        while !self.waiting.is_empty() {
+            for rec in self.waiting.take_all() {
+                self.apply(&rec, &clock);
+            }
+        }
+        self.outputs.flush();
+    }
+
+    /// A record, once the process it is about is in the table (see
+    /// `order`): held back until then.
     fn record(&mut self, rec: &Record, clock: &Clock) {
+        if let (Some(table), Some(pid)) = (&self.table, Waiting::subject(rec)) {
+            if !table.knows(pid) || self.waiting.waits_for(pid) {
+                self.waiting.hold(pid, rec.clone());
+                return;
+            }
+        }
+        self.apply(rec, clock);
+    }
+
+    fn apply(&mut self, rec: &Record, clock: &Clock) {
         match rec {
             Record::Exit(exit) if AwaitingStamps::awaits(exit) => match self.awaiting.hold(*exit) {
                 Some(Ready::Stamped(exit)) => self.exit(&exit, clock),
@@ -388,6 +443,12 @@ impl Session {
                     t.fork(fork);
                 }
                 self.outputs.fork(fork, clock);
+                // What the new process did before this came, in order.
+                if self.waiting.waits_for(fork.child_pid) {
+                    for rec in self.waiting.take_for(fork.child_pid) {
+                        self.record(&rec, clock);
+                    }
+                }
             }
             Record::ThreadExit(t) => self.outputs.thread_exit(t, clock),
             Record::Kill(kill) => self.causes.kill(kill),
@@ -507,8 +568,9 @@ impl Session {
         let mut any = false;
         while let Some(item) = ring.next() {
             if crate::decode::records(&item).nth(1).is_none() {
-                // One record, the usual case but for staged exits: the ring
-                // gets its space back before the outputs write it.
+                // One record, the usual case but for staged ones (exits,
+                // forks, stamps): the ring gets its space back before the
+                // outputs write it.
                 let rec = decode(&item);
                 drop(item);
                 any |= self.take(rec, &clock);
