@@ -333,9 +333,8 @@ pub struct Config {
     pub filter_single: u32,
     pub filter_pid: u32,
     pub filter_uid: u32,
-    /// 1: exit records, fork events and stamps are staged per CPU and go
-    /// into the ring
-    /// [`STAGE_LEN`] at a time; the loader runs `flush_stage` on every CPU
+    /// 1: exit records and fork events are staged per CPU and go into the
+    /// ring [`STAGE_LEN`] at a time; the loader runs `flush_stage` on every CPU
     /// before it drains the ring on its timer and at the end.
     pub stage: u32,
     /// `PAGE_SIZE`, for taskstats' KiB and MB-usec units.
@@ -718,7 +717,7 @@ pub struct ExitRecord {
 pub const STAGE_LEN: usize = 8;
 
 /// A CPU's staged records (`STAGE`, `Config::stage`): exit records, and
-/// fork events and `exit_mmap` stamps each in the first bytes of a slot.
+/// fork events each in the first bytes of a slot.
 /// `busy` is set while a program fills a slot; `len` records are waiting.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

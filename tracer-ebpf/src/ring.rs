@@ -10,9 +10,7 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
     programs::RawTracePointContext,
 };
-use tracer_common::{
-    counter, ExitRecord, ForkRecord, MmapStamp, Stage, RECORD_FORK, RECORD_MMAP_STAMP, STAGE_LEN,
-};
+use tracer_common::{counter, ExitRecord, ForkRecord, Stage, RECORD_FORK, STAGE_LEN};
 
 /// Exit records. The loader sets the size (`--ring-size`).
 #[map]
@@ -33,10 +31,11 @@ pub(crate) fn count(index: u32) {
 }
 
 /// A CPU's records waiting to go into the ring together (`Config::stage`):
-/// exit records, fork events and `exit_mmap` stamps, one to a slot. `busy` is set while a program fills a slot: a
-/// program that finds it set (one that preempted the filler on this CPU)
-/// writes its record into the ring directly, and `flush_stage`, which can
-/// interrupt the filler, leaves the stage alone until the next try.
+/// exit records and fork events, one to a slot. `busy` is set while a
+/// program fills a slot: a program that finds it set (one that preempted
+/// the filler on this CPU) writes its record into the ring directly, and
+/// `flush_stage`, which can interrupt the filler, leaves the stage alone
+/// until the next try.
 #[map]
 pub(crate) static STAGE: PerCpuArray<Stage> = PerCpuArray::with_max_entries(1, 0);
 
@@ -53,7 +52,10 @@ pub(crate) fn emit_exit_record(fill: impl FnOnce(*mut ExitRecord) -> u64) {
 /// slot it takes) through this CPU's stage; see [`emit_exit_record`].
 /// One ring record costs about 190 ns whatever its size, a slot a few:
 /// the loader puts the kinds back in order (a fork before what its child
-/// did), as records staged on different CPUs reach it out of order.
+/// did), as records staged on different CPUs reach it out of order. A
+/// small record still takes a whole slot in the ring: `exit_mmap` stamps
+/// (16 bytes, one per process that frees its own address space) stay out
+/// of the stage, which would have halved what a ring holds of them.
 #[inline(always)]
 pub(crate) fn emit_staged<T: 'static>(loss: Loss, fill: impl FnOnce(*mut T) -> u64) {
     const { assert!(size_of::<T>() <= size_of::<ExitRecord>()) };
@@ -155,15 +157,6 @@ fn slot_lost(r: &ExitRecord) {
                 "ring full: fork event of tgid {} (tid {}) lost",
                 f.child_pid,
                 f.child_tid
-            );
-        }
-        RECORD_MMAP_STAMP => {
-            count(counter::STAMPS_LOST);
-            // SAFETY: the slot holds an MmapStamp (its kind says so).
-            let m = unsafe { &*p.cast::<MmapStamp>() };
-            log_warn!(
-                "ring full: exit_mmap stamp of tid {} lost: its record, if written, keeps the time from before exit_mm()",
-                m.tid
             );
         }
         _ => {

@@ -14,7 +14,7 @@ use crate::{
     follow::{leader_start, set_state, state, REPORTED_AWAITING_STAMP, REPORTED_DONE},
     kernel::{member, Btf, Kernel},
     once::{first, Work},
-    ring::{emit_staged, Loss},
+    ring::{emit, Loss},
 };
 
 /// `exit_mmap(mm)`, at the end of tearing down an address space: in a
@@ -66,7 +66,7 @@ pub(crate) fn mmap_stamp() -> i32 {
         return 0;
     }
     let tid = Btf::u32(task, off!(task_pid));
-    emit_staged(Loss::Stamp, |r: *mut MmapStamp| {
+    emit(Loss::Stamp, |r: *mut MmapStamp| {
         // SAFETY: our reserved ring slot; every field is written.
         unsafe {
             (*r).kind = RECORD_MMAP_STAMP;

@@ -11,10 +11,6 @@ use crate::cgroups::CgroupEvent;
 
 /// One ring record, by kind.
 #[derive(Clone, Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a record lives on the stack for one dispatch; boxing would allocate per record"
-)]
 pub enum Record {
     Exit(ExitRecord),
     Fork(ForkRecord),
@@ -24,14 +20,15 @@ pub enum Record {
     MmapStamp(MmapStamp),
     /// A signal that can kill was sent.
     Kill(KillRecord),
-    /// The OOM killer chose a victim.
-    Oom(OomRecord),
+    /// The OOM killer chose a victim (rare, and the biggest record: boxed,
+    /// so that every other record moves and waits in half the bytes).
+    Oom(Box<OomRecord>),
     /// A v2 cgroup made or removed.
     Cgroup(CgroupEvent),
 }
 
-/// The records of one ring item: exit records, fork events and stamps
-/// staged on a CPU come [`tracer_common::STAGE_LEN`] to an item, each in
+/// The records of one ring item: exit records and fork events staged on
+/// a CPU come [`tracer_common::STAGE_LEN`] to an item, each in
 /// a slot the size of an exit record; every other kind comes one to an
 /// item.
 pub fn records(item: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -41,7 +38,7 @@ pub fn records(item: &[u8]) -> impl Iterator<Item = &[u8]> {
         && matches!(
             item.get(..4)
                 .map(|k| u32::from_ne_bytes([k[0], k[1], k[2], k[3]])),
-            Some(RECORD_EXIT | RECORD_FORK | RECORD_MMAP_STAMP)
+            Some(RECORD_EXIT | RECORD_FORK)
         );
     item.chunks(if staged { size } else { item.len().max(1) })
 }
@@ -58,7 +55,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         RECORD_THREAD_EXIT => read::<ThreadExitRecord>(bytes).map(Record::ThreadExit),
         RECORD_MMAP_STAMP => read::<MmapStamp>(bytes).map(Record::MmapStamp),
         RECORD_KILL => read::<KillRecord>(bytes).map(Record::Kill),
-        RECORD_OOM => read::<OomRecord>(bytes).map(Record::Oom),
+        RECORD_OOM => read::<OomRecord>(bytes).map(|o| Record::Oom(Box::new(o))),
         RECORD_CGROUP => cgroup_event(bytes).map(Record::Cgroup),
         _ => None,
     }

@@ -49,14 +49,23 @@ const PATIENCE: u64 = 3;
 
 impl Waiting {
     /// The process a record is about, which the table must hold first;
-    /// `None` for the kinds that do not depend on it.
+    /// `None` for the kinds the table does not place. A thread's creation
+    /// and death are not: they change nothing in the table, and holding
+    /// every thread a new process makes until its own fork event came
+    /// cost megabytes on thread churn.
     pub fn subject(record: &Record) -> Option<u32> {
         match record {
             Record::Exit(e) => Some(e.pid),
-            Record::Fork(f) => Some(f.parent_pid),
+            Record::Fork(f) if f.clone_flags & crate::lineage::CLONE_THREAD == 0 => {
+                Some(f.parent_pid)
+            }
             Record::Exec(e) => Some(e.pid),
-            Record::ThreadExit(t) => Some(t.pid),
-            Record::MmapStamp(_) | Record::Kill(_) | Record::Oom(_) | Record::Cgroup(_) => None,
+            Record::Fork(_)
+            | Record::ThreadExit(_)
+            | Record::MmapStamp(_)
+            | Record::Kill(_)
+            | Record::Oom(_)
+            | Record::Cgroup(_) => None,
         }
     }
 
@@ -202,6 +211,8 @@ mod tests {
     fn the_subject_is_the_process_that_must_be_known() {
         assert_eq!(Waiting::subject(&exit(7)), Some(7));
         assert_eq!(Waiting::subject(&fork(7, 8)), Some(7));
+        let thread = Record::Fork(fixtures::fork(7, 7, crate::lineage::CLONE_THREAD, b"sh"));
+        assert_eq!(Waiting::subject(&thread), None);
     }
 
     #[test]
