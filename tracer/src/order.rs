@@ -1,9 +1,9 @@
 //! Order: the records a process's life leaves, put back in the order it
 //! lived them.
 //!
-//! The programs stage exit records, fork events and `exit_mmap` stamps on
-//! each CPU and put a CPU's stage into the ring when it is full or when
-//! the loader flushes it (`tracer-ebpf/src/ring.rs`). What one CPU staged
+//! The programs stage exit records and fork events on each CPU and put a
+//! CPU's stage into the ring when it is full or when the loader flushes
+//! it (`tracer-ebpf/src/ring.rs`). What one CPU staged
 //! can therefore reach the loader after what another staged later: a
 //! child's exec, exit or own forks before the fork event that made it.
 //!
@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::decode::Record;
+use crate::{decode::Record, lineage::Kind};
 
 /// The records that wait for their process's fork.
 #[derive(Debug, Default)]
@@ -56,9 +56,7 @@ impl Waiting {
     pub fn subject(record: &Record) -> Option<u32> {
         match record {
             Record::Exit(e) => Some(e.pid),
-            Record::Fork(f) if f.clone_flags & crate::lineage::CLONE_THREAD == 0 => {
-                Some(f.parent_pid)
-            }
+            Record::Fork(f) if Kind::of(f.clone_flags) != Kind::Thread => Some(f.parent_pid),
             Record::Exec(e) => Some(e.pid),
             Record::Fork(_)
             | Record::ThreadExit(_)
@@ -175,7 +173,7 @@ impl Waiting {
 /// The process a fork event creates (not a thread: that is its creator's).
 fn created(record: &Record) -> Option<u32> {
     match record {
-        Record::Fork(f) if f.clone_flags & crate::lineage::CLONE_THREAD == 0 => Some(f.child_pid),
+        Record::Fork(f) if Kind::of(f.clone_flags) != Kind::Thread => Some(f.child_pid),
         _ => None,
     }
 }

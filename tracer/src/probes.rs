@@ -228,8 +228,8 @@ impl Probes {
         program::<RawTracePoint>(&mut ebpf, "flush_stage")?
             .load()
             .context(
-            "cannot load flush_stage, which puts the exit records staged on each CPU into the ring",
-        )?;
+                "cannot load flush_stage, which puts the records staged on each CPU into the ring",
+            )?;
 
         let order = match opts.attach {
             AttachMode::Auto => vec![

@@ -29,7 +29,7 @@ use crate::{
 /// How often the ring is drained when no wakeup came: the programs wake us
 /// only when the ring is a quarter full, so this bounds the latency.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(200);
-/// How long a flush of the staged exit records retries a CPU whose stage a
+/// How long a flush of the staged records retries a CPU whose stage a
 /// program is filling (microseconds, unless the program was preempted):
 /// in a session, where the next flush tries again, and at its end.
 const STAGE_PATIENCE: Duration = Duration::from_millis(1);
@@ -257,7 +257,7 @@ impl Session {
         self.update_metrics()
     }
 
-    /// The exit records staged on the CPUs into the ring, before a drain
+    /// The records staged on the CPUs into the ring, before a drain
     /// (`all`: every CPU's, at the end). In a session, a stage that a
     /// program is filling waits for the next flush; at the end, one still
     /// busy after `patience` is said. A failure to run the flush at all is
@@ -268,7 +268,7 @@ impl Session {
         match self.probes.flush_stages(all, patience) {
             Ok(busy) if busy.is_empty() || !all => {}
             Ok(busy) => eprintln!(
-                "tracer: a program kept filling the stage of exit records of CPU {busy:?} for \
+                "tracer: a program kept filling the stage of records of CPU {busy:?} for \
                  {} ms at the end: up to {} records of each not written",
                 patience.as_millis(),
                 tracer_common::STAGE_LEN
@@ -277,7 +277,7 @@ impl Session {
                 if !self.stage_flush_failed {
                     self.stage_flush_failed = true;
                     eprintln!(
-                        "tracer: cannot put the exit records staged on each CPU into the ring: \
+                        "tracer: cannot put the records staged on each CPU into the ring: \
                          {e:#}; up to {} a CPU wait for the next try, and are not written at \
                          the end",
                         tracer_common::STAGE_LEN - 1
@@ -444,10 +444,8 @@ impl Session {
                 }
                 self.outputs.fork(fork, clock);
                 // What the new process did before this came, in order.
-                if self.waiting.waits_for(fork.child_pid) {
-                    for rec in self.waiting.take_for(fork.child_pid) {
-                        self.record(&rec, clock);
-                    }
+                for rec in self.waiting.take_for(fork.child_pid) {
+                    self.record(&rec, clock);
                 }
             }
             Record::ThreadExit(t) => self.outputs.thread_exit(t, clock),
@@ -569,8 +567,8 @@ impl Session {
         while let Some(item) = ring.next() {
             if crate::decode::records(&item).nth(1).is_none() {
                 // One record, the usual case but for staged ones (exits,
-                // forks, stamps): the ring gets its space back before the
-                // outputs write it.
+                // forks): the ring gets its space back before the outputs
+                // write it.
                 let rec = decode(&item);
                 drop(item);
                 any |= self.take(rec, &clock);
