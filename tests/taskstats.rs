@@ -1178,6 +1178,9 @@ struct Outcome {
     /// `coremem`/`virtmem` read one scheduler tick after taskstats read
     /// them (see [`tick_slack`]).
     tick_later: Vec<String>,
+    /// Group exit lines that left out threads late to the group's record
+    /// (see [`without_late_threads`]).
+    late: Vec<String>,
     /// Rows of the failure table.
     failures: Vec<String>,
     notes: Vec<String>,
@@ -1418,6 +1421,13 @@ fn compare_session(
                 ));
             }
         }
+        let tasks = without_late_threads(
+            o,
+            (scenario, case, pid, tid),
+            (exit, raw_of(exit)),
+            tasks,
+            delayacct,
+        );
         compare_line(
             o,
             scenario,
@@ -1472,6 +1482,74 @@ fn compare_session(
             "{scenario}: thread_exit line(s) for tid {tid} the workload did not announce: {ls:?}"
         ));
     }
+}
+
+/// A group's threads as its exit line sums them. A thread that leaves the
+/// group's live count (`signal->live`) just before the last one, and is
+/// preempted before it reaches `taskstats_exit()`, adds its figures after
+/// the last thread wrote the group's record (the kernel's own acct record
+/// has the same window: `acct_collect()` follows the same decrement).
+/// Seen once in CI, on 7.2-rt with fentry. So when the line differs from
+/// the sum over every thread but equals, field for field, the sum without
+/// one or two threads other than the last, those threads are left out,
+/// and the report names them. It is a rare race: more than
+/// [`MAX_LATE_GROUPS`] such groups in one test run fail it (a thread left
+/// out by a bug would be left out in every session). Every other
+/// difference stays a failure, and the late threads' own `thread_exit`
+/// lines are still compared with their records.
+const MAX_LATE_GROUPS: usize = 1;
+
+fn without_late_threads<'a>(
+    o: &mut Outcome,
+    (scenario, case, pid, tid): (&str, &str, u32, u32),
+    line: (&Value, &str),
+    tasks: Vec<&'a Task>,
+    delayacct: bool,
+) -> Vec<&'a Task> {
+    let fits = |subset: &[&Task]| {
+        let mut scratch = Outcome {
+            hiwater_may_be_null: o.hiwater_may_be_null,
+            read_after_taskstats_exit: o.read_after_taskstats_exit,
+            read_at_taskstats_exit: o.read_at_taskstats_exit,
+            ..Outcome::default()
+        };
+        compare_line(
+            &mut scratch,
+            scenario,
+            case,
+            "exit",
+            pid,
+            tid,
+            line,
+            subset,
+            delayacct,
+        );
+        scratch.failures.is_empty()
+    };
+    if tasks.len() < 2 || fits(&tasks) {
+        return tasks;
+    }
+    let others: Vec<usize> = (0..tasks.len()).filter(|&i| tasks[i].tid != tid).collect();
+    let mut candidates: Vec<Vec<usize>> = others.iter().map(|&i| vec![i]).collect();
+    for (n, &i) in others.iter().enumerate() {
+        candidates.extend(others[n + 1..].iter().map(|&j| vec![i, j]));
+    }
+    for out in candidates {
+        let kept: Vec<&Task> = (0..tasks.len())
+            .filter(|i| !out.contains(i))
+            .map(|i| tasks[i])
+            .collect();
+        if fits(&kept) {
+            let tids: Vec<String> = out.iter().map(|&i| tasks[i].tid.to_string()).collect();
+            o.late.push(format!(
+                "{scenario} case {case} pid {pid}: the exit line (tid {tid}) equals the sum \
+                 without tid {}",
+                tids.join(", ")
+            ));
+            return kept;
+        }
+    }
+    tasks
 }
 
 /// One tracer session around the workload, with the listener registered
@@ -1609,6 +1687,18 @@ fn extended_fields_equal_taskstats() {
             let _ = writeln!(report, "  {n}");
         }
     }
+    if !o.late.is_empty() {
+        let _ = writeln!(
+            report,
+            "threads late to their group's record (allowed in at most {MAX_LATE_GROUPS} \
+             group(s) a run: they reached taskstats_exit() after the group's last thread \
+             wrote it; see without_late_threads): {}",
+            o.late.len()
+        );
+        for n in &o.late {
+            let _ = writeln!(report, "  {n}");
+        }
+    }
     if !o.tick_later.is_empty() {
         let _ = writeln!(
             report,
@@ -1649,9 +1739,104 @@ fn extended_fields_equal_taskstats() {
     }
     eprint!("{report}");
     assert!(
+        o.late.len() <= MAX_LATE_GROUPS,
+        "{NAME}: {} groups left threads out of their exit lines, more than a rare race \
+         explains; see the report above",
+        o.late.len()
+    );
+    assert!(
         o.failures.is_empty() && (o.nulls.is_empty() || !strict),
         "{NAME}: {} field(s) differ from taskstats, {} null; see the report above",
         o.failures.len(),
         o.nulls.len()
     );
+}
+
+/// [`without_late_threads`] leaves a thread out only when the line equals
+/// the sums without it, never the group's last thread, and never to
+/// explain any other difference. Needs no root: made-up records.
+#[test]
+fn late_threads_are_left_out_only_when_the_sums_say_so() {
+    let task = |tid: u32, io: u64| {
+        let mut raw = vec![0u8; 440];
+        raw[0..2].copy_from_slice(&16u16.to_le_bytes());
+        for fld in FIELDS.iter().filter(|f| !f.delay) {
+            let v = if fld.json.starts_with("hiwater_") {
+                4096
+            } else {
+                io + fld.off as u64
+            };
+            raw[fld.off..fld.off + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        Task {
+            tid,
+            version: 16,
+            raw,
+        }
+    };
+    let (leader, worker, last) = (task(100, 8192), task(101, 524_288), task(102, 1_048_576));
+    let line_over = |tasks: &[&Task]| {
+        let mut m = serde_json::Map::new();
+        for fld in FIELDS {
+            let v = if fld.delay {
+                Value::Null
+            } else {
+                let vals = tasks
+                    .iter()
+                    .map(|t| t.u64_at(fld.off).expect("in the record"));
+                Value::from(match fld.agg {
+                    Agg::Sum => vals.sum::<u64>(),
+                    Agg::Max => vals.max().unwrap_or(0),
+                })
+            };
+            m.insert(fld.json.into(), v);
+        }
+        let v = Value::Object(m);
+        let raw = v.to_string();
+        (v, raw)
+    };
+    let all = vec![&leader, &worker, &last];
+    let keep = |o: &mut Outcome, (v, raw): &(Value, String)| {
+        without_late_threads(o, ("s", "c", 100, 102), (v, raw), all.clone(), false)
+            .iter()
+            .map(|t| t.tid)
+            .collect::<Vec<u32>>()
+    };
+
+    let mut o = Outcome::default();
+    assert_eq!(keep(&mut o, &line_over(&all)), [100, 101, 102]);
+    assert!(o.late.is_empty(), "{:?}", o.late);
+
+    assert_eq!(keep(&mut o, &line_over(&[&leader, &last])), [100, 102]);
+    assert_eq!(o.late.len(), 1, "{:?}", o.late);
+    assert!(o.late[0].contains("without tid 101"), "{:?}", o.late);
+
+    // Without the last thread: not a late thread, all are kept (and the
+    // comparison then fails).
+    let mut o = Outcome::default();
+    assert_eq!(
+        keep(&mut o, &line_over(&[&leader, &worker])),
+        [100, 101, 102]
+    );
+    assert!(o.late.is_empty(), "{:?}", o.late);
+
+    // Half a thread missing: no subset explains it.
+    let (mut v, _) = line_over(&all);
+    v["read_char"] = Value::from(v["read_char"].as_u64().expect("a number") - 4096);
+    let raw = v.to_string();
+    assert_eq!(keep(&mut o, &(v, raw)), [100, 101, 102]);
+    assert!(o.late.is_empty(), "{:?}", o.late);
+    let mut failing = Outcome::default();
+    compare_line(
+        &mut failing,
+        "s",
+        "c",
+        "exit",
+        100,
+        102,
+        (&line_over(&[&leader]).0, &line_over(&[&leader]).1),
+        &all,
+        false,
+    );
+    assert!(!failing.failures.is_empty());
 }
