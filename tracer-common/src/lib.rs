@@ -333,10 +333,8 @@ pub struct Config {
     pub filter_single: u32,
     pub filter_pid: u32,
     pub filter_uid: u32,
-    /// 1: exit records and fork events are staged per CPU and go into the
-    /// ring [`STAGE_LEN`] at a time; the loader runs `flush_stage` on every CPU
-    /// before it drains the ring on its timer and at the end.
-    pub stage: u32,
+    /// Keeps `page_size` 8-byte aligned.
+    pub _pad: u32,
     /// `PAGE_SIZE`, for taskstats' KiB and MB-usec units.
     pub page_size: u64,
 }
@@ -712,11 +710,11 @@ pub struct ExitRecord {
 }
 
 /// Records a CPU stages before it puts them into the ring as one item
-/// (`Config::stage`): the ring's own cost, a few hundred ns a record on our
+/// (`STAGE`): the ring's own cost, a few hundred ns a record on our
 /// machines, is then paid once for all of them.
 pub const STAGE_LEN: usize = 8;
 
-/// A CPU's staged records (`STAGE`, `Config::stage`): exit records, and
+/// A CPU's staged records (`STAGE`): exit records, and
 /// fork events each in the first bytes of a slot.
 /// `busy` is set while a program fills a slot; `len` records are waiting.
 #[repr(C)]

@@ -529,15 +529,8 @@ fn xacct_at_taskstats_exit(ctx: &FEntryContext) -> i32 {
     // SAFETY: the helper returns current's task_struct, typed for the
     // verifier.
     let task = unsafe { bpf_get_current_task_btf() } as u64;
-    if !first::<Btf>(task, Work::TaskstatsExit) {
-        return 0;
-    }
-    let tgid = Btf::u32(task, off!(task_tgid));
-    if figures_wanted::<Btf>(task, tgid) {
-        hold::<Btf>(task, tgid);
-    }
-    if cfg!(threads) != 0 && ctx.arg::<u64>(1) & 0xffff_ffff == 0 {
-        emit_thread_exit::<Btf>(task);
+    if first::<Btf>(task, Work::TaskstatsExit) {
+        at_taskstats_exit::<Btf>(task, ctx.arg::<u64>(1) & 0xffff_ffff != 0);
     }
     0
 }
@@ -547,14 +540,22 @@ fn xacct_at_taskstats_exit(ctx: &FEntryContext) -> i32 {
 pub(crate) fn xacct_kprobe(ctx: ProbeContext) -> u32 {
     // SAFETY: the helper returns current's task_struct address.
     let task = unsafe { bpf_get_current_task() };
-    let tgid = Probe::u32(task, off!(task_tgid));
-    if figures_wanted::<Probe>(task, tgid) {
-        hold::<Probe>(task, tgid);
-    }
-    if cfg!(threads) != 0 && ctx.arg::<u64>(1).unwrap_or(1) & 0xffff_ffff == 0 {
-        emit_thread_exit::<Probe>(task);
-    }
+    at_taskstats_exit::<Probe>(task, ctx.arg::<u64>(1).unwrap_or(1) & 0xffff_ffff != 0);
     0
+}
+
+/// What both hooks on `taskstats_exit(task, group_dead)` do: the thread's
+/// figures join its group's, and with `--threads` a thread that does not
+/// end its group (the kernel says which) is sent.
+#[inline(always)]
+fn at_taskstats_exit<K: Kernel>(task: u64, group_dead: bool) {
+    let tgid = K::u32(task, off!(task_tgid));
+    if figures_wanted::<K>(task, tgid) {
+        hold::<K>(task, tgid);
+    }
+    if cfg!(threads) != 0 && !group_dead {
+        emit_thread_exit::<K>(task);
+    }
 }
 
 /// A second copy of [`exit_fentry`] (see [`exit_tp_btf_again`]).

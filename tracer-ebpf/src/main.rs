@@ -116,7 +116,7 @@ static CONFIG: Config = Config {
     filter_single: 0,
     filter_pid: 0,
     filter_uid: 0,
-    stage: 0,
+    _pad: 0,
     page_size: 4096,
 };
 

@@ -30,8 +30,8 @@ pub(crate) fn count(index: u32) {
     }
 }
 
-/// A CPU's records waiting to go into the ring together (`Config::stage`):
-/// exit records and fork events, one to a slot. `busy` is set while a
+/// A CPU's records waiting to go into the ring together: exit records and
+/// fork events, one to a slot. `busy` is set while a
 /// program fills a slot: a program that finds it set (one that preempted
 /// the filler on this CPU) writes its record into the ring directly, and
 /// `flush_stage`, which can interrupt the filler, leaves the stage alone
@@ -40,7 +40,7 @@ pub(crate) fn count(index: u32) {
 pub(crate) static STAGE: PerCpuArray<Stage> = PerCpuArray::with_max_entries(1, 0);
 
 /// Writes an exit record: into this CPU's stage, which goes into the ring
-/// as one item when full, or (stage busy or off) into the ring at once.
+/// as one item when full, or (stage busy) into the ring at once.
 /// `fill` as in [`emit`]. (A record that awaits its `exit_mmap` stamp may
 /// then reach the loader after the stamp, which waits for it there.)
 #[inline(always)]
@@ -59,12 +59,7 @@ pub(crate) fn emit_exit_record(fill: impl FnOnce(*mut ExitRecord) -> u64) {
 #[inline(always)]
 pub(crate) fn emit_staged<T: 'static>(loss: Loss, fill: impl FnOnce(*mut T) -> u64) {
     const { assert!(size_of::<T>() <= size_of::<ExitRecord>()) };
-    let stage = if cfg!(stage) != 0 {
-        STAGE.get_ptr_mut(0)
-    } else {
-        None
-    };
-    let Some(st) = stage else {
+    let Some(st) = STAGE.get_ptr_mut(0) else {
         return emit(loss, fill);
     };
     // SAFETY: this CPU's stage; volatile so that `busy` is written before
@@ -147,27 +142,15 @@ unsafe fn output_each(st: *mut Stage, len: usize) {
 /// room for.
 #[inline(always)]
 fn slot_lost(r: &ExitRecord) {
-    let p = core::ptr::from_ref(r).cast::<u8>();
-    match r.kind {
-        RECORD_FORK => {
-            count(counter::EVENTS_LOST);
-            // SAFETY: the slot holds a ForkRecord (its kind says so).
-            let f = unsafe { &*p.cast::<ForkRecord>() };
-            log_warn!(
-                "ring full: fork event of tgid {} (tid {}) lost",
-                f.child_pid,
-                f.child_tid
-            );
-        }
-        _ => {
-            count(counter::RING_FULL);
-            log_warn!(
-                "ring full: exit record of tgid {} (tid {}) lost",
-                r.pid,
-                r.tid
-            );
-        }
-    }
+    let (loss, tgid, tid) = if r.kind == RECORD_FORK {
+        // SAFETY: the slot holds a ForkRecord (its kind says so).
+        let f = unsafe { &*core::ptr::from_ref(r).cast::<ForkRecord>() };
+        (Loss::Event, f.child_pid, f.child_tid)
+    } else {
+        (Loss::Exit, r.pid, r.tid)
+    };
+    count(loss.counter());
+    say_lost(loss, || tgid, || tid);
 }
 
 /// Ring submit flags: wake the reader only when enough has piled up; below
@@ -199,14 +182,34 @@ pub(crate) enum Loss {
     Event,
 }
 
+impl Loss {
+    /// The counter a record of this kind is counted in when lost.
+    #[inline(always)]
+    fn counter(self) -> u32 {
+        match self {
+            Loss::Exit => counter::RING_FULL,
+            Loss::Stamp => counter::STAMPS_LOST,
+            Loss::Event => counter::EVENTS_LOST,
+        }
+    }
+}
+
 /// Says which record the ring had no room for (`--bpf-log warn`): the
 /// current task is the one that died (exit records, stamps, thread exits),
 /// created (fork events) or exec'd.
 #[inline(always)]
 pub(crate) fn lost(loss: Loss) {
-    // The ids are read inside each call, which is dropped when off.
-    let tgid = || (bpf_get_current_pid_tgid() >> 32) as u32;
-    let tid = || bpf_get_current_pid_tgid() as u32;
+    say_lost(
+        loss,
+        || (bpf_get_current_pid_tgid() >> 32) as u32,
+        || bpf_get_current_pid_tgid() as u32,
+    );
+}
+
+/// [`lost`], for the record of `tgid` and `tid`: they are read inside each
+/// call, which is dropped when off.
+#[inline(always)]
+fn say_lost(loss: Loss, tgid: impl Fn() -> u32, tid: impl Fn() -> u32) {
     match loss {
         Loss::Exit => log_warn!("ring full: exit record of tgid {} (tid {}) lost", tgid(), tid()),
         Loss::Stamp => log_warn!(
@@ -227,11 +230,7 @@ pub(crate) fn lost(loss: Loss) {
 #[inline(always)]
 pub(crate) fn emit<T: 'static>(loss: Loss, fill: impl FnOnce(*mut T) -> u64) {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
-        count(match loss {
-            Loss::Exit => counter::RING_FULL,
-            Loss::Stamp => counter::STAMPS_LOST,
-            Loss::Event => counter::EVENTS_LOST,
-        });
+        count(loss.counter());
         lost(loss);
         return;
     };

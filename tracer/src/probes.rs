@@ -206,7 +206,7 @@ impl Probes {
             filter_single: opts.filters.single_bits(),
             filter_pid: opts.filters.pids.first().copied().unwrap_or(0),
             filter_uid: opts.filters.uids.first().copied().unwrap_or(0),
-            stage: 1,
+            _pad: 0,
             page_size: page_size(),
         };
         // The object has no BTF relocations (Rust eBPF gets no CO-RE), so
@@ -449,8 +449,8 @@ impl Probes {
         Ok(Some(m.get(&1, 0)?).filter(|&p| p != 0))
     }
 
-    /// Puts the exit records staged on the CPUs into the ring (see
-    /// `Config::stage`): `flush_stage` run on each online CPU, or (`all`
+    /// Puts the records staged on the CPUs into the ring (see `STAGE` in
+    /// the eBPF crate): `flush_stage` run on each online CPU, or (`all`
     /// false) on those whose stage holds something, as the map reads now,
     /// which spares the others an interrupt. A CPU whose stage a program
     /// was filling is tried again for up to `patience`; returns those
