@@ -495,6 +495,43 @@ impl Probes {
         }
     }
 
+    /// The records left in the stages of `cpus` (any possible CPU, an
+    /// offline one included), read from the map, each as the bytes of its
+    /// slot: at the end, for the CPUs that `flush_stages` could not empty.
+    /// A slot a program is filling is past `len`, and not read.
+    pub fn left_in_stages(&self, cpus: &[u32]) -> Result<Vec<(u32, Vec<Vec<u8>>)>> {
+        use tracer_common::{ExitRecord, Stage, STAGE_LEN};
+        let stages: PerCpuArray<_, Stage> =
+            PerCpuArray::try_from(self.ebpf.map("STAGE").context("no STAGE map")?)?;
+        let staged = stages.get(&0, 0)?;
+        let mut left = Vec::new();
+        for &cpu in cpus {
+            let Some(stage) = staged.get(cpu as usize) else {
+                continue;
+            };
+            let n = (stage.len as usize).min(STAGE_LEN);
+            if n == 0 {
+                continue;
+            }
+            let slots = stage.records[..n]
+                .iter()
+                .map(|r| {
+                    // SAFETY: a Pod record, its padding explicit: every
+                    // byte of it is initialised.
+                    unsafe {
+                        std::slice::from_raw_parts(
+                            std::ptr::from_ref(r).cast::<u8>(),
+                            size_of::<ExitRecord>(),
+                        )
+                    }
+                    .to_vec()
+                })
+                .collect();
+            left.push((cpu, slots));
+        }
+        Ok(left)
+    }
+
     /// Follows this thread group (and, from now on, every group it creates).
     pub fn track(&mut self, pid: u32) -> Result<()> {
         let mut map: HashMap<_, u32, Tracked> =

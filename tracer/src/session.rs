@@ -231,14 +231,14 @@ impl Session {
                         None => std::future::pending().await,
                     }
                 } => {
-                    self.flush_stages(false, STAGE_PATIENCE);
+                    self.flush_stages();
                     self.drain(ring.get_mut());
                     self.flushed();
                     self.outputs.reopen();
                 }
                 r = bpf_log.ready() => r?,
                 _ = tick.tick() => {
-                    self.flush_stages(false, STAGE_PATIENCE);
+                    self.flush_stages();
                     self.drain(ring.get_mut());
                     self.flushed();
                     self.expire(STAMP_TIMEOUT_NS);
@@ -249,42 +249,100 @@ impl Session {
         // Whatever ended the session, what is left must be written within
         // the drain deadline; an output that blocks past it is given up.
         shutdown::deadline_in(shutdown::DRAIN);
-        self.flush_stages(true, STAGE_PATIENCE_AT_END);
+        let unflushed = self.flush_stages_at_end();
         self.drain(ring.get_mut());
+        self.take_left_in_stages(&unflushed);
         self.release_all();
         self.expire(0);
         bpf_log.flush();
         self.update_metrics()
     }
 
-    /// The records staged on the CPUs into the ring, before a drain
-    /// (`all`: every CPU's, at the end). In a session, a stage that a
-    /// program is filling waits for the next flush; at the end, one still
-    /// busy after `patience` is said. A failure to run the flush at all is
-    /// said once: what it leaves staged goes out with a later flush, or,
-    /// at the end, is not written.
-    fn flush_stages(&mut self, all: bool, patience: Duration) {
+    /// The records staged on the CPUs into the ring, before a drain. A
+    /// stage that a program is filling waits for the next flush. A failure
+    /// to run the flush at all is said once: what it leaves staged goes out
+    /// with a later flush, or is taken from the map at the end.
+    fn flush_stages(&mut self) {
         self.waiting.flush_begun();
-        match self.probes.flush_stages(all, patience) {
-            Ok(busy) if busy.is_empty() || !all => {}
-            Ok(busy) => eprintln!(
-                "tracer: a program kept filling the stage of records of CPU {busy:?} for \
-                 {} ms at the end: up to {} records of each not written",
-                patience.as_millis(),
-                tracer_common::STAGE_LEN
-            ),
-            Err(e) => {
-                if !self.stage_flush_failed {
-                    self.stage_flush_failed = true;
+        if let Err(e) = self.probes.flush_stages(false, STAGE_PATIENCE) {
+            self.say_flush_failed(&e);
+        }
+    }
+
+    fn say_flush_failed(&mut self, e: &anyhow::Error) {
+        if !self.stage_flush_failed {
+            self.stage_flush_failed = true;
+            eprintln!(
+                "tracer: cannot put the records staged on each CPU into the ring: {e:#}; \
+                 up to {} a CPU wait for the next try, or are taken from the map at the end",
+                tracer_common::STAGE_LEN - 1
+            );
+        }
+    }
+
+    /// The last flush, of every online CPU's stage: returns the CPUs whose
+    /// stages it may have left records in, for [`Self::take_left_in_stages`]:
+    /// those a program kept filling for [`STAGE_PATIENCE_AT_END`], the
+    /// offline ones (nothing runs there to flush them), or every one when
+    /// the flush could not be run.
+    fn flush_stages_at_end(&mut self) -> Vec<u32> {
+        self.waiting.flush_begun();
+        // Per-CPU map values are indexed by possible CPU, 0 to nr_cpus.
+        let possible: Vec<u32> = (0..aya::util::nr_cpus().unwrap_or(0) as u32).collect();
+        let online = aya::util::online_cpus().unwrap_or_default();
+        match self.probes.flush_stages(true, STAGE_PATIENCE_AT_END) {
+            Ok(mut left) => {
+                if !left.is_empty() {
                     eprintln!(
-                        "tracer: cannot put the records staged on each CPU into the ring: \
-                         {e:#}; up to {} a CPU wait for the next try, and are not written at \
-                         the end",
-                        tracer_common::STAGE_LEN - 1
+                        "tracer: a program kept filling the stage of records of CPU {left:?} \
+                         for {} ms at the end: what it had staged before is taken from the \
+                         map, the record it was writing is not",
+                        STAGE_PATIENCE_AT_END.as_millis(),
                     );
                 }
+                left.extend(possible.into_iter().filter(|c| !online.contains(c)));
+                left
+            }
+            Err(e) => {
+                self.say_flush_failed(&e);
+                possible
             }
         }
+    }
+
+    /// At the end, after the last drain: what the last flush left in the
+    /// stages of `cpus` is read from the map and goes to the outputs
+    /// (offline CPUs are named: their records waited there since they went
+    /// offline).
+    fn take_left_in_stages(&mut self, cpus: &[u32]) {
+        if cpus.is_empty() {
+            return;
+        }
+        let left = match self.probes.left_in_stages(cpus) {
+            Ok(left) => left,
+            Err(e) => {
+                eprintln!(
+                    "tracer: cannot read the records left staged on CPU {cpus:?} at the end: \
+                     {e:#}; up to {} a CPU not written",
+                    tracer_common::STAGE_LEN - 1
+                );
+                return;
+            }
+        };
+        let online = aya::util::online_cpus().unwrap_or_default();
+        let clock = Clock::now();
+        for (cpu, slots) in left {
+            if !online.contains(&cpu) {
+                eprintln!(
+                    "tracer: CPU {cpu} is offline: {} record(s) staged there taken from the map",
+                    slots.len()
+                );
+            }
+            for bytes in slots {
+                self.take(decode(&bytes), &clock);
+            }
+        }
+        self.outputs.flush();
     }
 
     fn update_metrics(&mut self) -> Result<()> {

@@ -650,7 +650,7 @@ fn prepare_kernel(series: &'static Series, cache: &Path) -> Result<Kernel> {
 /// absolute path the VM sees too.
 /// The privileged test binaries the VMs run, in order (see `runs_binary`
 /// for which run runs which).
-const TEST_BINARIES: [&str; 4] = ["exit_records", "lineage", "causes", "taskstats"];
+const TEST_BINARIES: [&str; 5] = ["exit_records", "lineage", "causes", "taskstats", "stages"];
 
 /// Whether the run of `series` in `mode` runs test binary `name`. The
 /// record-fidelity and lineage tests run in every run: they prove each
