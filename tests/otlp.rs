@@ -59,6 +59,8 @@ struct Taken {
     gzip: bool,
     content_type: String,
     request: ExportLogsServiceRequest,
+    /// The body, gunzipped, when it was JSON.
+    json: Option<Vec<u8>>,
 }
 
 struct Collector {
@@ -187,18 +189,31 @@ fn serve(
         } else {
             body
         };
-        let request = ExportLogsServiceRequest::decode(raw.as_slice()).expect("an OTLP request");
-        taken.lock().unwrap().push(Taken {
-            gzip,
-            content_type: header("content-type").unwrap_or_default(),
-            request,
-        });
-        let reply = ExportLogsServiceResponse::default().encode_to_vec();
+        // OTLP/HTTP's two encodings, told by the Content-Type; the answer
+        // in the same one. The JSON is read with the crate's own serde
+        // implementation of the OTLP JSON mapping.
+        let content_type = header("content-type").unwrap_or_default();
+        let (request, reply, json) = if content_type == "application/json" {
+            let request: ExportLogsServiceRequest =
+                serde_json::from_slice(&raw).expect("an OTLP/JSON request");
+            (request, b"{}".to_vec(), Some(raw))
+        } else {
+            let request =
+                ExportLogsServiceRequest::decode(raw.as_slice()).expect("an OTLP request");
+            let reply = ExportLogsServiceResponse::default().encode_to_vec();
+            (request, reply, None)
+        };
         let _ = write!(
             conn,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
             reply.len()
         );
+        taken.lock().unwrap().push(Taken {
+            gzip,
+            content_type,
+            request,
+            json,
+        });
         let _ = conn.write_all(&reply);
     }
 }
@@ -276,8 +291,81 @@ fn exits_in(json: &std::path::Path) -> usize {
 
 #[test]
 fn otlp_records_describe_the_workload() {
-    const NAME: &str = "otlp_records_describe_the_workload";
-    if !require_privileges(NAME, BPF_ONLY) {
+    records_describe_the_workload(
+        "otlp_records_describe_the_workload",
+        "http/protobuf",
+        "application/x-protobuf",
+    );
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`: the same records, in OTLP's
+/// JSON mapping, which the collector reads with `opentelemetry-proto`'s
+/// serde implementation.
+#[test]
+fn otlp_http_json_records_describe_the_workload() {
+    records_describe_the_workload(
+        "otlp_http_json_records_describe_the_workload",
+        "http/json",
+        "application/json",
+    );
+}
+
+/// Parses each JSON request with the protobuf project's own JSON parser
+/// (Python's `google.protobuf.json_format`, strict: an unknown field is an
+/// error) into the OpenTelemetry Python package's `ExportLogsServiceRequest`
+/// (`opentelemetry-proto` on PyPI, which `.ci/run` installs): a reader
+/// that shares no code with the tracer's serde writer. Returns the records
+/// it read; `None` (said, or a failure under CI) without Python or the
+/// package.
+fn records_python_reads(name: &str, bodies: &[Vec<u8>]) -> Option<usize> {
+    const SCRIPT: &str = "\
+import sys
+from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+n = 0
+for path in sys.argv[1:]:
+    req = logs_service_pb2.ExportLogsServiceRequest()
+    json_format.Parse(open(path, 'rb').read(), req)
+    n += sum(len(s.log_records) for r in req.resource_logs for s in r.scope_logs)
+print(n)
+";
+    let missing = Command::new("python3")
+        .args(["-c", "import opentelemetry.proto, google.protobuf"])
+        .output()
+        .map_or(true, |o| !o.status.success());
+    if missing {
+        let why = "needs python3 with PyPI's opentelemetry-proto to read the JSON independently";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name}: {why} (CI=true: .ci/run installs it)"
+        );
+        eprintln!("skipped (part of {name}): {why}");
+        return None;
+    }
+    let dir = TempDir::new("otlp-json");
+    let paths: Vec<_> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let p = dir.join(&format!("request{i}.json"));
+            std::fs::write(&p, b).unwrap();
+            p
+        })
+        .collect();
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe_output(&out));
+    Some(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap())
+}
+
+/// A workload under `tracer run --otlp` with `protocol`: every request
+/// has the resource and `content_type`, and every process one record that
+/// says how it ended.
+fn records_describe_the_workload(name: &str, protocol: &str, content_type: &str) {
+    if !require_privileges(name, BPF_ONLY) {
         return;
     }
     let collector = Collector::start(Answer::Take);
@@ -291,6 +379,7 @@ fn otlp_records_describe_the_workload() {
                 "OTEL_RESOURCE_ATTRIBUTES",
                 "deployment.environment.name=test%2Fotlp",
             )
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
             .args([
                 "--",
                 "/bin/sh",
@@ -311,7 +400,7 @@ fn otlp_records_describe_the_workload() {
     );
     for t in taken.iter() {
         assert!(t.gzip, "requests are gzipped");
-        assert_eq!(t.content_type, "application/x-protobuf");
+        assert_eq!(t.content_type, content_type);
         let resource = t.request.resource_logs[0].resource.as_ref().unwrap();
         assert_eq!(string(&resource.attributes, "service.name"), "tracer");
         assert_eq!(
@@ -325,9 +414,19 @@ fn otlp_records_describe_the_workload() {
             "test/otlp"
         );
     }
+    let bodies: Vec<Vec<u8>> = taken.iter().filter_map(|t| t.json.clone()).collect();
     drop(taken);
 
     let records = collector.records();
+    if content_type == "application/json" {
+        if let Some(n) = records_python_reads(name, &bodies) {
+            assert_eq!(
+                n,
+                records.len(),
+                "Python's protobuf JSON parser read them all"
+            );
+        }
+    }
     let mut codes: Vec<(String, i64)> = records
         .iter()
         .map(|r| {

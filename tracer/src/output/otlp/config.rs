@@ -16,6 +16,8 @@ pub struct Config {
     pub source: &'static str,
     /// Extra request headers (`OTEL_EXPORTER_OTLP_HEADERS`).
     pub headers: Vec<(String, String)>,
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: how a request's body is encoded.
+    pub protocol: Protocol,
     pub gzip: bool,
     /// How long one export request may take.
     pub timeout: Duration,
@@ -30,6 +32,25 @@ pub struct Config {
     pub batch: usize,
     /// The longest a record waits for its batch to fill.
     pub delay: Duration,
+}
+
+/// The OTLP/HTTP encodings (`OTEL_EXPORTER_OTLP_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `http/protobuf`, the default: binary protobuf.
+    Protobuf,
+    /// `http/json`: the same messages in OTLP's JSON mapping.
+    Json,
+}
+
+impl Protocol {
+    /// The `Content-Type` of a request, and of the collector's answer.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Protocol::Protobuf => "application/x-protobuf",
+            Protocol::Json => "application/json",
+        }
+    }
 }
 
 /// An `http://host[:port]/path` URL, taken apart for the sender.
@@ -80,16 +101,20 @@ impl Config {
             "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
         );
-        match protocol.as_deref().map(str::trim) {
-            None | Some("http/protobuf") => {}
+        let protocol = match protocol.as_deref().map(str::trim) {
+            None | Some("http/protobuf") => Protocol::Protobuf,
+            Some("http/json") => Protocol::Json,
             Some("grpc") => bail!(
                 "OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported: this build sends \
-                 http/protobuf (a collector's OTLP/HTTP port, usually 4318)"
+                 http/protobuf or http/json (a collector's OTLP/HTTP port, usually 4318)"
             ),
             Some(other) => {
-                bail!("OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not supported: use http/protobuf")
+                bail!(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not supported: use \
+                     http/protobuf or http/json"
+                )
             }
-        }
+        };
         let mut headers = Vec::new();
         for name in [
             "OTEL_EXPORTER_OTLP_HEADERS",
@@ -161,6 +186,7 @@ impl Config {
             endpoint,
             source,
             headers,
+            protocol,
             gzip,
             timeout: Duration::from_millis(timeout_ms.max(1)),
             resource,
@@ -500,7 +526,20 @@ mod tests {
         assert_eq!((c.queue, c.batch), (2048, 512));
         assert_eq!(c.delay, Duration::from_secs(1));
         assert_eq!(c.timeout, Duration::from_secs(10));
-        assert!(resolve(flag, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")]).is_ok());
+        assert_eq!(c.protocol, Protocol::Protobuf);
+        let with = |k: &str, v: &str| resolve(flag, &[(k, v)]).map(|c| c.unwrap().protocol);
+        assert_eq!(
+            with("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").unwrap(),
+            Protocol::Protobuf
+        );
+        assert_eq!(
+            with("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json").unwrap(),
+            Protocol::Json
+        );
+        assert_eq!(
+            with("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/json").unwrap(),
+            Protocol::Json
+        );
         assert!(resolve(flag, &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).is_err());
         assert!(resolve(
             flag,

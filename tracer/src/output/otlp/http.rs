@@ -33,7 +33,12 @@ const MAX_BODY: usize = 1 << 20;
 const SLICE: Duration = Duration::from_millis(100);
 
 impl Client {
-    pub(super) fn new(endpoint: Endpoint, headers: &[(String, String)], gzip: bool) -> Self {
+    pub(super) fn new(
+        endpoint: Endpoint,
+        headers: &[(String, String)],
+        content_type: &str,
+        gzip: bool,
+    ) -> Self {
         let mut head = Vec::new();
         head.extend_from_slice(b"POST ");
         head.extend_from_slice(endpoint.path.as_bytes());
@@ -41,7 +46,9 @@ impl Client {
         head.extend_from_slice(endpoint.host.as_bytes());
         head.extend_from_slice(b"\r\nUser-Agent: tracer/");
         head.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
-        head.extend_from_slice(b"\r\nContent-Type: application/x-protobuf\r\n");
+        head.extend_from_slice(b"\r\nContent-Type: ");
+        head.extend_from_slice(content_type.as_bytes());
+        head.extend_from_slice(b"\r\n");
         if gzip {
             head.extend_from_slice(b"Content-Encoding: gzip\r\n");
         }

@@ -1,5 +1,6 @@
 //! `--otlp URL`: every exit as an OpenTelemetry log record, sent over
-//! OTLP/HTTP with protobuf (gzip) to `URL/v1/logs`.
+//! OTLP/HTTP with protobuf (gzip) to `URL/v1/logs`, or in OTLP's JSON
+//! mapping with `OTEL_EXPORTER_OTLP_PROTOCOL=http/json`.
 //!
 //! The reading loop only builds each record and queues it ([`Otlp::exit`]);
 //! a thread of its own owns the network: it sends the queue in batches
@@ -22,15 +23,15 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::{
-    collector::logs::v1::ExportLogsServiceResponse,
+    collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
     common::v1::{any_value::Value, AnyValue, InstrumentationScope, KeyValue},
-    logs::v1::SeverityNumber,
+    logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber},
     resource::v1::Resource,
 };
 use prost::Message as _;
 use tracer_common::ThreadExitRecord;
 
-pub use config::{parse_pairs, Config, Endpoint};
+pub use config::{parse_pairs, Config, Endpoint, Protocol};
 use encode::{RecordWriter, Scratch};
 
 use super::{flag_names, text::until_nul, Output};
@@ -377,11 +378,7 @@ fn start_record<'a>(
 
 /// Record `e`, as `LogRecord` (decoded from what is sent).
 #[cfg(test)]
-fn exit_record(
-    e: &Exit<'_>,
-    argv: bool,
-    observed_ns: u64,
-) -> opentelemetry_proto::tonic::logs::v1::LogRecord {
+fn exit_record(e: &Exit<'_>, argv: bool, observed_ns: u64) -> LogRecord {
     let mut r = Vec::new();
     fill_exit(&mut r, &mut Scratch::default(), e, argv, observed_ns);
     prost::Message::decode(r.as_slice()).expect("a LogRecord")
@@ -570,6 +567,7 @@ struct Sender {
     client: http::Client,
     resource: Resource,
     scope: InstrumentationScope,
+    protocol: Protocol,
     gzip: bool,
     timeout: Duration,
     batch: usize,
@@ -605,7 +603,12 @@ impl Sender {
             .collect();
         Self {
             shared,
-            client: http::Client::new(config.endpoint.clone(), &config.headers, config.gzip),
+            client: http::Client::new(
+                config.endpoint.clone(),
+                &config.headers,
+                config.protocol.content_type(),
+                config.gzip,
+            ),
             resource: Resource {
                 attributes,
                 ..Default::default()
@@ -615,6 +618,7 @@ impl Sender {
                 version: env!("CARGO_PKG_VERSION").into(),
                 ..Default::default()
             },
+            protocol: config.protocol,
             gzip: config.gzip,
             timeout: config.timeout,
             batch: config.batch,
@@ -689,10 +693,7 @@ impl Sender {
                         self.failing = false;
                         eprintln!("tracer: otlp: export to {} works again", self.url);
                     }
-                    let rejected = ExportLogsServiceResponse::decode(r.body.as_slice())
-                        .ok()
-                        .and_then(|r| r.partial_success)
-                        .map_or(0, |p| (p.rejected_log_records.max(0) as u64).min(n));
+                    let rejected = rejected_in(self.protocol, &r.body).min(n);
                     if rejected > 0 {
                         self.shared.lock().last_error =
                             Some(format!("the collector rejected {rejected} records"));
@@ -760,6 +761,13 @@ impl Sender {
     fn encode(&mut self, log_records: Vec<Vec<u8>>) {
         let mut body = std::mem::take(&mut self.body);
         body.clear();
+        let json = (self.protocol == Protocol::Json)
+            .then(|| json_request(&self.resource, &self.scope, &log_records));
+        let (resource, scope) = (&self.resource, &self.scope);
+        let write_request = |out: &mut dyn FnMut(&[u8])| match &json {
+            Some(json) => out(json),
+            None => write_request(resource, scope, &log_records, out),
+        };
         if self.gzip {
             body.extend_from_slice(&GZIP_HEADER);
             let mut crc = flate2::Crc::new();
@@ -768,7 +776,7 @@ impl Sender {
             // Into a Vec: cannot fail.
             let _ = self.deflate.reset(body);
             let deflate = &mut self.deflate;
-            write_request(&self.resource, &self.scope, &log_records, &mut |b| {
+            write_request(&mut |b| {
                 stage.extend_from_slice(b);
                 if stage.len() >= STAGE {
                     crc.update(&stage);
@@ -784,9 +792,7 @@ impl Sender {
             body.extend_from_slice(&crc.amount().to_le_bytes());
             self.stage = stage;
         } else {
-            write_request(&self.resource, &self.scope, &log_records, &mut |b| {
-                body.extend_from_slice(b)
-            });
+            write_request(&mut |b| body.extend_from_slice(b));
         }
         self.body = body;
         let mut st = self.shared.lock();
@@ -795,6 +801,53 @@ impl Sender {
         let room = (2 * self.batch).saturating_sub(st.free.len());
         st.free.extend(log_records.into_iter().take(room));
     }
+}
+
+/// How many records the collector rejected, from its answer to a request
+/// it took (`partial_success`); 0 when it says nothing of it.
+fn rejected_in(protocol: Protocol, body: &[u8]) -> u64 {
+    match protocol {
+        Protocol::Protobuf => ExportLogsServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map_or(0, |p| p.rejected_log_records.max(0) as u64),
+        Protocol::Json => {
+            // An int64 in the JSON mapping is a string, or a number from a
+            // lenient encoder: either is read.
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+            let n = &v["partialSuccess"]["rejectedLogRecords"];
+            n.as_u64()
+                .or_else(|| n.as_str().and_then(|s| s.parse().ok()))
+                .unwrap_or(0)
+        }
+    }
+}
+
+/// The request in OTLP's JSON mapping (`http/json`): the records, written
+/// as protobuf, are read back into `opentelemetry-proto`'s messages, whose
+/// serde implementation follows the mapping (lowerCamelCase names, 64-bit
+/// integers as strings, ids in hex).
+fn json_request(
+    resource: &Resource,
+    scope: &InstrumentationScope,
+    log_records: &[Vec<u8>],
+) -> Vec<u8> {
+    let log_records = log_records
+        .iter()
+        .map(|r| LogRecord::decode(r.as_slice()).expect("a record this module wrote"))
+        .collect();
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(resource.clone()),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(scope.clone()),
+                log_records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    serde_json::to_vec(&request).expect("messages serde can write")
 }
 
 /// What is fed to the compressor at once.
@@ -1145,6 +1198,66 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `http/json`: the request the collector gets is the protobuf one in
+    /// OTLP's JSON mapping (read back with the crate's own serde), 64-bit
+    /// integers as strings, the severity as a number; and its answer's
+    /// `partialSuccess` is read.
+    #[test]
+    fn json_requests_say_what_protobuf_ones_say() {
+        let clock = clock();
+        let shared = || {
+            Arc::new(Shared {
+                state: Mutex::default(),
+                wake: Condvar::new(),
+                capacity: 1,
+            })
+        };
+        let vars = [("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")];
+        let mut json = Sender::new(config("http://h:1", &vars), shared());
+        let mut protobuf = Sender::new(config("http://h:1", &[]), shared());
+        assert_eq!(json.protocol, Protocol::Json);
+        let records: Vec<Vec<u8>> = [exit_full(), exit_bare()]
+            .iter()
+            .map(|r| exit_record(&Exit::from_record(r, &clock), true, 7).encode_to_vec())
+            .collect();
+        let gunzip = |body: &[u8]| {
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut plain)
+                .unwrap();
+            plain
+        };
+        json.encode(records.clone());
+        protobuf.encode(records);
+        let text = gunzip(&json.body);
+        let from_json: ExportLogsServiceRequest = serde_json::from_slice(&text).unwrap();
+        let from_protobuf =
+            ExportLogsServiceRequest::decode(gunzip(&protobuf.body).as_slice()).unwrap();
+        assert_eq!(from_json, from_protobuf);
+        assert_eq!(
+            from_json.resource_logs[0].scope_logs[0].log_records.len(),
+            2
+        );
+        let text = String::from_utf8(text).unwrap();
+        for fragment in [
+            r#""resourceLogs":[{"resource":{"attributes":[{"key":"service.name","#,
+            r#""timeUnixNano":"1795000000000000000""#,
+            r#""observedTimeUnixNano":"7""#,
+            r#""severityNumber":13,"severityText":"WARN""#,
+            r#"{"key":"process.pid","value":{"intValue":"4242"}}"#,
+            r#""eventName":"process.exit""#,
+        ] {
+            assert!(text.contains(fragment), "{fragment} not in {text}");
+        }
+
+        let answer = br#"{"partialSuccess":{"rejectedLogRecords":"3","errorMessage":"x"}}"#;
+        assert_eq!(rejected_in(Protocol::Json, answer), 3);
+        let answer = br#"{"partialSuccess":{"rejectedLogRecords":2}}"#;
+        assert_eq!(rejected_in(Protocol::Json, answer), 2);
+        assert_eq!(rejected_in(Protocol::Json, b"{}"), 0);
+        assert_eq!(rejected_in(Protocol::Json, b""), 0);
     }
 
     #[test]
