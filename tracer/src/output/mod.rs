@@ -162,8 +162,13 @@ impl Spec {
         }
         if let Some(config) = &self.otlp {
             eprintln!(
-                "tracer: sending OpenTelemetry log records to {} (from {})",
-                config.endpoint.url, config.source
+                "tracer: sending OpenTelemetry log records to {} (from {}, {})",
+                config.endpoint.url,
+                config.source,
+                match config.protocol {
+                    otlp::Protocol::Protobuf => "http/protobuf",
+                    otlp::Protocol::Json => "http/json",
+                }
             );
             outputs.push(Box::new(otlp::Otlp::start(config.clone())?));
         }
