@@ -2,9 +2,10 @@
 //! months (SIGHUP reopens them after logrotate moved them; `--rotate-size`
 //! rotates them itself) lose no record and hold only whole ones, and
 //! `--metrics` tells a real Prometheus server the same counts the session
-//! wrote.
+//! wrote; atop reads a `--acct-file` as it reads the kernel's.
 //!
-//! Need root and BPF (and Debian's `prometheus` for the metrics test);
+//! Need root and BPF (and Debian's `prometheus` for the metrics test, the
+//! `atop` binary for atop's);
 //! without them they print `skipped: ...` and pass, except under `CI=true`
 //! where they fail.
 #![expect(
@@ -477,4 +478,97 @@ fn notes_one_line_by_default_none_with_q_reasons_with_v() {
             "-v says why not {refused}: {verbose:#?}"
         );
     }
+}
+
+/// `ATOPACCT=<file> atop` reads a `--acct-file` as it reads the kernel's
+/// accounting file: a process that ends while atop samples shows in its
+/// parseable output as exited (`E`), with its name, exit code and parent.
+/// atop reads only records written after it starts, and needs one record
+/// in the file to tell its format: the test waits for both. `.ci/run`
+/// puts atop's binary (not the package, whose atopacctd would take the
+/// kernel's accounting over from the tests that switch it) in
+/// /usr/local/bin.
+#[test]
+fn atop_shows_the_processes_of_an_acct_file() {
+    const NAME: &str = "atop_shows_the_processes_of_an_acct_file";
+    if !require_privileges(NAME, BPF_ONLY) {
+        return;
+    }
+    let Some(atop) = ["/usr/bin/atop", "/usr/local/bin/atop"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        let why = "needs atop (the binary of Debian's `atop`)";
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{NAME}: {why} (CI=true: must not skip)"
+        );
+        eprintln!("skipped: {NAME}: {why}");
+        return;
+    };
+    let dir = TempDir::new("atop");
+    let acct = dir.join("tracer.acct");
+    let probe = dir.join("atop_probe");
+    std::os::unix::fs::symlink("/bin/sh", &probe).expect("symlink to /bin/sh");
+    let (child, _lines, all) = start(&["record", "--acct-file"], &[acct.as_path()]);
+    // One record for atop to read the format from.
+    let status = Command::new("/bin/true").status().expect("/bin/true");
+    assert!(status.success());
+    wait_for("a first record", Duration::from_secs(10), || {
+        acct_records(&acct) > 0
+    });
+
+    let mut sampler = Command::new(&atop)
+        .env("ATOPACCT", &acct)
+        .args(["-P", "PRG", "1", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting atop");
+    let (lines, all_out) = line_reader(sampler.stdout.take().expect("piped"));
+    // After atop's first sample: it reads what is written from then on.
+    let first = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = first.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l == "SEP" => break,
+            Ok(_) => {}
+            Err(e) => panic!("atop printed no first sample: {e}"),
+        }
+    }
+    let out = Command::new(&probe)
+        .args(["-c", "exit 7"])
+        .status()
+        .expect("running the probe");
+    assert_eq!(out.code(), Some(7));
+    let status = sampler.wait().expect("waiting for atop");
+    let stdout = all_out.join().unwrap_or_default();
+    let mut stderr = String::new();
+    let _ = sampler
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr);
+    let (tracer_stderr, _) = stop(child, all);
+    assert!(status.success(), "atop: {status}\n{stderr}");
+
+    // PRG host epoch date time interval pid (name) state ruid rgid tgid
+    // nthr exitcode starttime (cmdline) ppid ...
+    let me = std::process::id().to_string();
+    let exited: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("PRG ") && l.contains(" (atop_probe) E "))
+        .collect();
+    let [line] = exited[..] else {
+        panic!(
+            "atop showed {} exited atop_probe processes, expected 1:\n{stdout}\natop: \
+             {stderr}\ntracer: {tracer_stderr}",
+            exited.len()
+        );
+    };
+    let after = line.split(" (atop_probe) E ").nth(1).expect("the state");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    assert_eq!(fields.get(4), Some(&"7"), "exit code 7: {line}");
+    assert!(after.contains(&format!(") {me} ")), "parent {me}: {line}");
 }
