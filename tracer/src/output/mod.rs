@@ -161,15 +161,16 @@ impl Spec {
             outputs.push(Box::new(json));
         }
         if let Some(config) = &self.otlp {
-            eprintln!(
-                "tracer: sending OpenTelemetry log records to {} (from {}, {})",
+            // A note: `-q` silences it.
+            crate::notes::note(format_args!(
+                "sending OpenTelemetry log records to {} (from {}, {})",
                 config.endpoint.url,
                 config.source,
                 match config.protocol {
                     otlp::Protocol::Protobuf => "http/protobuf",
                     otlp::Protocol::Json => "http/json",
                 }
-            );
+            ));
             outputs.push(Box::new(otlp::Otlp::start(config.clone())?));
         }
         if self.tree {
