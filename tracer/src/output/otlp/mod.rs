@@ -1304,7 +1304,11 @@ mod tests {
     #[ignore = "a measurement, not a check: run it in release"]
     fn otlp_cpu_per_million() {
         let (url, _requests, sink_cpu) = sink();
-        let n = 1_000_000u64;
+        // Fewer under a profiler: OTLP_BENCH_EXITS=N.
+        let n: u64 = std::env::var("OTLP_BENCH_EXITS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
         let mut out = Otlp::start(config(&url, &[])).unwrap();
         let exit = Exit::from_record(&exit_full(), &clock());
         let process0 = process_cpu_ns();
