@@ -197,6 +197,17 @@ fn fmt_comm(c: &[u8; 16]) -> String {
     s
 }
 
+/// How many ticks (10 ms each) earlier than the kernel's our `ac_etime`
+/// may be in a loaded VM: the 7.3 fentry run once found 2 (CI at 7bd6c43),
+/// and 2 to 6 were seen once on 6.1 with kprobe.
+const LOADED_ETIME_TICKS: f32 = 10.0;
+
+/// vm-test's loaded run: the host's CPUs are saturated, so the VM's vCPUs
+/// may be descheduled for several ticks at any point.
+fn host_loaded() -> bool {
+    std::env::var("TRACER_HOST_LOADED").as_deref() == Ok("1")
+}
+
 /// (field, kernel value, our value) for every field that differs.
 /// `runtime_us`: our exact CPU time for the process, when we have it.
 pub(crate) fn field_diffs(
@@ -227,7 +238,23 @@ pub(crate) fn field_diffs(
     if k.btime.abs_diff(o.btime) > 1 {
         d.push(("ac_btime (±1 s)", k.btime.to_string(), o.btime.to_string()));
     }
-    let etime_ok = (k.etime - o.etime).abs() <= 1.0; // false if either is NaN
+    // Ours is read a little earlier on the same path (README, "Elapsed
+    // time"): one tick either way, and, in a VM whose host's CPUs are
+    // saturated (`TRACER_HOST_LOADED`, vm-test's loaded run), ours earlier
+    // by what a descheduled vCPU delays the dying task, said each time.
+    let short = k.etime - o.etime;
+    let mut etime_ok = short.abs() <= 1.0; // false if either is NaN
+    if !etime_ok && host_loaded() && short > 0.0 && short <= LOADED_ETIME_TICKS {
+        etime_ok = true;
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: pid {}: ac_etime {:.2} ticks, the kernel's {:.2}: the dying task was delayed \
+             between the two reads (TRACER_HOST_LOADED: at most {LOADED_ETIME_TICKS} ticks)",
+            o.pid,
+            o.etime,
+            k.etime
+        );
+    }
     if !etime_ok {
         d.push((
             "ac_etime (±1 tick)",

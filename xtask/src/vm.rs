@@ -728,13 +728,15 @@ fn build_tests(root: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// The script the VM runs: tracefs and debugfs (mounted, or unmounted on
-/// request), then the tests, timed.
+/// request), then the tests, timed. `repeats`: the record-fidelity tests
+/// that many times, with `TRACER_HOST_LOADED=1` when the host's CPUs are
+/// saturated meanwhile (the tests then allow what that delay explains).
 fn vm_script(
     root: &Path,
     mode: &str,
     test_bins: &[PathBuf],
     unmount: bool,
-    repeats: Option<usize>,
+    (repeats, host_loaded): (Option<usize>, bool),
     series: &str,
     suites: Suites<'_>,
 ) -> String {
@@ -779,10 +781,15 @@ fn vm_script(
     if let Some(repeats) = repeats {
         // The first binary is exit_records: its fidelity tests, again and
         // again (while the host's CPUs are saturated, in a loaded run).
+        let loaded = if host_loaded {
+            "TRACER_HOST_LOADED=1 "
+        } else {
+            ""
+        };
         for _ in 0..repeats {
             let _ = writeln!(
                 s,
-                "CI=true TRACER_ATTACH={mode} RUST_BACKTRACE=0 '{}' {LOADED_TESTS} --test-threads=1 --color never 2>&1 || rc=1",
+                "CI=true {loaded}TRACER_ATTACH={mode} RUST_BACKTRACE=0 '{}' {LOADED_TESTS} --test-threads=1 --color never 2>&1 || rc=1",
                 test_bins[0].display()
             );
         }
@@ -861,7 +868,7 @@ fn run_one(
             mode,
             test_bins,
             unmount_tracefs,
-            repeats,
+            (repeats, load),
             k.series,
             suites,
         ),
