@@ -460,10 +460,7 @@ impl Probes {
         let mut cpus =
             aya::util::online_cpus().map_err(|(path, e)| anyhow!("cannot read {path}: {e}"))?;
         if !all {
-            let stages: PerCpuArray<_, tracer_common::Stage> =
-                PerCpuArray::try_from(self.ebpf.map("STAGE").context("no STAGE map")?)?;
-            // Indexed by possible CPU, as online_cpus() numbers them.
-            let staged = stages.get(&0, 0)?;
+            let staged = self.stages()?;
             cpus.retain(|&cpu| {
                 staged
                     .get(cpu as usize)
@@ -500,10 +497,8 @@ impl Probes {
     /// slot: at the end, for the CPUs that `flush_stages` could not empty.
     /// A slot a program is filling is past `len`, and not read.
     pub fn left_in_stages(&self, cpus: &[u32]) -> Result<Vec<(u32, Vec<Vec<u8>>)>> {
-        use tracer_common::{ExitRecord, Stage, STAGE_LEN};
-        let stages: PerCpuArray<_, Stage> =
-            PerCpuArray::try_from(self.ebpf.map("STAGE").context("no STAGE map")?)?;
-        let staged = stages.get(&0, 0)?;
+        use tracer_common::{ExitRecord, STAGE_LEN};
+        let staged = self.stages()?;
         let mut left = Vec::new();
         for &cpu in cpus {
             let Some(stage) = staged.get(cpu as usize) else {
@@ -530,6 +525,14 @@ impl Probes {
             left.push((cpu, slots));
         }
         Ok(left)
+    }
+
+    /// Every CPU's stage as the map holds it now, indexed by possible CPU
+    /// (as online_cpus() numbers them).
+    fn stages(&self) -> Result<aya::maps::PerCpuValues<tracer_common::Stage>> {
+        let stages: PerCpuArray<_, tracer_common::Stage> =
+            PerCpuArray::try_from(self.ebpf.map("STAGE").context("no STAGE map")?)?;
+        Ok(stages.get(&0, 0)?)
     }
 
     /// Follows this thread group (and, from now on, every group it creates).

@@ -249,9 +249,9 @@ impl Session {
         // Whatever ended the session, what is left must be written within
         // the drain deadline; an output that blocks past it is given up.
         shutdown::deadline_in(shutdown::DRAIN);
-        let unflushed = self.flush_stages_at_end();
+        let (unflushed, offline) = self.flush_stages_at_end();
         self.drain(ring.get_mut());
-        self.take_left_in_stages(&unflushed);
+        self.take_left_in_stages(&unflushed, &offline);
         self.release_all();
         self.expire(0);
         bpf_log.flush();
@@ -284,13 +284,18 @@ impl Session {
     /// stages it may have left records in, for [`Self::take_left_in_stages`]:
     /// those a program kept filling for [`STAGE_PATIENCE_AT_END`], the
     /// offline ones (nothing runs there to flush them), or every one when
-    /// the flush could not be run.
-    fn flush_stages_at_end(&mut self) -> Vec<u32> {
+    /// the flush could not be run; and the offline ones apart.
+    fn flush_stages_at_end(&mut self) -> (Vec<u32>, Vec<u32>) {
         self.waiting.flush_begun();
         // Per-CPU map values are indexed by possible CPU, 0 to nr_cpus.
         let possible: Vec<u32> = (0..aya::util::nr_cpus().unwrap_or(0) as u32).collect();
         let online = aya::util::online_cpus().unwrap_or_default();
-        match self.probes.flush_stages(true, STAGE_PATIENCE_AT_END) {
+        let offline: Vec<u32> = possible
+            .iter()
+            .copied()
+            .filter(|c| !online.contains(c))
+            .collect();
+        let unflushed = match self.probes.flush_stages(true, STAGE_PATIENCE_AT_END) {
             Ok(mut left) => {
                 if !left.is_empty() {
                     eprintln!(
@@ -300,21 +305,22 @@ impl Session {
                         STAGE_PATIENCE_AT_END.as_millis(),
                     );
                 }
-                left.extend(possible.into_iter().filter(|c| !online.contains(c)));
+                left.extend(&offline);
                 left
             }
             Err(e) => {
                 self.say_flush_failed(&e);
                 possible
             }
-        }
+        };
+        (unflushed, offline)
     }
 
     /// At the end, after the last drain: what the last flush left in the
     /// stages of `cpus` is read from the map and goes to the outputs
-    /// (offline CPUs are named: their records waited there since they went
-    /// offline).
-    fn take_left_in_stages(&mut self, cpus: &[u32]) {
+    /// (`offline` CPUs are named: their records waited there since they
+    /// went offline).
+    fn take_left_in_stages(&mut self, cpus: &[u32], offline: &[u32]) {
         if cpus.is_empty() {
             return;
         }
@@ -329,10 +335,9 @@ impl Session {
                 return;
             }
         };
-        let online = aya::util::online_cpus().unwrap_or_default();
         let clock = Clock::now();
         for (cpu, slots) in left {
-            if !online.contains(&cpu) {
+            if offline.contains(&cpu) {
                 eprintln!(
                     "tracer: CPU {cpu} is offline: {} record(s) staged there taken from the map",
                     slots.len()

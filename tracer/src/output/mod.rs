@@ -166,10 +166,7 @@ impl Spec {
                 "sending OpenTelemetry log records to {} (from {}, {})",
                 config.endpoint.url,
                 config.source,
-                match config.protocol {
-                    otlp::Protocol::Protobuf => "http/protobuf",
-                    otlp::Protocol::Json => "http/json",
-                }
+                config.protocol.name()
             ));
             outputs.push(Box::new(otlp::Otlp::start(config.clone())?));
         }

@@ -44,6 +44,14 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// As `OTEL_EXPORTER_OTLP_PROTOCOL` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Protobuf => "http/protobuf",
+            Protocol::Json => "http/json",
+        }
+    }
+
     /// The `Content-Type` of a request, and of the collector's answer.
     pub fn content_type(self) -> &'static str {
         match self {
