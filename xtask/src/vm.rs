@@ -183,7 +183,7 @@ struct RunResult {
     /// failure, not a test result, so the run is tried once more.
     boot_failed: bool,
     /// Why the earlier boots failed, when this result is from a later one.
-    first_boot: Option<String>,
+    earlier_boots: Option<String>,
     /// For a run that repeats the record-fidelity tests: whether each
     /// repeat passed, in order, `None` for one that did not finish (empty
     /// for a run of every test once).
@@ -294,7 +294,7 @@ pub(crate) fn vm_test(args: VmTestArgs) -> Result<()> {
                 secs: 0.0,
                 log: PathBuf::new(),
                 boot_failed: false,
-                first_boot: None,
+                earlier_boots: None,
                 repeats: Vec::new(),
             });
             continue;
@@ -318,7 +318,7 @@ pub(crate) fn vm_test(args: VmTestArgs) -> Result<()> {
             ));
             attempt += 1;
             result = run_one(&setup, k, mode, load, timeout(), attempt)?;
-            result.first_boot = Some(failed_boots.join("; then "));
+            result.earlier_boots = Some(failed_boots.join("; then "));
         }
         results.push(result);
     }
@@ -1065,7 +1065,7 @@ fn run_one(
         secs,
         log: log_path,
         boot_failed: !timed_out && !in_script,
-        first_boot: None,
+        earlier_boots: None,
         repeats: (0..repeats.unwrap_or(0))
             .map(|i| binary_runs.get(i).copied())
             .collect(),
@@ -1151,10 +1151,10 @@ fn summarize(results: &[RunResult], total: f64) -> String {
         );
     }
     for r in results {
-        if let Some(first) = &r.first_boot {
+        if let Some(earlier) = &r.earlier_boots {
             let _ = writeln!(
                 s,
-                "BOOTED AGAIN on {} --attach {}: the earlier boot(s) failed: {first}",
+                "BOOTED AGAIN on {} --attach {}: the earlier boot(s) failed: {earlier}",
                 r.series, r.mode
             );
         }
