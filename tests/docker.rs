@@ -118,12 +118,10 @@ fn docker_containers_are_named_and_the_tracer_runs_in_one() {
         return;
     }
     if let Err(why) = engine() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{why} (CI installs and starts it)"
+        return skip_or_fail(
+            "docker_containers_are_named_and_the_tracer_runs_in_one",
+            &format!("{why} (CI installs and starts it)"),
         );
-        eprintln!("skipped: docker_containers_are_named_and_the_tracer_runs_in_one: {why}");
-        return;
     }
     let dir = TempDir::new("docker");
     image(&dir);

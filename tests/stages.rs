@@ -71,12 +71,7 @@ fn an_offline_cpus_stage_is_written_at_the_end() {
         return;
     }
     if let Some(why) = no_cpu_to_take() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{NAME}: {why} (CI=true: privileged tests must not be skipped in CI)"
-        );
-        eprintln!("skipped: {NAME}: {why}");
-        return;
+        return skip_or_fail(NAME, &why);
     }
     let dir = TempDir::new("stages");
     let json = dir.join("ours.json");
