@@ -295,17 +295,22 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// `/usr/bin/<name>`, or `/usr/local/bin/<name>` where `.ci/run` puts a
+/// binary it takes out of its package.
+fn installed(name: &str) -> Option<PathBuf> {
+    ["/usr/bin", "/usr/local/bin"]
+        .into_iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+}
+
 #[test]
 fn prometheus_scrapes_the_counts_the_session_wrote() {
     const NAME: &str = "prometheus_scrapes_the_counts_the_session_wrote";
     if !require_privileges(NAME, BPF_ONLY) {
         return;
     }
-    let Some(prometheus) = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-    else {
+    let Some(prometheus) = installed("prometheus") else {
         return skip_or_fail(NAME, "needs prometheus (Debian package `prometheus`)");
     };
     let dir = TempDir::new("prometheus");
@@ -488,11 +493,7 @@ fn atop_shows_the_processes_of_an_acct_file() {
     if !require_privileges(NAME, BPF_ONLY) {
         return;
     }
-    let Some(atop) = ["/usr/bin/atop", "/usr/local/bin/atop"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-    else {
+    let Some(atop) = installed("atop") else {
         return skip_or_fail(NAME, "needs atop (the binary of Debian's `atop`)");
     };
     let dir = TempDir::new("atop");
