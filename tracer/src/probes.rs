@@ -493,10 +493,12 @@ impl Probes {
     }
 
     /// The records left in the stages of `cpus` (any possible CPU, an
-    /// offline one included), read from the map, each as the bytes of its
-    /// slot: at the end, for the CPUs that `flush_stages` could not empty.
-    /// A slot a program is filling is past `len`, and not read.
-    pub fn left_in_stages(&self, cpus: &[u32]) -> Result<Vec<(u32, Vec<Vec<u8>>)>> {
+    /// offline one included), read from the map: for each CPU, the bytes
+    /// of its filled slots, as a full stage reaches the ring (one item for
+    /// `decode::records`): at the end, for the CPUs that `flush_stages`
+    /// could not empty. A slot a program is filling is past `len`, and not
+    /// read.
+    pub fn left_in_stages(&self, cpus: &[u32]) -> Result<Vec<(u32, Vec<u8>)>> {
         use tracer_common::{ExitRecord, STAGE_LEN};
         let staged = self.stages()?;
         let mut left = Vec::new();
@@ -508,21 +510,15 @@ impl Probes {
             if n == 0 {
                 continue;
             }
-            let slots = stage.records[..n]
-                .iter()
-                .map(|r| {
-                    // SAFETY: a Pod record, its padding explicit: every
-                    // byte of it is initialised.
-                    unsafe {
-                        std::slice::from_raw_parts(
-                            std::ptr::from_ref(r).cast::<u8>(),
-                            size_of::<ExitRecord>(),
-                        )
-                    }
-                    .to_vec()
-                })
-                .collect();
-            left.push((cpu, slots));
+            // SAFETY: Pod records, their padding explicit: every byte of
+            // the first `n` is initialised.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    stage.records.as_ptr().cast::<u8>(),
+                    n * size_of::<ExitRecord>(),
+                )
+            };
+            left.push((cpu, bytes.to_vec()));
         }
         Ok(left)
     }

@@ -336,15 +336,15 @@ impl Session {
             }
         };
         let clock = Clock::now();
-        for (cpu, slots) in left {
+        for (cpu, item) in left {
             if offline.contains(&cpu) {
                 eprintln!(
                     "tracer: CPU {cpu} is offline: {} record(s) staged there taken from the map",
-                    slots.len()
+                    crate::decode::records(&item).count()
                 );
             }
-            for bytes in slots {
-                self.take(decode(&bytes), &clock);
+            for bytes in crate::decode::records(&item) {
+                self.take(decode(bytes), &clock);
             }
         }
         self.outputs.flush();
