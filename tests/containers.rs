@@ -277,19 +277,12 @@ fn acct_dir_equals_accton_inside_the_namespace() {
         "no exit of `accton off` ({off:?}) in ours: {ours:#?}"
     );
     assert!(kernel.len() >= 6, "the kernel's records: {kernel:#?}");
-    let runtimes: HashMap<u32, u64> = std::fs::read_to_string(&json)
-        .expect("reading the JSON")
-        .lines()
-        .filter_map(|l| {
-            let v: Value = serde_json::from_str(l).ok()?;
-            (v["event"] == "exit").then_some(())?;
-            Some((
-                u32::try_from(v["ns_pid"].as_u64()?).ok()?,
-                (v["cpu_runtime_s"].as_f64()? * 1e6) as u64,
-            ))
-        })
-        .collect();
-    compare_records(&kernel, &ours, &HashMap::new(), &runtimes);
+    compare_records(
+        &kernel,
+        &ours,
+        &HashMap::new(),
+        &json_exits(&json, "ns_pid"),
+    );
     // The host's file has the rest (unshare, and the tracer's own command).
     let host = read_records(&out_dir.join("host.acct"));
     assert!(host.iter().any(|r| r.comm_str() == "unshare"), "{host:#?}");

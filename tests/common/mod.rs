@@ -208,13 +208,53 @@ fn host_loaded() -> bool {
     std::env::var("TRACER_HOST_LOADED").as_deref() == Ok("1")
 }
 
+/// How many ticks later than the kernel's the `ac_etime` of a late record
+/// (`"late": true`, written at its leader's free) may be: the parent's
+/// wait, then an RCU grace period, in a VM that may be loaded.
+const LATE_ETIME_TICKS: f32 = 300.0;
+
+/// What our JSON line of an exit adds to its acct record, for
+/// [`field_diffs`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct JsonExit {
+    /// `cpu_runtime_s` in µs: our exact CPU time, when we have it.
+    pub(crate) runtime_us: Option<u64>,
+    /// `late`: `tracer run` wrote the record when the group's leader was
+    /// freed, because the kernel skipped both exit programs.
+    pub(crate) late: bool,
+}
+
+/// The exit lines of our JSON file at `path`, by the number under
+/// `pid_key` (`pid`, or `ns_pid` for a container's acct file).
+pub(crate) fn json_exits(path: &Path, pid_key: &str) -> HashMap<u32, JsonExit> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            (v["event"] == "exit").then_some(())?;
+            let pid = u32::try_from(v[pid_key].as_u64()?).ok()?;
+            Some((
+                pid,
+                JsonExit {
+                    runtime_us: v["cpu_runtime_s"].as_f64().map(|s| (s * 1e6) as u64),
+                    late: v["late"] == true,
+                },
+            ))
+        })
+        .collect()
+}
+
 /// (field, kernel value, our value) for every field that differs.
-/// `runtime_us`: our exact CPU time for the process, when we have it.
+/// `json`: what our JSON line says of the process. A late record
+/// ([`JsonExit::late`]) may differ where the README says it does: a
+/// later exit time, no tty, the leader's comm; each is said on stderr.
 pub(crate) fn field_diffs(
     k: &AcctV3,
     o: &AcctV3,
-    runtime_us: Option<u64>,
+    json: JsonExit,
 ) -> Vec<(&'static str, String, String)> {
+    let runtime_us = json.runtime_us;
     let mut d = Vec::new();
     macro_rules! exact {
         ($name:literal, $f:ident, $fmt:expr) => {
@@ -229,7 +269,16 @@ pub(crate) fn field_diffs(
     let dec = |v: u32| v.to_string();
     exact!("ac_flag", flag, hex8);
     exact!("ac_version", version, hex8);
-    exact!("ac_tty", tty, hex16);
+    if json.late && k.tty != o.tty && o.tty == 0 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: pid {}: late record: no tty, the kernel's {:#06x}",
+            o.pid,
+            k.tty
+        );
+    } else {
+        exact!("ac_tty", tty, hex16);
+    }
     exact!("ac_exitcode", exitcode, hex32);
     exact!("ac_uid", uid, dec);
     exact!("ac_gid", gid, dec);
@@ -244,6 +293,17 @@ pub(crate) fn field_diffs(
     // by what a descheduled vCPU delays the dying task, said each time.
     let short = k.etime - o.etime;
     let mut etime_ok = short.abs() <= 1.0; // false if either is NaN
+    if !etime_ok && json.late && short < 0.0 && -short <= LATE_ETIME_TICKS {
+        etime_ok = true;
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: pid {}: late record: ac_etime {:.2} ticks, the kernel's {:.2} (at most \
+             {LATE_ETIME_TICKS} ticks later)",
+            o.pid,
+            o.etime,
+            k.etime
+        );
+    }
     if !etime_ok && host_loaded() && short > 0.0 && short <= LOADED_ETIME_TICKS {
         etime_ok = true;
         let _ = writeln!(
@@ -288,7 +348,17 @@ pub(crate) fn field_diffs(
     exact!("ac_majflt", majflt, fmt_comp);
     exact!("ac_swaps", swaps, fmt_comp);
     if k.comm != o.comm {
-        d.push(("ac_comm", fmt_comm(&k.comm), fmt_comm(&o.comm)));
+        if json.late {
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: pid {}: late record: the leader's comm {}, the kernel's (last thread's) {}",
+                o.pid,
+                fmt_comm(&o.comm),
+                fmt_comm(&k.comm)
+            );
+        } else {
+            d.push(("ac_comm", fmt_comm(&k.comm), fmt_comm(&o.comm)));
+        }
     }
     d
 }
@@ -300,7 +370,7 @@ pub(crate) fn compare_records(
     kernel: &BTreeMap<u32, AcctV3>,
     ours: &BTreeMap<u32, AcctV3>,
     labels: &HashMap<u32, String>,
-    runtimes_us: &HashMap<u32, u64>,
+    json: &HashMap<u32, JsonExit>,
 ) {
     let label = |pid: u32, r: &AcctV3| {
         labels
@@ -344,7 +414,7 @@ pub(crate) fn compare_records(
     let mut bad_records = 0usize;
     for (pid, k) in kernel {
         let Some(o) = ours.get(pid) else { continue };
-        let diffs = field_diffs(k, o, runtimes_us.get(pid).copied());
+        let diffs = field_diffs(k, o, json.get(pid).copied().unwrap_or_default());
         if diffs.is_empty() {
             continue;
         }

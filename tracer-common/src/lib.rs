@@ -513,6 +513,13 @@ pub mod flags {
     /// loader decides, from the cgroup's path (it has it: the cgroup's
     /// event came first).
     pub const CONTAINER_UNDECIDED: u32 = 1 << 1;
+    /// `tracer run`: the kernel skipped both exit programs for this group
+    /// (another run of each was preempted on the CPU), and the record was
+    /// taken when its leader was freed, after the parent reaped it: the
+    /// exit time is that of the free, the tty 0, comm and tid the
+    /// leader's, and no taskstats sums are present. The rest is the
+    /// kernel's, as at exit.
+    pub const AT_FREE: u32 = 1 << 2;
 }
 
 /// The end of `exit_mmap()` in a dying task whose group is dead: the exit

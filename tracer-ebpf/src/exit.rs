@@ -101,6 +101,41 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
     });
 }
 
+/// `tracer run`: the record of a followed group whose exit both exit
+/// programs missed (the kernel skips a program on a CPU where another run
+/// of it was preempted), written when its leader `task` is freed. What
+/// acct takes from `signal->pacct` is complete by then, and the
+/// `signal_struct` sums hold every thread but the leader, whose own the
+/// task still has. Not the same: the exit time (this later one), the
+/// controlling tty (dropped when the group was released), comm and tid
+/// (the leader's, not the last thread's), and no taskstats sums (the
+/// last thread's figures went with the skipped program). The record says
+/// so ([`flags::AT_FREE`]).
+#[inline(always)]
+pub(crate) fn emit_exit_at_free(task: u64, tgid: u32) {
+    let mut record_flags = flags::AT_FREE;
+    if cfg!(filters) != 0 {
+        let pacct = member(Btf::u64(task, off!(task_signal)), off!(signal_pacct));
+        match verdict::<Btf>(task, tgid, Btf::u32(pacct, off!(pacct_exitcode))) {
+            Verdict::Pass => {}
+            Verdict::Undecided => record_flags |= flags::CONTAINER_UNDECIDED,
+            Verdict::Fail => return,
+        }
+    }
+    emit_exit_record(|r: *mut ExitRecord| {
+        fill_identity::<Btf>(r, task, tgid);
+        fill_acct::<Btf>(r, task);
+        fill_extras::<Btf>(r, task);
+        // SAFETY: our reserved ring slot.
+        unsafe {
+            (*r).flags = record_flags;
+            (*r).exit_ns = bpf_ktime_get_ns();
+            (*r).kind = RECORD_EXIT;
+            (*r).exit_ns
+        }
+    });
+}
+
 /// Every field of the record, read the way `fill_ac()` reads them.
 /// `own_xacct`: the last thread's taskstats figures are read here (else
 /// `xacct_thread` has added them to the group's already).

@@ -14,6 +14,7 @@ pub(crate) use tracer_common::tracked::{FOLLOWED, REPORTED_AWAITING_STAMP, REPOR
 use tracer_common::{counter, Tracked};
 
 use crate::{
+    exit::emit_exit_at_free,
     kernel::{Btf, Kernel},
     ring::count,
 };
@@ -197,8 +198,9 @@ pub(crate) fn follow(creator: u64, child: u64) {
 
 /// `sched_process_free(task)`: a reaped task is freed, and with its leader
 /// a tracked group stops being followed. One still marked [`FOLLOWED`]
-/// died without a record (both exit programs skipped): counted as lost, so
-/// that the summary's count stays true.
+/// died without a record (the kernel skipped both exit programs): its
+/// record is written now, flagged late (see `emit_exit_at_free`); counted
+/// as lost only if the ring has no room for it.
 #[btf_tracepoint(function = "sched_process_free")]
 pub(crate) fn track_free(ctx: BtfTracePointContext) -> i32 {
     if cfg!(follow_tracked) == 0 {
@@ -215,11 +217,12 @@ pub(crate) fn track_free(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     if state == FOLLOWED {
-        count(counter::TRACK_FULL);
         log_warn!(
-            "group {} freed unreported: the kernel skipped both exit programs",
+            "group {} freed unreported: the kernel skipped both exit programs; \
+             recorded late",
             tgid
         );
+        emit_exit_at_free(task, tgid);
     }
     let _ = TRACKED.remove(tgid);
     0

@@ -7,7 +7,7 @@
 //! send), [`Exit::from_record`] (the decoder), a field here, and the
 //! outputs that show it.
 
-use tracer_common::{present, ExitRecord, Xacct};
+use tracer_common::{flags, present, ExitRecord, Xacct};
 
 pub use crate::causes::{Killer, OomKill};
 use crate::{
@@ -75,6 +75,11 @@ pub struct Exit<'a> {
 /// on kernels without it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Probed {
+    /// `tracer run` took the record when the group's leader was freed,
+    /// because the kernel skipped both exit programs
+    /// (`tracer_common::flags::AT_FREE`): the exit time is that later
+    /// one, the tty 0, comm and tid the leader's, no taskstats sums.
+    pub late: bool,
     /// Signal sent to the parent on death; 0 or -1 for none.
     pub exit_signal: i32,
     /// Start time, CLOCK_MONOTONIC ns.
@@ -299,6 +304,7 @@ impl<'a> Exit<'a> {
             minflt: rec.minflt,
             majflt: rec.majflt,
             probed: Some(Probed {
+                late: rec.flags & flags::AT_FREE != 0,
                 exit_signal: rec.exit_signal,
                 start_ns: rec.start_ns,
                 cgroup_id: rec.cgroup_id,

@@ -556,6 +556,23 @@ impl Probes {
         }
     }
 
+    /// Followed groups that died unreported (the kernel skipped both exit
+    /// programs) and are gone from /proc, reaped, but not yet freed:
+    /// `track_free` writes their records, late, an RCU grace period after
+    /// the reap.
+    pub fn tracked_awaiting_free(&self) -> Result<usize> {
+        let map: HashMap<_, u32, Tracked> =
+            HashMap::try_from(self.ebpf.map("TRACKED").context("no TRACKED map")?)?;
+        Ok(map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(pid, t)| {
+                t.state == tracked::FOLLOWED
+                    && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            })
+            .count())
+    }
+
     /// Thread groups still tracked and running. A dead group stays in the
     /// map when the `exit_mmap` stamp its record awaited came from another
     /// task; /proc tells those apart.
@@ -738,6 +755,9 @@ where
 /// kernels, and a per-program guard then turns tasks away; kprobes run
 /// with preemption off and share one guard, so a copy would not help):
 /// the first copy that runs reports the group.
+///
+/// With [`MISS_EXITS`] in the environment the exit programs are loaded
+/// but not attached (tests only).
 fn attach_exit(
     ebpf: &mut Ebpf,
     targets: &AttachTargets,
@@ -791,6 +811,11 @@ fn attach_exit(
             )?;
         }
     }
+    if std::env::var_os(MISS_EXITS).is_some() {
+        // Tests only: every group as if the kernel had skipped both exit
+        // programs, so that `tracer run` records each at its leader's free.
+        return Ok(());
+    }
     match mode {
         AttachMode::Fentry => exit_fentry.iter().try_for_each(|name| {
             program::<FEntry>(ebpf, name)?.attach()?;
@@ -806,6 +831,11 @@ fn attach_exit(
         AttachMode::Auto => unreachable!("auto is resolved by the caller"),
     }
 }
+
+/// Set (to anything), the exit programs are not attached: tests use it to
+/// check the records `tracer run` writes late, when the kernel skipped
+/// both exit programs (`track_free`), against the kernel's own.
+pub const MISS_EXITS: &str = "TRACER_TEST_MISS_EXITS";
 
 /// Program `name`, and its second copy `name_again` (as
 /// [`Probes::pairs_skipped`] names it) where the kernel can preempt a

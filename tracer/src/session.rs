@@ -44,6 +44,12 @@ pub struct Totals {
     /// Records written with the time from before `exit_mm()`: their
     /// `exit_mmap` stamp did not come.
     pub unstamped: u64,
+    /// Records `tracer run` took when the group's leader was freed
+    /// (`flags::AT_FREE`).
+    pub late: u64,
+    /// `tracer run`: groups whose exit both exit programs missed and whose
+    /// leader was not freed before the end (see `await_late_records`).
+    pub unfreed: u64,
 }
 
 pub struct Session {
@@ -54,6 +60,9 @@ pub struct Session {
     lineage: bool,
     /// `tracer run`: only the command's tree is followed.
     follows: bool,
+    /// `tracer run` where /proc shows the programs' pids: how long the end
+    /// waits for late records (see `await_late_records`).
+    pub late_records_wait: Option<Duration>,
     /// The process table, when an output shows lineage.
     table: Option<ProcessTable>,
     /// What a process did, until the table holds the process (its fork
@@ -135,6 +144,7 @@ impl Session {
             outputs,
             lineage: opts.lineage,
             follows: opts.follow_tracked,
+            late_records_wait: None,
             table: None,
             waiting: Waiting::default(),
             awaiting: AwaitingStamps::default(),
@@ -245,6 +255,9 @@ impl Session {
                     self.update_metrics()?;
                 }
             }
+        }
+        if let Some(limit) = self.late_records_wait {
+            self.await_late_records(limit).await?;
         }
         // Whatever ended the session, what is left must be written within
         // the drain deadline; an output that blocks past it is given up.
@@ -363,10 +376,11 @@ impl Session {
         Ok(Summary {
             written: self.totals.written,
             ring_full: counters.ring_full,
-            track_full: counters.track_full,
+            track_full: counters.track_full + self.totals.unfreed,
             events_lost: counters.events_lost,
             stamps_lost: counters.stamps_lost,
             unstamped: self.totals.unstamped,
+            late: self.totals.late,
             unknown: self.totals.unknown,
             // `run` follows with two copies of each and counts what both
             // missed itself (track_full).
@@ -393,6 +407,27 @@ impl Session {
     /// Ends the session: the summary to the outputs that keep one and to
     /// standard error, a line for every output that failed. Returns whether
     /// every output took everything it was given.
+    /// `tracer run`, at the end: waits, at most `limit`, for the frees of
+    /// the followed groups whose exit the kernel hid from both exit
+    /// programs and that are reaped already (the command's own included,
+    /// which the session has just reaped), so that `track_free` writes
+    /// their records before the last drain. Those still not freed are
+    /// counted as lost.
+    async fn await_late_records(&mut self, limit: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let waiting = self.probes.tracked_awaiting_free()?;
+            if waiting == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                self.totals.unfreed = waiting as u64;
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn finish(&mut self) -> Result<bool> {
         if let Some(t) = &self.table {
             notes::detail(format_args!(
@@ -591,6 +626,9 @@ impl Session {
             t.exit(exit.pid);
         }
         self.totals.written += 1;
+        if exit.flags & tracer_common::flags::AT_FREE != 0 {
+            self.totals.late += 1;
+        }
     }
 
     /// Writes the records that awaited their stamp `timeout_ns` or more
@@ -657,7 +695,7 @@ fn summary_line(s: &Summary) -> String {
     if s.track_full > 0 {
         line += &format!(
             " ({} groups of the command's tree not recorded: the tracking map was \
-             full, or the kernel skipped both exit programs)",
+             full, or a group both exit programs missed was not freed before the end)",
             s.track_full
         );
     }
@@ -678,6 +716,13 @@ fn summary_line(s: &Summary) -> String {
                 s.stamps_lost
             );
         }
+    }
+    if s.late > 0 {
+        line += &format!(
+            "; {} written late, when their leader was freed: the kernel skipped both exit \
+             programs (\"late\": true; see README, \"What lost counts\")",
+            s.late
+        );
     }
     if s.unknown > 0 {
         line += &format!(", {} unknown ring items skipped", s.unknown);

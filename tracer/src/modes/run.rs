@@ -100,6 +100,10 @@ async fn session(
     } else {
         session.start_lineage_empty();
     }
+    if own_ns.is_none() {
+        // (By /proc, as below.)
+        session.late_records_wait = Some(std::time::Duration::from_secs(2));
+    }
     session.pump(stop, false).await?;
     // A wait status is encoded as acct's exit code (status << 8, or the
     // signal | 0x80 with a core): one decoding serves both.

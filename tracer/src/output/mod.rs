@@ -499,6 +499,9 @@ pub struct Summary {
     pub stamps_lost: u64,
     /// Records written with the time from before `exit_mm()`.
     pub unstamped: u64,
+    /// `run`: records taken when the group's leader was freed, because
+    /// the kernel skipped both exit programs (`late` in the JSON).
+    pub late: u64,
     /// Ring items this loader does not understand (a newer eBPF object).
     pub unknown: u64,
     /// `record`: runs of the exit programs the kernel skipped (its

@@ -454,6 +454,9 @@ fn fill_exit(r: &mut Vec<u8>, scratch: &mut Scratch, e: &Exit<'_>, argv: bool, o
     a.uint("tracer.minflt", e.minflt);
     a.uint("tracer.majflt", e.majflt);
     if let Some(p) = &e.probed {
+        if p.late {
+            a.bool("tracer.late", true);
+        }
         if let Some(sig) = u8::try_from(p.exit_signal).ok().filter(|&s| s != 0) {
             a.text("tracer.exit_signal", |s| push_signal(s, sig));
         }
