@@ -976,6 +976,7 @@ mod tests {
             Some(&Value::StringValue(u64::MAX.to_string()))
         );
         assert_eq!(get("tracer.signal"), None);
+        assert_eq!(get("tracer.late"), None, "only a late record says so");
         assert_eq!(get("process.command_args"), None);
         assert_eq!(
             get("tracer.cpu_runtime_s"),
@@ -1008,6 +1009,15 @@ mod tests {
         };
         let ok = exit_record(&Exit::from_record(&ok, &clock), false, 7);
         assert_eq!((ok.severity_number, ok.severity_text.as_str()), (9, "INFO"));
+
+        let late = ExitRecord {
+            flags: tracer_common::flags::AT_FREE,
+            ..exit_full()
+        };
+        let late = exit_record(&Exit::from_record(&late, &clock), false, 7);
+        let a = attrs(&late);
+        let get = |k: &str| a.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+        assert_eq!(get("tracer.late"), Some(&Value::BoolValue(true)));
     }
 
     use tracer_common::ExitRecord;
