@@ -78,45 +78,7 @@ fn run_mode_matches_kernel_acct() {
     if !require_privileges(NAME, ALL) {
         return;
     }
-    let _lock = acct_lock();
-    let dir = TempDir::new("run");
-    let workload = compile_workload(&dir);
-    let kernel_file = dir.join("kernel.acct");
-    let ours_file = dir.join("ours.acct");
-    let ours_json = dir.join("ours.json");
-
-    let acct = Accounting::on(&kernel_file);
-    let out = run_with_timeout(
-        tracer()
-            .arg("run")
-            .arg("--acct-file")
-            .arg(&ours_file)
-            .arg("--json")
-            .arg(&ours_json)
-            .arg("--")
-            .arg(&workload),
-        Duration::from_secs(120),
-    );
-    acct.off();
-
-    eprintln!("tracer stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "`tracer run -- workload` must exit with the workload's status (0)\n{}",
-        describe_output(&out)
-    );
-    // Where records are taken before exit_mm() (tp_btf on 6.16+), each
-    // workload process frees its own address space, so every record must
-    // get its exit time from its exit_mmap stamp: none may fall back to
-    // the earlier time after waiting.
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("timed before their address space was freed"),
-        "records went out without their exit_mmap stamp:\n{stderr}"
-    );
-    check_workload_records(&kernel_file, &ours_file, &ours_json, &out.stdout, true);
-    check_cgroup_ids(&ours_json);
+    run_workload_against_acct("run", &[], |_, _| {});
 }
 
 /// When the kernel skips both exit programs of a group (another run of
@@ -133,8 +95,41 @@ fn run_mode_writes_late_records_when_the_exit_programs_miss() {
     if !require_privileges(NAME, ALL) {
         return;
     }
+    run_workload_against_acct(
+        "late",
+        &[("TRACER_TEST_MISS_EXITS", "1")],
+        |stderr, ours_json| {
+            let json = json_exits(ours_json, "pid");
+            assert!(!json.is_empty(), "no exit lines in {}", ours_json.display());
+            let early: Vec<_> = json
+                .iter()
+                .filter(|(_, e)| !e.late)
+                .map(|(pid, _)| pid)
+                .collect();
+            assert!(
+                early.is_empty(),
+                "exit lines not flagged late: pids {early:?}"
+            );
+            assert!(
+                stderr.contains(&format!(
+                    "records written, 0 lost; {} written late",
+                    json.len()
+                )),
+                "the summary must count the {} late records:\n{stderr}",
+                json.len()
+            );
+        },
+    );
+}
+
+/// `tracer run --acct-file --json -- workload`, with `env` set for the
+/// tracer, while the kernel's accounting writes its own file: the tracer
+/// must exit with the workload's status (0), `check` looks at its stderr
+/// and JSON file, then every record of the workload's tree must equal the
+/// kernel's.
+fn run_workload_against_acct(tag: &str, env: &[(&str, &str)], check: impl FnOnce(&str, &Path)) {
     let _lock = acct_lock();
-    let dir = TempDir::new("late");
+    let dir = TempDir::new(tag);
     let workload = compile_workload(&dir);
     let kernel_file = dir.join("kernel.acct");
     let ours_file = dir.join("ours.acct");
@@ -143,7 +138,7 @@ fn run_mode_writes_late_records_when_the_exit_programs_miss() {
     let acct = Accounting::on(&kernel_file);
     let out = run_with_timeout(
         tracer()
-            .env("TRACER_TEST_MISS_EXITS", "1")
+            .envs(env.iter().copied())
             .arg("run")
             .arg("--acct-file")
             .arg(&ours_file)
@@ -157,26 +152,21 @@ fn run_mode_writes_late_records_when_the_exit_programs_miss() {
 
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("tracer stderr:\n{stderr}");
-    assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
-    let json = json_exits(&ours_json, "pid");
-    assert!(!json.is_empty(), "no exit lines in {}", ours_json.display());
-    let early: Vec<_> = json
-        .iter()
-        .filter(|(_, e)| !e.late)
-        .map(|(pid, _)| pid)
-        .collect();
-    assert!(
-        early.is_empty(),
-        "exit lines not flagged late: pids {early:?}"
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "`tracer run -- workload` must exit with the workload's status (0)\n{}",
+        describe_output(&out)
     );
+    // Where records are taken before exit_mm() (tp_btf on 6.16+), each
+    // workload process frees its own address space, so every record must
+    // get its exit time from its exit_mmap stamp: none may fall back to
+    // the earlier time after waiting.
     assert!(
-        stderr.contains(&format!(
-            "records written, 0 lost; {} written late",
-            json.len()
-        )),
-        "the summary must count the {} late records:\n{stderr}",
-        json.len()
+        !stderr.contains("timed before their address space was freed"),
+        "records went out without their exit_mmap stamp:\n{stderr}"
     );
+    check(&stderr, &ours_json);
     check_workload_records(&kernel_file, &ours_file, &ours_json, &out.stdout, true);
     check_cgroup_ids(&ours_json);
 }
