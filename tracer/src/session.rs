@@ -404,9 +404,6 @@ impl Session {
             .collect()
     }
 
-    /// Ends the session: the summary to the outputs that keep one and to
-    /// standard error, a line for every output that failed. Returns whether
-    /// every output took everything it was given.
     /// `tracer run`, at the end: waits, at most `limit`, for the frees of
     /// the followed groups whose exit the kernel hid from both exit
     /// programs and that are reaped already (the command's own included,
@@ -428,6 +425,9 @@ impl Session {
         }
     }
 
+    /// Ends the session: the summary to the outputs that keep one and to
+    /// standard error, a line for every output that failed. Returns whether
+    /// every output took everything it was given.
     pub fn finish(&mut self) -> Result<bool> {
         if let Some(t) = &self.table {
             notes::detail(format_args!(
