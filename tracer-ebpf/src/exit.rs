@@ -29,11 +29,20 @@ use crate::{
 const MAX_PID_LEVEL: u32 = 32;
 
 /// Groups already reported, by `signal_struct` address, valued by the
-/// leader's start time (an address reused by a later group has another):
-/// before 6.16, `group_dead` is derived from `signal->live` at the
-/// tracepoint, which two threads exiting at once can both see as 0.
+/// leader's start time (an address reused by a later group has another)
+/// and the thread that reported it: before 6.16, `group_dead` is derived
+/// from `signal->live` at the tracepoint, which two threads exiting at
+/// once can both see as 0.
 #[map]
-pub(crate) static REPORTED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1 << 12, 0);
+pub(crate) static REPORTED: LruHashMap<u64, Reported> = LruHashMap::with_max_entries(1 << 12, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Reported {
+    start: u64,
+    tid: u32,
+    _pad: u32,
+}
 
 /// Writes the record for the dying thread group of `task` (the current
 /// task). `before_exit_mm`: the hook runs before `exit_mm()`, so a group
@@ -446,7 +455,12 @@ pub(crate) fn thread_exit_tp_again(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn thread_exit_at_tp(ctx: &BtfTracePointContext) -> i32 {
     let task = ctx.arg::<u64>(0);
-    if !group_is_dead(ctx, task) && first::<Btf>(task, Work::ThreadExit) {
+    let dead = group_is_dead(ctx, task);
+    // A thread late to the tracepoint (before 6.16) is not its group's
+    // last: it has a line of its own. (This program is attached after
+    // the exit program, which has reported the group by then.)
+    let late = dead && cfg!(exit_tp_has_group_dead) == 0 && reported_by_another(task);
+    if (!dead || late) && first::<Btf>(task, Work::ThreadExit) {
         emit_thread_exit::<Btf>(task);
     }
     0
@@ -476,14 +490,31 @@ pub(crate) fn live_threads_gone(task: u64) -> bool {
 #[inline(always)]
 pub(crate) fn first_report(task: u64) -> bool {
     let signal = Btf::u64(task, off!(task_signal));
-    let leader = Btf::u64(task, off!(task_group_leader));
-    let start = Btf::u64(leader, off!(task_start_time));
-    // SAFETY: a plain u64 value, copied out at once.
-    if unsafe { REPORTED.get(signal) }.is_some_and(|&s| s == start) {
+    let start = leader_start::<Btf>(task);
+    // SAFETY: a plain value, copied out at once.
+    if unsafe { REPORTED.get(signal) }.is_some_and(|r| r.start == start) {
         return false;
     }
-    let _ = REPORTED.insert(signal, start, 0);
+    let reported = Reported {
+        start,
+        tid: Btf::u32(task, off!(task_pid)),
+        _pad: 0,
+    };
+    let _ = REPORTED.insert(signal, reported, 0);
     true
+}
+
+/// Before 6.16: whether another thread of `task`'s dead group reported it
+/// already. `task` then left `signal->live` before that thread but
+/// reached the tracepoint after it (preempted, or on a slower CPU), and
+/// sees its group dead although it was not the group's last thread.
+#[inline(always)]
+fn reported_by_another(task: u64) -> bool {
+    let signal = Btf::u64(task, off!(task_signal));
+    let start = leader_start::<Btf>(task);
+    let tid = Btf::u32(task, off!(task_pid));
+    // SAFETY: a plain value, copied out at once.
+    unsafe { REPORTED.get(signal) }.is_some_and(|r| r.start == start && r.tid != tid)
 }
 
 /// A thread dying before its group (`--threads`), with its own taskstats
