@@ -561,28 +561,25 @@ impl Probes {
     /// `track_free` writes their records, late, an RCU grace period after
     /// the reap.
     pub fn tracked_awaiting_free(&self) -> Result<usize> {
-        let map: HashMap<_, u32, Tracked> =
-            HashMap::try_from(self.ebpf.map("TRACKED").context("no TRACKED map")?)?;
-        Ok(map
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(pid, t)| {
-                t.state == tracked::FOLLOWED
-                    && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            })
-            .count())
+        self.count_tracked(|t, in_proc| t.state == tracked::FOLLOWED && !in_proc)
     }
 
     /// Thread groups still tracked and running. A dead group stays in the
     /// map when the `exit_mmap` stamp its record awaited came from another
     /// task; /proc tells those apart.
     pub fn tracked_alive(&self) -> Result<usize> {
+        self.count_tracked(|_, in_proc| in_proc)
+    }
+
+    /// The `TRACKED` entries `keep` says yes to, given the entry and
+    /// whether /proc shows its pid.
+    fn count_tracked(&self, keep: impl Fn(&Tracked, bool) -> bool) -> Result<usize> {
         let map: HashMap<_, u32, Tracked> =
             HashMap::try_from(self.ebpf.map("TRACKED").context("no TRACKED map")?)?;
         Ok(map
-            .keys()
+            .iter()
             .filter_map(Result::ok)
-            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .filter(|(pid, t)| keep(t, std::path::Path::new(&format!("/proc/{pid}")).exists()))
             .count())
     }
 
