@@ -622,13 +622,12 @@ impl Session {
         if let Some(m) = &mut self.metrics {
             m.exit(&decoded, &self.outputs);
         }
+        let late = decoded.probed.is_some_and(|p| p.late);
         if let Some(t) = &mut self.table {
             t.exit(exit.pid);
         }
         self.totals.written += 1;
-        if exit.flags & tracer_common::flags::AT_FREE != 0 {
-            self.totals.late += 1;
-        }
+        self.totals.late += u64::from(late);
     }
 
     /// Writes the records that awaited their stamp `timeout_ns` or more
