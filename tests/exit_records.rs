@@ -772,3 +772,46 @@ fn a_lone_exit_is_written_while_recording() {
     assert!(line.contains(r#""exit_status":7"#), "{line}");
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{stderr}");
 }
+
+/// The allowance for a thread late to its group's sums (README) covers one
+/// group a run, only the per-thread sums, all differing the same way.
+#[test]
+fn late_thread_allowance_is_narrow() {
+    use std::collections::{BTreeMap, HashMap};
+    let kernel_rec = AcctV3 {
+        utime: 28,
+        minflt: 69,
+        ..AcctV3::default()
+    };
+    let short = AcctV3 {
+        utime: 25,
+        minflt: 68,
+        ..kernel_rec
+    };
+    let passes = |changed: &[(u32, AcctV3)]| {
+        let kernel: BTreeMap<u32, AcctV3> = (1..=3).map(|pid| (pid, kernel_rec)).collect();
+        let mut ours = kernel.clone();
+        ours.extend(changed.iter().copied());
+        std::panic::catch_unwind(|| {
+            compare_records(&kernel, &ours, &HashMap::new(), &HashMap::new())
+        })
+        .is_ok()
+    };
+    assert!(passes(&[]));
+    assert!(passes(&[(2, short)]), "one group short of a thread");
+    let long = AcctV3 {
+        utime: 30,
+        minflt: 70,
+        ..kernel_rec
+    };
+    assert!(passes(&[(2, long)]), "the kernel read first");
+    assert!(!passes(&[(1, short), (2, short)]), "two groups a run");
+    let mixed = AcctV3 {
+        utime: 25,
+        minflt: 70,
+        ..kernel_rec
+    };
+    assert!(!passes(&[(2, mixed)]), "both ways at once");
+    let mem = AcctV3 { mem: 1, ..short };
+    assert!(!passes(&[(2, mem)]), "a field no thread adds to");
+}

@@ -29,7 +29,7 @@ pub(crate) const ACORE: u8 = 0x08;
 pub(crate) const AXSIG: u8 = 0x10;
 
 /// One `struct acct_v3` record, fields kept raw (comp_t undecoded).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct AcctV3 {
     pub flag: u8,
     pub version: u8,
@@ -94,7 +94,7 @@ impl AcctV3 {
     }
 }
 
-/// Decodes a comp_t (3-bit base-8 exponent, 13-bit mantissa); for display.
+/// Decodes a comp_t (3-bit base-8 exponent, 13-bit mantissa).
 pub(crate) fn decode_comp(c: u16) -> u64 {
     u64::from(c & 0x1fff) << (3 * u32::from(c >> 13))
 }
@@ -363,6 +363,34 @@ pub(crate) fn field_diffs(
     d
 }
 
+/// The fields `acct_collect()` adds each thread's share to.
+const PER_THREAD_SUMS: [&str; 4] = ["ac_utime", "ac_stime", "ac_minflt", "ac_majflt"];
+
+/// Whether `diffs` are what a thread late to its group's sums makes
+/// (README): a thread leaves `signal->live` just before the last one and
+/// is preempted before `acct_collect()` adds its share, which then lands
+/// between our read and the kernel's. Only the per-thread sums differ, all
+/// the same way: ours smaller where we read first (fentry, kprobe, the
+/// tracepoint from 6.16 on), larger where the kernel does (the tracepoint
+/// before 6.16). CI saw it on 7.2-rt with the tracepoint hook (threads16
+/// short of 3 ticks and a fault). The oracle has the same window, so it
+/// is allowed for one group a run; a bug would show in more.
+fn only_a_late_thread(k: &AcctV3, o: &AcctV3, diffs: &[(&'static str, String, String)]) -> bool {
+    if !diffs.iter().all(|(f, _, _)| PER_THREAD_SUMS.contains(f)) {
+        return false;
+    }
+    let pairs = [
+        (k.utime, o.utime),
+        (k.stime, o.stime),
+        (k.minflt, o.minflt),
+        (k.majflt, o.majflt),
+    ];
+    let ordering = |(kv, ov): (u16, u16)| decode_comp(ov).cmp(&decode_comp(kv));
+    let smaller = pairs.iter().all(|&p| ordering(p).is_le());
+    let larger = pairs.iter().all(|&p| ordering(p).is_ge());
+    smaller || larger
+}
+
 /// Compares the kernel's records with ours (both keyed by pid). Prints a
 /// full report on stderr and panics if the pid sets differ or any field of
 /// any record does.
@@ -412,10 +440,26 @@ pub(crate) fn compare_records(
 
     let mut table = String::new();
     let mut bad_records = 0usize;
+    let mut late_thread_allowed = false;
     for (pid, k) in kernel {
         let Some(o) = ours.get(pid) else { continue };
         let diffs = field_diffs(k, o, json.get(pid).copied().unwrap_or_default());
         if diffs.is_empty() {
+            continue;
+        }
+        if !late_thread_allowed && only_a_late_thread(k, o, &diffs) {
+            late_thread_allowed = true;
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: pid {pid} ({}): a thread late to its group's sums (README, at most one \
+                 group a run): {}",
+                label(*pid, k),
+                diffs
+                    .iter()
+                    .map(|(f, kv, ov)| format!("{f} kernel {kv}, ours {ov}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
             continue;
         }
         bad_records += 1;
