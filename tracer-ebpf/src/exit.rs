@@ -17,7 +17,7 @@ use tracer_common::{
 
 use crate::{
     diag::read_failed,
-    filter::{figures_wanted, passes, verdict, Verdict},
+    filter::{figures_wanted, group_verdict, passes, Verdict},
     follow::{leader_start, set_state, unreported, wanted, REPORTED_AWAITING_STAMP, REPORTED_DONE},
     kernel::{member, probe_u32, probe_u64, Btf, Kernel, Probe},
     once::{first, Work},
@@ -65,8 +65,7 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
     }
     let mut record_flags = 0;
     if cfg!(filters) != 0 {
-        let pacct = member(K::u64(task, off!(task_signal)), off!(signal_pacct));
-        match verdict::<K>(task, tgid, K::u32(pacct, off!(pacct_exitcode))) {
+        match group_verdict::<K>(task, tgid) {
             Verdict::Pass => {}
             Verdict::Undecided => record_flags |= flags::CONTAINER_UNDECIDED,
             Verdict::Fail => {
@@ -101,7 +100,12 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
         let _ = set_state(tgid, start, state);
     }
     emit_exit_record(|r: *mut ExitRecord| {
-        fill::<K>(r, task, tgid, own_xacct);
+        let last = if own_xacct {
+            LastThread::Own
+        } else {
+            LastThread::Held
+        };
+        fill::<K>(r, task, tgid, last);
         // SAFETY: our reserved ring slot.
         unsafe {
             (*r).flags = record_flags;
@@ -124,39 +128,45 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
 pub(crate) fn emit_exit_at_free(task: u64, tgid: u32) {
     let mut record_flags = flags::AT_FREE;
     if cfg!(filters) != 0 {
-        let pacct = member(Btf::u64(task, off!(task_signal)), off!(signal_pacct));
-        match verdict::<Btf>(task, tgid, Btf::u32(pacct, off!(pacct_exitcode))) {
+        match group_verdict::<Btf>(task, tgid) {
             Verdict::Pass => {}
             Verdict::Undecided => record_flags |= flags::CONTAINER_UNDECIDED,
             Verdict::Fail => return,
         }
     }
     emit_exit_record(|r: *mut ExitRecord| {
-        fill_identity::<Btf>(r, task, tgid);
-        fill_acct::<Btf>(r, task);
-        fill_extras::<Btf>(r, task);
+        fill::<Btf>(r, task, tgid, LastThread::Gone);
         // SAFETY: our reserved ring slot.
         unsafe {
             (*r).flags = record_flags;
-            (*r).exit_ns = bpf_ktime_get_ns();
-            (*r).kind = RECORD_EXIT;
             (*r).exit_ns
         }
     });
 }
 
+/// Where the last thread's taskstats figures are, for [`fill`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LastThread {
+    /// In the dying thread: read here.
+    Own,
+    /// Added to the group's already (`xacct_thread`).
+    Held,
+    /// Gone with the exit programs the kernel skipped (a record written
+    /// at the leader's free): no taskstats sums at all.
+    Gone,
+}
+
 /// Every field of the record, read the way `fill_ac()` reads them.
-/// `own_xacct`: the last thread's taskstats figures are read here (else
-/// `xacct_thread` has added them to the group's already).
 #[inline(always)]
-pub(crate) fn fill<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32, own_xacct: bool) {
+pub(crate) fn fill<K: Kernel>(r: *mut ExitRecord, task: u64, tgid: u32, last: LastThread) {
     fill_identity::<K>(r, task, tgid);
     fill_acct::<K>(r, task);
     fill_extras::<K>(r, task);
     // SAFETY: `r` is our reserved ring slot.
     unsafe {
-        if cfg!(xacct) != 0 {
-            (*r).present |= group_figures::<K>(&raw mut (*r).xacct, task, tgid, own_xacct);
+        if cfg!(xacct) != 0 && last != LastThread::Gone {
+            let own = last == LastThread::Own;
+            (*r).present |= group_figures::<K>(&raw mut (*r).xacct, task, tgid, own);
         }
         (*r).exit_ns = bpf_ktime_get_ns();
         (*r).kind = RECORD_EXIT;

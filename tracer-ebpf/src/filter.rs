@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use tracer_common::filter;
 
-use crate::kernel::Kernel;
+use crate::kernel::{member, Kernel};
 
 #[map]
 pub(crate) static FILTER_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
@@ -72,6 +72,15 @@ pub(crate) fn verdict<K: Kernel>(task: u64, tgid: u32, exit_code: u32) -> Verdic
         return Verdict::Undecided;
     }
     Verdict::Fail
+}
+
+/// The verdict on the exit of group `tgid`, whose task `task` is dying:
+/// its exit code is the one acct keeps (`signal->pacct`), complete once
+/// `acct_collect()` has run, at every exit hook and at the leader's free.
+#[inline(always)]
+pub(crate) fn group_verdict<K: Kernel>(task: u64, tgid: u32) -> Verdict {
+    let pacct = member(K::u64(task, off!(task_signal)), off!(signal_pacct));
+    verdict::<K>(task, tgid, K::u32(pacct, off!(pacct_exitcode)))
 }
 
 /// Whether the fork, exec and kill events of `task` (group `tgid`) are

@@ -10,9 +10,9 @@ use tracer_common::{MmapStamp, RECORD_MMAP_STAMP};
 
 use crate::{
     exit::live_threads_gone,
-    filter::{verdict, Verdict},
+    filter::{group_verdict, Verdict},
     follow::{leader_start, set_state, state, REPORTED_AWAITING_STAMP, REPORTED_DONE},
-    kernel::{member, Btf, Kernel},
+    kernel::{Btf, Kernel},
     once::{first, Work},
     ring::{emit, Loss},
 };
@@ -49,8 +49,7 @@ pub(crate) fn mmap_stamp() -> i32 {
     let tgid = Btf::u32(task, off!(task_tgid));
     if cfg!(filters) != 0 {
         // Its exit record was filtered out: no stamp to send.
-        let pacct = member(Btf::u64(task, off!(task_signal)), off!(signal_pacct));
-        if verdict::<Btf>(task, tgid, Btf::u32(pacct, off!(pacct_exitcode))) == Verdict::Fail {
+        if group_verdict::<Btf>(task, tgid) == Verdict::Fail {
             return 0;
         }
     }
