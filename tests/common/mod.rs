@@ -363,9 +363,6 @@ pub(crate) fn field_diffs(
     d
 }
 
-/// The fields `acct_collect()` adds each thread's share to.
-const PER_THREAD_SUMS: [&str; 4] = ["ac_utime", "ac_stime", "ac_minflt", "ac_majflt"];
-
 /// Whether `diffs` are what a thread late to its group's sums makes
 /// (README): a thread leaves `signal->live` just before the last one and
 /// is preempted before `acct_collect()` adds its share, which then lands
@@ -376,18 +373,23 @@ const PER_THREAD_SUMS: [&str; 4] = ["ac_utime", "ac_stime", "ac_minflt", "ac_maj
 /// short of 3 ticks and a fault). The oracle has the same window, so it
 /// is allowed for one group a run; a bug would show in more.
 fn only_a_late_thread(k: &AcctV3, o: &AcctV3, diffs: &[(&'static str, String, String)]) -> bool {
-    if !diffs.iter().all(|(f, _, _)| PER_THREAD_SUMS.contains(f)) {
+    // The fields `acct_collect()` adds each thread's share to: (name,
+    // kernel's, ours).
+    let sums = [
+        ("ac_utime", k.utime, o.utime),
+        ("ac_stime", k.stime, o.stime),
+        ("ac_minflt", k.minflt, o.minflt),
+        ("ac_majflt", k.majflt, o.majflt),
+    ];
+    if !diffs
+        .iter()
+        .all(|(f, _, _)| sums.iter().any(|(name, _, _)| name == f))
+    {
         return false;
     }
-    let pairs = [
-        (k.utime, o.utime),
-        (k.stime, o.stime),
-        (k.minflt, o.minflt),
-        (k.majflt, o.majflt),
-    ];
-    let ordering = |(kv, ov): (u16, u16)| decode_comp(ov).cmp(&decode_comp(kv));
-    let smaller = pairs.iter().all(|&p| ordering(p).is_le());
-    let larger = pairs.iter().all(|&p| ordering(p).is_ge());
+    let ordering = |&(_, kv, ov): &(&str, u16, u16)| decode_comp(ov).cmp(&decode_comp(kv));
+    let smaller = sums.iter().all(|s| ordering(s).is_le());
+    let larger = sums.iter().all(|s| ordering(s).is_ge());
     smaller || larger
 }
 
