@@ -1181,6 +1181,18 @@ struct Outcome {
     /// Group exit lines that left out threads late to the group's record
     /// (see [`without_late_threads`]).
     late: Vec<String>,
+    /// The tracepoint hook before 6.16 guesses group death from
+    /// `signal->live` (README, "A thread can be late to its group's
+    /// sums"): when the thread that takes it to 0 is preempted before its
+    /// exit accounting, the thread that left just before it finds the group
+    /// dead first and writes the exit line, without the late thread's
+    /// figures, which its own `thread_exit` line carries. Allowed here
+    /// whenever the figures say exactly that, as the hook's known guess
+    /// (the two threads of `leader_first` end together: CI saw it twice on
+    /// 6.1, in that case).
+    group_death_guessed: bool,
+    /// Exit lines written by the thread before the kernel's last.
+    guessed: Vec<String>,
     /// Rows of the failure table.
     failures: Vec<String>,
     notes: Vec<String>,
@@ -1426,21 +1438,39 @@ fn compare_session(
             continue;
         }
         let tid = num(exit, "tid").unwrap_or(0);
-        if let Some(last) = last {
-            if tid != last {
-                o.failures.push(format!(
-                    "{scenario}: case {case} pid {pid}: exit line's tid {tid}, but taskstats \
-                     says {last} ended the group (AGROUP)"
-                ));
-            }
-        }
-        let tasks = without_late_threads(
+        let (tasks, late) = without_late_threads(
             o,
             (scenario, case, pid, tid),
             (exit, raw_of(exit)),
             tasks,
             delayacct,
         );
+        let late_list = || {
+            late.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match last {
+            Some(last) if tid != last && o.group_death_guessed && late.contains(&last) => {
+                o.guessed.push(format!(
+                    "{scenario} case {case} pid {pid}: tid {tid} found the group's live count \
+                     at 0 first and wrote the exit line; the kernel's last thread {last} came \
+                     later (the line equals the sum without tid {})",
+                    late_list()
+                ));
+            }
+            Some(last) if tid != last => o.failures.push(format!(
+                "{scenario}: case {case} pid {pid}: exit line's tid {tid}, but taskstats \
+                 says {last} ended the group (AGROUP)"
+            )),
+            _ if !late.is_empty() => o.late.push(format!(
+                "{scenario} case {case} pid {pid}: the exit line (tid {tid}) equals the sum \
+                 without tid {}",
+                late_list()
+            )),
+            _ => {}
+        }
         compare_line(
             o,
             scenario,
@@ -1455,15 +1485,16 @@ fn compare_session(
         if group.len() == 1 {
             continue;
         }
-        // --threads: every thread but the group's last has a thread_exit
-        // line equal to its own record.
+        // --threads: every thread but the one that wrote the exit line (the
+        // group's last, or the one that found it dead first, above) has a
+        // thread_exit line equal to its own record.
         for &t in &group {
             let Some(rec) = records.get(&t) else { continue };
             let found = thread_lines.remove(&t).unwrap_or_default();
-            if Some(t) == last {
+            if t == tid {
                 if !found.is_empty() {
                     o.notes.push(format!(
-                        "{scenario}: case {case}: the group's last thread {t} also has a \
+                        "{scenario}: case {case}: the exit line's thread {t} also has a \
                          thread_exit line"
                     ));
                 }
@@ -1504,21 +1535,23 @@ fn compare_session(
 /// has the same window: `acct_collect()` follows the same decrement).
 /// Seen once in CI, on 7.2-rt with fentry. So when the line differs from
 /// the sum over every thread but equals, field for field, the sum without
-/// one or two threads other than the last, those threads are left out,
-/// and the report names them. It is a rare race: more than
-/// [`MAX_LATE_GROUPS`] such groups in one test run fail it (a thread left
-/// out by a bug would be left out in every session). Every other
-/// difference stays a failure, and the late threads' own `thread_exit`
-/// lines are still compared with their records.
+/// one or two threads other than the line's own, those threads are left
+/// out: returned with the threads kept, for the caller's report. It is a
+/// rare race: more than [`MAX_LATE_GROUPS`] such groups in one test run
+/// fail it (a thread left out by a bug would be left out in every
+/// session). Every other difference stays a failure, and the late
+/// threads' own `thread_exit` lines are still compared with their records.
+/// (With the tracepoint hook before 6.16 the late thread can be the
+/// kernel's last one: see [`Outcome::group_death_guessed`].)
 const MAX_LATE_GROUPS: usize = 1;
 
 fn without_late_threads<'a>(
-    o: &mut Outcome,
+    o: &Outcome,
     (scenario, case, pid, tid): (&str, &str, u32, u32),
     line: (&Value, &str),
     tasks: Vec<&'a Task>,
     delayacct: bool,
-) -> Vec<&'a Task> {
+) -> (Vec<&'a Task>, Vec<u32>) {
     let fits = |subset: &[&Task]| {
         let mut scratch = Outcome {
             hiwater_may_be_null: o.hiwater_may_be_null,
@@ -1540,7 +1573,7 @@ fn without_late_threads<'a>(
         scratch.failures.is_empty()
     };
     if tasks.len() < 2 || fits(&tasks) {
-        return tasks;
+        return (tasks, Vec::new());
     }
     let others: Vec<usize> = (0..tasks.len()).filter(|&i| tasks[i].tid != tid).collect();
     let mut candidates: Vec<Vec<usize>> = others.iter().map(|&i| vec![i]).collect();
@@ -1553,16 +1586,10 @@ fn without_late_threads<'a>(
             .map(|i| tasks[i])
             .collect();
         if fits(&kept) {
-            let tids: Vec<String> = out.iter().map(|&i| tasks[i].tid.to_string()).collect();
-            o.late.push(format!(
-                "{scenario} case {case} pid {pid}: the exit line (tid {tid}) equals the sum \
-                 without tid {}",
-                tids.join(", ")
-            ));
-            return kept;
+            return (kept, out.iter().map(|&i| tasks[i].tid).collect());
         }
     }
-    tasks
+    (tasks, Vec::new())
 }
 
 /// One tracer session around the workload, with the listener registered
@@ -1630,6 +1657,7 @@ fn extended_fields_equal_taskstats() {
             Ok("fentry" | "kprobe")
         ),
         read_after_taskstats_exit: tracepoint_from_6_16(),
+        group_death_guessed: hiwater_may_be_null(),
         ..Outcome::default()
     };
     let mut timings = Vec::new();
@@ -1712,6 +1740,18 @@ fn extended_fields_equal_taskstats() {
             let _ = writeln!(report, "  {n}");
         }
     }
+    if !o.guessed.is_empty() {
+        let _ = writeln!(
+            report,
+            "exit lines written by the thread just before the kernel's last (allowed with \
+             the tracepoint hook before 6.16, which reads group death from signal->live; see \
+             Outcome::group_death_guessed): {}",
+            o.guessed.len()
+        );
+        for n in &o.guessed {
+            let _ = writeln!(report, "  {n}");
+        }
+    }
     if !o.tick_later.is_empty() {
         let _ = writeln!(
             report,
@@ -1766,8 +1806,8 @@ fn extended_fields_equal_taskstats() {
 }
 
 /// [`without_late_threads`] leaves a thread out only when the line equals
-/// the sums without it, never the group's last thread, and never to
-/// explain any other difference. Needs no root: made-up records.
+/// the sums without it, never the line's own thread, and never to explain
+/// any other difference. Needs no root: made-up records.
 #[test]
 fn late_threads_are_left_out_only_when_the_sums_say_so() {
     let task = |tid: u32, io: u64| {
@@ -1809,36 +1849,31 @@ fn late_threads_are_left_out_only_when_the_sums_say_so() {
         (v, raw)
     };
     let all = vec![&leader, &worker, &last];
-    let keep = |o: &mut Outcome, (v, raw): &(Value, String)| {
-        without_late_threads(o, ("s", "c", 100, 102), (v, raw), all.clone(), false)
-            .iter()
-            .map(|t| t.tid)
-            .collect::<Vec<u32>>()
+    let o = Outcome::default();
+    let keep = |(v, raw): &(Value, String)| {
+        let (kept, late) =
+            without_late_threads(&o, ("s", "c", 100, 102), (v, raw), all.clone(), false);
+        (kept.iter().map(|t| t.tid).collect::<Vec<u32>>(), late)
     };
 
-    let mut o = Outcome::default();
-    assert_eq!(keep(&mut o, &line_over(&all)), [100, 101, 102]);
-    assert!(o.late.is_empty(), "{:?}", o.late);
-
-    assert_eq!(keep(&mut o, &line_over(&[&leader, &last])), [100, 102]);
-    assert_eq!(o.late.len(), 1, "{:?}", o.late);
-    assert!(o.late[0].contains("without tid 101"), "{:?}", o.late);
-
-    // Without the last thread: not a late thread, all are kept (and the
-    // comparison then fails).
-    let mut o = Outcome::default();
+    assert_eq!(keep(&line_over(&all)), (vec![100, 101, 102], vec![]));
     assert_eq!(
-        keep(&mut o, &line_over(&[&leader, &worker])),
-        [100, 101, 102]
+        keep(&line_over(&[&leader, &last])),
+        (vec![100, 102], vec![101])
     );
-    assert!(o.late.is_empty(), "{:?}", o.late);
+
+    // Without the line's own thread: not a late thread, all are kept (and
+    // the comparison then fails).
+    assert_eq!(
+        keep(&line_over(&[&leader, &worker])),
+        (vec![100, 101, 102], vec![])
+    );
 
     // Half a thread missing: no subset explains it.
     let (mut v, _) = line_over(&all);
     v["read_char"] = Value::from(v["read_char"].as_u64().expect("a number") - 4096);
     let raw = v.to_string();
-    assert_eq!(keep(&mut o, &(v, raw)), [100, 101, 102]);
-    assert!(o.late.is_empty(), "{:?}", o.late);
+    assert_eq!(keep(&(v, raw)), (vec![100, 101, 102], vec![]));
     let mut failing = Outcome::default();
     compare_line(
         &mut failing,
