@@ -47,13 +47,14 @@ pub(crate) struct Reported {
 /// Writes the record for the dying thread group of `task` (the current
 /// task). `before_exit_mm`: the hook runs before `exit_mm()`, so a group
 /// that tears its address space down itself gets its exit time from
-/// `exit_mmap` (see [`MmapStamp`]). `mark`: the program has a second copy
+/// `exit_mmap` (see [`MmapStamp`]). `last`: where the last thread's
+/// taskstats figures are. `mark`: the program has a second copy
 /// that only a `once` mark keeps from reporting the group again (not the
 /// kprobe, which has none, nor the tracepoint before 6.16, whose copies
 /// `first_report` already tells apart: a mark its second copy never
 /// looks at would hold its slot for good).
 #[inline(always)]
-pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: bool, mark: bool) {
+pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, last: LastThread, mark: bool) {
     let tgid = K::u32(task, off!(task_tgid));
     let start = if cfg!(follow_tracked) != 0 {
         leader_start::<K>(task)
@@ -100,11 +101,6 @@ pub(crate) fn emit_exit<K: Kernel>(task: u64, before_exit_mm: bool, own_xacct: b
         let _ = set_state(tgid, start, state);
     }
     emit_exit_record(|r: *mut ExitRecord| {
-        let last = if own_xacct {
-            LastThread::Own
-        } else {
-            LastThread::Held
-        };
         fill::<K>(r, task, tgid, last);
         // SAFETY: our reserved ring slot.
         unsafe {
@@ -381,7 +377,7 @@ pub(crate) fn exit_tp(ctx: &BtfTracePointContext) -> i32 {
         );
         return 0;
     }
-    emit_exit::<Btf>(task, before_exit_mm, true, before_exit_mm);
+    emit_exit::<Btf>(task, before_exit_mm, LastThread::Own, before_exit_mm);
     0
 }
 
@@ -496,35 +492,45 @@ pub(crate) fn live_threads_gone(task: u64) -> bool {
     signal != 0 && Btf::u32(signal, off!(signal_live)) == 0
 }
 
-/// Whether this dead group is reported for the first time (see `REPORTED`).
+/// `task`'s group as `REPORTED` keys and values it: its `signal_struct`
+/// address, the leader's start time, and `task`'s tid; with the tid of
+/// the thread that reported this group, if one did.
 #[inline(always)]
-pub(crate) fn first_report(task: u64) -> bool {
+fn reported(task: u64) -> (u64, Reported, Option<u32>) {
     let signal = Btf::u64(task, off!(task_signal));
-    let start = leader_start::<Btf>(task);
-    // SAFETY: a plain value, copied out at once.
-    if unsafe { REPORTED.get(signal) }.is_some_and(|r| r.start == start) {
-        return false;
-    }
-    let reported = Reported {
-        start,
+    let this = Reported {
+        start: leader_start::<Btf>(task),
         tid: Btf::u32(task, off!(task_pid)),
         _pad: 0,
     };
-    let _ = REPORTED.insert(signal, reported, 0);
+    // SAFETY: a plain value, copied out at once.
+    let by = unsafe { REPORTED.get(signal) }
+        .filter(|r| r.start == this.start)
+        .map(|r| r.tid);
+    (signal, this, by)
+}
+
+/// Whether this dead group is reported for the first time (see `REPORTED`).
+#[inline(always)]
+pub(crate) fn first_report(task: u64) -> bool {
+    let (signal, this, by) = reported(task);
+    if by.is_some() {
+        return false;
+    }
+    let _ = REPORTED.insert(signal, this, 0);
     true
 }
 
 /// Before 6.16: whether another thread of `task`'s dead group reported it
-/// already. `task` then left `signal->live` before that thread but
-/// reached the tracepoint after it (preempted, or on a slower CPU), and
-/// sees its group dead although it was not the group's last thread.
+/// already. Either `task` left `signal->live` before that thread but
+/// reached the tracepoint after it (preempted, or on a slower CPU), or
+/// `task` took it to 0 and that thread, which left just before, reached
+/// the tracepoint first (README, "A thread can be late to its group's
+/// sums"). Either way `task`'s figures are not in the group's record.
 #[inline(always)]
 fn reported_by_another(task: u64) -> bool {
-    let signal = Btf::u64(task, off!(task_signal));
-    let start = leader_start::<Btf>(task);
-    let tid = Btf::u32(task, off!(task_pid));
-    // SAFETY: a plain value, copied out at once.
-    unsafe { REPORTED.get(signal) }.is_some_and(|r| r.start == start && r.tid != tid)
+    let (_, this, by) = reported(task);
+    by.is_some_and(|tid| tid != this.tid)
 }
 
 /// A thread dying before its group (`--threads`), with its own taskstats
@@ -569,17 +575,21 @@ pub(crate) fn exit_current() -> i32 {
     // SAFETY: the helper returns current's task_struct, typed for the
     // verifier.
     let task = unsafe { bpf_get_current_task_btf() } as u64;
-    emit_exit::<Btf>(task, false, own_xacct_at_acct_process(), true);
+    emit_exit::<Btf>(task, false, last_thread_at_acct_process(), true);
     0
 }
 
-/// Whether `acct_process` reads the last thread's taskstats figures
-/// itself: not when `xacct_fentry`/`xacct_kprobe` took them at
-/// `taskstats_exit`, nor when `xacct_thread` did (6.16 on); before 6.16
+/// Where `acct_process` finds the last thread's taskstats figures: in the
+/// thread itself, unless `xacct_fentry`/`xacct_kprobe` took them at
+/// `taskstats_exit`, or `xacct_thread_all` did (6.16 on); before 6.16
 /// `xacct_thread` runs after it (see there).
 #[inline(always)]
-fn own_xacct_at_acct_process() -> bool {
-    cfg!(xacct_at_taskstats_exit) == 0 && cfg!(exit_tp_has_group_dead) == 0
+fn last_thread_at_acct_process() -> LastThread {
+    if cfg!(xacct_at_taskstats_exit) == 0 && cfg!(exit_tp_has_group_dead) == 0 {
+        LastThread::Own
+    } else {
+        LastThread::Held
+    }
 }
 
 /// `taskstats_exit(tsk, group_dead)`, for every thread, current: where
@@ -646,7 +656,7 @@ pub(crate) fn exit_kprobe(_ctx: ProbeContext) -> u32 {
     emit_exit::<Probe>(
         unsafe { bpf_get_current_task() },
         false,
-        own_xacct_at_acct_process(),
+        last_thread_at_acct_process(),
         false,
     );
     0
