@@ -622,6 +622,14 @@ impl Probes {
         self.runs_skipped(&names) + self.pairs_skipped(&pairs)
     }
 
+    /// Under `tracer run`, which counts the groups its exit programs
+    /// missed itself: the tracepoint exit pair's skips, each of which may
+    /// also be a thread that was not its group's last, its taskstats
+    /// figures missing from the group's sums (that pair takes them).
+    pub fn thread_figures_skipped_at_exit_tp(&self) -> u64 {
+        self.pairs_skipped(&["exit_tp_btf"])
+    }
+
     /// For programs attached twice (`NAME` and `NAME_again`), the fewer
     /// of the two copies' skips, summed: a task is missed only when both
     /// skip it.

@@ -389,7 +389,12 @@ impl Session {
             } else {
                 self.probes.exit_runs_skipped()
             },
-            event_runs_skipped: self.probes.event_runs_skipped(),
+            event_runs_skipped: self.probes.event_runs_skipped()
+                + if self.follows {
+                    self.probes.thread_figures_skipped_at_exit_tp()
+                } else {
+                    0
+                },
             output_lost: self.output_lost(),
         })
     }
