@@ -38,6 +38,7 @@ pub mod order;
 pub mod output;
 pub mod preemption;
 pub mod probes;
+pub mod ring_positions;
 pub mod session;
 pub mod shutdown;
 pub mod stamps;

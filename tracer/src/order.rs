@@ -12,8 +12,15 @@
 //! in the order it came, until the fork of that process comes, or until a
 //! flush of every CPU's stage that began after the record came has been
 //! drained: whatever it waited for is in the ring by then, or never comes
-//! (filtered out, lost with the ring full, older than the session, or
-//! staged on a CPU whose stage a program was still filling).
+//! (filtered out, lost with the ring full, or older than the session).
+//! A flush counts only when it emptied every stage it tried (a program
+//! filling one makes it wait for a later flush) and the drain after it
+//! read past every record it put in the ring: a record that another
+//! program is still writing stops the reader, and a fork behind it would
+//! otherwise come after the records it explains were given up on
+//! (`ring_positions`). A fork can still come later than that (seen in an
+//! emulated 6.1 VM): the table keeps an exec it could not place for it
+//! (`lineage`).
 
 use std::collections::{HashMap, VecDeque};
 

@@ -454,7 +454,11 @@ impl Probes {
     /// false) on those whose stage holds something, as the map reads now,
     /// which spares the others an interrupt. A CPU whose stage a program
     /// was filling is tried again for up to `patience`; returns those
-    /// still busy then (a later flush takes their records).
+    /// still busy then (a later flush takes their records). Busy is what
+    /// `flush_stage` says, or what the map says once it returned: CI saw a
+    /// 6.1 VM's stage keep its records and its `busy` word through a
+    /// flush that said it was done, its fork event then coming a drain
+    /// after the exec it explains.
     pub fn flush_stages(&self, all: bool, patience: std::time::Duration) -> Result<Vec<u32>> {
         use std::os::fd::{AsFd as _, AsRawFd as _};
         let mut cpus =
@@ -479,8 +483,14 @@ impl Probes {
         let give_up = std::time::Instant::now() + patience;
         loop {
             let mut busy = Vec::new();
-            for cpu in cpus {
+            for &cpu in &cpus {
                 if run_on_cpu(fd, cpu).with_context(|| format!("flush_stage on CPU {cpu}"))? != 0 {
+                    busy.push(cpu);
+                }
+            }
+            let staged = self.stages()?;
+            for &cpu in &cpus {
+                if !busy.contains(&cpu) && staged.get(cpu as usize).is_some_and(|s| s.busy != 0) {
                     busy.push(cpu);
                 }
             }

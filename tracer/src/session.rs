@@ -2,7 +2,7 @@
 //! open the outputs, drain the ring into them until told to stop, drain
 //! what is left within the deadline, then count and report.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, os::fd::AsFd as _, time::Duration};
 
 use anyhow::{bail, Result};
 use aya::maps::{MapData, RingBuf};
@@ -22,6 +22,7 @@ use crate::{
     order::Waiting,
     output::{self, Outputs, Summary},
     probes::{ProbeOptions, Probes},
+    ring_positions::RingPositions,
     shutdown,
     stamps::{AwaitingStamps, Ready},
 };
@@ -34,6 +35,9 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(200);
 /// in a session, where the next flush tries again, and at its end.
 const STAGE_PATIENCE: Duration = Duration::from_millis(1);
 const STAGE_PATIENCE_AT_END: Duration = Duration::from_millis(500);
+/// Drain ticks in a row whose flush proved nothing after which the
+/// records waiting for a fork are due anyway (one second).
+const MAX_INCOMPLETE_FLUSHES: u32 = 5;
 
 /// What the loader itself counted while draining.
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,6 +59,15 @@ pub struct Totals {
 pub struct Session {
     pub probes: Probes,
     ring: Option<RingBuf<MapData>>,
+    /// Where the ring's reader and writers are: whether a drain read
+    /// everything a flush put in the ring.
+    ring_positions: RingPositions,
+    /// The producer position once the last flush of the stages was done,
+    /// `None` when it left a stage unflushed: the records that waited for
+    /// it are due once the reader got past it (see `flushed`).
+    flush_end: Option<usize>,
+    /// Flushes in a row that proved nothing (see `flushed`).
+    incomplete_flushes: u32,
     outputs: Outputs,
     /// An output shows lineage: the programs send fork and exec events.
     lineage: bool,
@@ -122,6 +135,7 @@ impl Session {
             probes.preemption.why
         ));
         let ring = probes.take_ring()?;
+        let ring_positions = RingPositions::map(ring.as_fd())?;
         // After the programs are attached: a cgroup made in between is in
         // both.
         let cgroups = opts.containers.then(Cgroups::from_mount);
@@ -141,6 +155,9 @@ impl Session {
         Ok(Self {
             probes,
             ring: Some(ring),
+            ring_positions,
+            flush_end: None,
+            incomplete_flushes: 0,
             outputs,
             lineage: opts.lineage,
             follows: opts.follow_tracked,
@@ -263,7 +280,7 @@ impl Session {
         // the drain deadline; an output that blocks past it is given up.
         shutdown::deadline_in(shutdown::DRAIN);
         let (unflushed, offline) = self.flush_stages_at_end();
-        self.drain(ring.get_mut());
+        self.drain_past_flush(ring.get_mut()).await;
         self.take_left_in_stages(&unflushed, &offline);
         self.release_all();
         self.expire(0);
@@ -277,8 +294,38 @@ impl Session {
     /// with a later flush, or is taken from the map at the end.
     fn flush_stages(&mut self) {
         self.waiting.flush_begun();
-        if let Err(e) = self.probes.flush_stages(false, STAGE_PATIENCE) {
-            self.say_flush_failed(&e);
+        self.flush_end = match self.probes.flush_stages(false, STAGE_PATIENCE) {
+            Ok(busy) if busy.is_empty() => Some(self.ring_positions.producer()),
+            Ok(_) => None,
+            Err(e) => {
+                self.say_flush_failed(&e);
+                None
+            }
+        };
+    }
+
+    /// The last drain: until the reader got past what the last flush put
+    /// in the ring, within [`STAGE_PATIENCE_AT_END`] (a record that a
+    /// program is still writing stops the reader; it is committed within
+    /// microseconds unless its program was interrupted). What is left
+    /// then is said.
+    async fn drain_past_flush(&mut self, ring: &mut RingBuf<MapData>) {
+        let end = self.ring_positions.producer();
+        let give_up = std::time::Instant::now() + STAGE_PATIENCE_AT_END;
+        loop {
+            self.drain(ring);
+            if self.ring_positions.read_past(end) {
+                return;
+            }
+            if std::time::Instant::now() >= give_up {
+                eprintln!(
+                    "tracer: a record still being written into the ring after {} ms at the \
+                     end: it and what came after it are not written",
+                    STAGE_PATIENCE_AT_END.as_millis()
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -485,7 +532,26 @@ impl Session {
     /// since before the flush goes on without it, and the table forgets
     /// the dead it no longer needs.
     fn flushed(&mut self) {
-        if !self.waiting.is_empty() {
+        // A flush that left a stage unflushed, or a drain that stopped at a
+        // record still being written before the flush's records, proves
+        // nothing: what waits goes on waiting (and a fork it waits for
+        // may still come).
+        let complete = self
+            .flush_end
+            .take()
+            .is_some_and(|end| self.ring_positions.read_past(end));
+        // Bounded: a stage found busy at every flush (a storm of exits on
+        // one CPU) must not hold the rest back for the whole session.
+        self.incomplete_flushes = if complete {
+            0
+        } else {
+            self.incomplete_flushes + 1
+        };
+        let due = complete || self.incomplete_flushes > MAX_INCOMPLETE_FLUSHES;
+        if due {
+            self.incomplete_flushes = 0;
+        }
+        if due && !self.waiting.is_empty() {
             let clock = Clock::now();
             for rec in self.waiting.take_due() {
                 self.apply(&rec, &clock);
