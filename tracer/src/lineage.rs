@@ -190,7 +190,25 @@ pub struct ProcessTable {
     /// CPU; see `order`), and must find it.
     dying: Vec<u32>,
     dying_before: Vec<u32>,
+    /// Execs of processes the table did not hold when they came (their
+    /// fork event came later still: `order` gave up waiting for it), for
+    /// that fork to find: otherwise the process would take its creator's
+    /// exec, and its exit the creator's argv. Kept until the second sweep,
+    /// as dead entries are, and at most [`MAX_EARLY_EXECS`].
+    early_execs: HashMap<u32, EarlyExec, foldhash::fast::RandomState>,
+    early_before: Vec<u32>,
 }
+
+#[derive(Debug)]
+struct EarlyExec {
+    comm: [u8; 16],
+    exec: Rc<ExecContext>,
+    exec_ns: u64,
+}
+
+/// Execs kept for a fork that has not come (see `early_execs`): more at
+/// once than a drain tick's worth only when forks are lost.
+const MAX_EARLY_EXECS: usize = 4096;
 
 /// Ancestry chains stop after this many steps (a cycle can only come from
 /// pid reuse racing the table, but must not hang the tracer).
@@ -283,7 +301,7 @@ impl ProcessTable {
             p.children += 1;
             p.exec.clone()
         });
-        let proc = Proc {
+        let mut proc = Proc {
             creator: Some(f.parent_pid),
             comm: f.comm,
             flags: Some(f.clone_flags),
@@ -292,6 +310,15 @@ impl ProcessTable {
             exec,
             exec_ns: 0,
         };
+        // Its exec came first, and was kept (an older pid's is older than
+        // this fork, and not taken).
+        if let Some(early) = self.early_execs.remove(&f.child_pid) {
+            if early.exec_ns >= f.time_ns {
+                proc.comm = early.comm;
+                proc.exec = Some(early.exec);
+                proc.exec_ns = early.exec_ns;
+            }
+        }
         // A pid reused while a dead entry still waited for its children:
         // the new process takes the slot; the old one's children keep
         // counting against it, which only delays a removal.
@@ -304,10 +331,20 @@ impl ProcessTable {
     }
 
     pub fn exec(&mut self, e: &Exec) {
+        let exec = Rc::new(ExecContext::of_record(e));
         if let Some(p) = self.procs.get_mut(&e.pid) {
             p.comm = e.comm;
-            p.exec = Some(Rc::new(ExecContext::of_record(e)));
+            p.exec = Some(exec);
             p.exec_ns = e.time_ns;
+        } else if self.early_execs.len() < MAX_EARLY_EXECS {
+            self.early_execs.insert(
+                e.pid,
+                EarlyExec {
+                    comm: e.comm,
+                    exec,
+                    exec_ns: e.time_ns,
+                },
+            );
         }
     }
 
@@ -367,6 +404,13 @@ impl ProcessTable {
         for pid in due {
             self.remove_done(pid);
         }
+        // Early execs kept since before the last sweep go; an entry
+        // replaced since (pid reuse) goes a sweep early, which only costs
+        // that later exec its wait.
+        for pid in std::mem::take(&mut self.early_before) {
+            self.early_execs.remove(&pid);
+        }
+        self.early_before = self.early_execs.keys().copied().collect();
     }
 
     /// Removes `pid` if it is dead and childless, then its creator if that
@@ -512,6 +556,42 @@ mod tests {
         f.time_ns = 300;
         t.fork(&f);
         assert!(t.exec_context(6).is_none());
+    }
+
+    #[test]
+    fn an_exec_that_came_before_its_fork_is_kept_for_it() {
+        let mut t = ProcessTable::default();
+        t.fork(&fork(1, 5, 0, b"sh"));
+        let mut e = crate::output::fixtures::exec(b"/bin/echo", b"echo\0x\0", 7);
+        e.pid = 6;
+        e.time_ns = 200;
+        // `order` gave up on 6's fork: the table does not hold 6 yet.
+        t.exec(&e);
+        t.sweep();
+        let mut f = fork(5, 6, 0, b"sh");
+        f.time_ns = 100;
+        t.fork(&f);
+        assert_eq!(&*t.exec_context(6).unwrap().exe, b"/bin/echo");
+        assert_eq!(chain(&t, 6), [5]);
+
+        // An exec older than the fork is another process's, not taken.
+        e.pid = 7;
+        t.exec(&e);
+        let mut f = fork(5, 7, 0, b"sh");
+        f.time_ns = 300;
+        t.fork(&f);
+        assert_ne!(t.exec_context(7).map(|c| &*c.exe), Some(&b"/bin/echo"[..]));
+
+        // Kept until the second sweep only.
+        e.pid = 8;
+        t.exec(&e);
+        t.sweep();
+        t.sweep();
+        let mut f = fork(5, 8, 0, b"sh");
+        f.time_ns = 100;
+        t.fork(&f);
+        assert_ne!(t.exec_context(8).map(|c| &*c.exe), Some(&b"/bin/echo"[..]));
+        assert!(t.early_execs.is_empty());
     }
 
     #[test]
