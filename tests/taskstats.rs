@@ -1861,46 +1861,57 @@ fn extended_fields_equal_taskstats() {
     );
 }
 
+/// A made-up taskstats record for the tests that need no root: each
+/// field not a delay is `io` plus its offset, the high-water marks 4096.
+fn made_up_task(tid: u32, io: u64, flag: u8) -> Task {
+    let mut raw = vec![0u8; 440];
+    raw[0..2].copy_from_slice(&16u16.to_le_bytes());
+    raw[8] = flag;
+    for fld in FIELDS.iter().filter(|f| !f.delay) {
+        let v = if fld.json.starts_with("hiwater_") {
+            4096
+        } else {
+            io + fld.off as u64
+        };
+        raw[fld.off..fld.off + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    Task {
+        tid,
+        version: 16,
+        raw,
+    }
+}
+
+/// The extended fields of a line over `tasks`, summed (or the largest) as
+/// the tracer does; the delays null.
+fn fields_over(tasks: &[&Task]) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    for fld in FIELDS {
+        let v = if fld.delay {
+            Value::Null
+        } else {
+            let vals = tasks
+                .iter()
+                .map(|t| t.u64_at(fld.off).expect("in the record"));
+            Value::from(match fld.agg {
+                Agg::Sum => vals.sum::<u64>(),
+                Agg::Max => vals.max().unwrap_or(0),
+            })
+        };
+        m.insert(fld.json.into(), v);
+    }
+    m
+}
+
 /// [`without_late_threads`] leaves a thread out only when the line equals
 /// the sums without it, never the line's own thread, and never to explain
 /// any other difference. Needs no root: made-up records.
 #[test]
 fn late_threads_are_left_out_only_when_the_sums_say_so() {
-    let task = |tid: u32, io: u64| {
-        let mut raw = vec![0u8; 440];
-        raw[0..2].copy_from_slice(&16u16.to_le_bytes());
-        for fld in FIELDS.iter().filter(|f| !f.delay) {
-            let v = if fld.json.starts_with("hiwater_") {
-                4096
-            } else {
-                io + fld.off as u64
-            };
-            raw[fld.off..fld.off + 8].copy_from_slice(&v.to_le_bytes());
-        }
-        Task {
-            tid,
-            version: 16,
-            raw,
-        }
-    };
+    let task = |tid: u32, io: u64| made_up_task(tid, io, 0);
     let (leader, worker, last) = (task(100, 8192), task(101, 524_288), task(102, 1_048_576));
     let line_over = |tasks: &[&Task]| {
-        let mut m = serde_json::Map::new();
-        for fld in FIELDS {
-            let v = if fld.delay {
-                Value::Null
-            } else {
-                let vals = tasks
-                    .iter()
-                    .map(|t| t.u64_at(fld.off).expect("in the record"));
-                Value::from(match fld.agg {
-                    Agg::Sum => vals.sum::<u64>(),
-                    Agg::Max => vals.max().unwrap_or(0),
-                })
-            };
-            m.insert(fld.json.into(), v);
-        }
-        let v = Value::Object(m);
+        let v = Value::Object(fields_over(tasks));
         let raw = v.to_string();
         (v, raw)
     };
@@ -1951,40 +1962,9 @@ fn late_threads_are_left_out_only_when_the_sums_say_so() {
 /// thread. Needs no root: made-up records.
 #[test]
 fn a_skipped_thread_is_allowed_only_when_the_summary_counts_it() {
-    let task = |tid: u32, io: u64, flag: u8| {
-        let mut raw = vec![0u8; 440];
-        raw[0..2].copy_from_slice(&16u16.to_le_bytes());
-        raw[8] = flag;
-        for fld in FIELDS.iter().filter(|f| !f.delay) {
-            let v = if fld.json.starts_with("hiwater_") {
-                4096
-            } else {
-                io + fld.off as u64
-            };
-            raw[fld.off..fld.off + 8].copy_from_slice(&v.to_le_bytes());
-        }
-        Task {
-            tid,
-            version: 16,
-            raw,
-        }
-    };
+    let task = made_up_task;
     let line = |event: &str, tid: u32, tasks: &[&Task]| {
-        let mut m = serde_json::Map::new();
-        for fld in FIELDS {
-            let v = if fld.delay {
-                Value::Null
-            } else {
-                let vals = tasks
-                    .iter()
-                    .map(|t| t.u64_at(fld.off).expect("in the record"));
-                Value::from(match fld.agg {
-                    Agg::Sum => vals.sum::<u64>(),
-                    Agg::Max => vals.max().unwrap_or(0),
-                })
-            };
-            m.insert(fld.json.into(), v);
-        }
+        let mut m = fields_over(tasks);
         for (k, v) in [
             ("event", Value::from(event)),
             ("pid", Value::from(100)),
