@@ -425,6 +425,10 @@ pub struct Xacct {
     pub thrashing_delay_ns: u64,
     pub compact_delay_ns: u64,
     pub irq_delay_ns: u64,
+    /// How many of the tasks summed had delay accounting: the delays of a
+    /// group's entry are present when it is not 0, even when they add up
+    /// to 0 (a task that never waited to run).
+    pub delay_tasks: u64,
 }
 
 /// The `kind` that starts every ring record and says which type it is.
@@ -792,7 +796,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<Xacct>(), 21 * 8);
+        assert_eq!(size_of::<Xacct>(), 22 * 8);
         assert_eq!(size_of::<Tracked>(), 16);
         assert_eq!(
             size_of::<ExitRecord>(),

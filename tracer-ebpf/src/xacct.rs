@@ -49,6 +49,7 @@ static ZERO: Xacct = Xacct {
     thrashing_delay_ns: 0,
     compact_delay_ns: 0,
     irq_delay_ns: 0,
+    delay_tasks: 0,
 };
 
 /// `bpf_map_update_elem()` flags.
@@ -156,51 +157,54 @@ pub(crate) fn task_figures<K: Kernel>(dst: *mut Xacct, task: u64, how: Into) -> 
         );
         put(&raw mut (*dst).nvcsw, K::u64(task, off!(task_nvcsw)), how);
         put(&raw mut (*dst).nivcsw, K::u64(task, off!(task_nivcsw)), how);
-        if cfg!(delayacct) != 0 {
-            // delayacct_add_tsk() gives nothing for a task without delay
-            // accounting (made while it was off).
-            let d = K::u64(task, off!(task_delays));
-            if d != 0 {
-                bits |= present::DELAYS;
-                if off!(delay_irq) != ABSENT {
-                    bits |= present::DELAY_IRQ;
-                }
-                put(
-                    &raw mut (*dst).cpu_delay_ns,
-                    K::u64(task, off!(task_run_delay)),
-                    how,
-                );
-                put(
-                    &raw mut (*dst).blkio_delay_ns,
-                    K::u64(d, off!(delay_blkio)),
-                    how,
-                );
-                put(
-                    &raw mut (*dst).swapin_delay_ns,
-                    K::u64(d, off!(delay_swapin)),
-                    how,
-                );
-                put(
-                    &raw mut (*dst).freepages_delay_ns,
-                    K::u64(d, off!(delay_freepages)),
-                    how,
-                );
-                put(
-                    &raw mut (*dst).thrashing_delay_ns,
-                    K::u64(d, off!(delay_thrashing)),
-                    how,
-                );
-                put(
-                    &raw mut (*dst).compact_delay_ns,
-                    K::u64(d, off!(delay_compact)),
-                    how,
-                );
-                put(
-                    &raw mut (*dst).irq_delay_ns,
-                    K::u64(d, off!(delay_irq)),
-                    how,
-                );
+        // delayacct_add_tsk() gives nothing for a task without delay
+        // accounting (made while it was off).
+        let d = if cfg!(delayacct) != 0 {
+            K::u64(task, off!(task_delays))
+        } else {
+            0
+        };
+        put(&raw mut (*dst).delay_tasks, u64::from(d != 0), how);
+        if d != 0 {
+            bits |= present::DELAYS;
+            if off!(delay_irq) != ABSENT {
+                bits |= present::DELAY_IRQ;
             }
+            put(
+                &raw mut (*dst).cpu_delay_ns,
+                K::u64(task, off!(task_run_delay)),
+                how,
+            );
+            put(
+                &raw mut (*dst).blkio_delay_ns,
+                K::u64(d, off!(delay_blkio)),
+                how,
+            );
+            put(
+                &raw mut (*dst).swapin_delay_ns,
+                K::u64(d, off!(delay_swapin)),
+                how,
+            );
+            put(
+                &raw mut (*dst).freepages_delay_ns,
+                K::u64(d, off!(delay_freepages)),
+                how,
+            );
+            put(
+                &raw mut (*dst).thrashing_delay_ns,
+                K::u64(d, off!(delay_thrashing)),
+                how,
+            );
+            put(
+                &raw mut (*dst).compact_delay_ns,
+                K::u64(d, off!(delay_compact)),
+                how,
+            );
+            put(
+                &raw mut (*dst).irq_delay_ns,
+                K::u64(d, off!(delay_irq)),
+                how,
+            );
         }
     }
     bits
@@ -303,7 +307,7 @@ pub(crate) fn group_figures<K: Kernel>(dst: *mut Xacct, task: u64, tgid: u32, ow
             if e.hiwater_rss_kb != 0 {
                 bits |= present::HIWATER;
             }
-            if cfg!(delayacct) != 0 && e.cpu_delay_ns != 0 {
+            if cfg!(delayacct) != 0 && e.delay_tasks != 0 {
                 bits |= present::DELAYS;
                 if off!(delay_irq) != ABSENT {
                     bits |= present::DELAY_IRQ;
@@ -330,6 +334,7 @@ pub(crate) fn group_figures<K: Kernel>(dst: *mut Xacct, task: u64, tgid: u32, ow
             d.thrashing_delay_ns += e.thrashing_delay_ns;
             d.compact_delay_ns += e.compact_delay_ns;
             d.irq_delay_ns += e.irq_delay_ns;
+            d.delay_tasks += e.delay_tasks;
         }
         let _ = XACCT.remove(tgid);
     }

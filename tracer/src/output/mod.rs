@@ -738,6 +738,7 @@ pub(crate) mod fixtures {
             thrashing_delay_ns: 25,
             compact_delay_ns: 26,
             irq_delay_ns: 27,
+            delay_tasks: 1,
         }
     }
 
