@@ -542,15 +542,8 @@ impl Session {
             .is_some_and(|end| self.ring_positions.read_past(end));
         // Bounded: a stage found busy at every flush (a storm of exits on
         // one CPU) must not hold the rest back for the whole session.
-        self.incomplete_flushes = if complete {
-            0
-        } else {
-            self.incomplete_flushes + 1
-        };
-        let due = complete || self.incomplete_flushes > MAX_INCOMPLETE_FLUSHES;
-        if due {
-            self.incomplete_flushes = 0;
-        }
+        let due = complete || self.incomplete_flushes >= MAX_INCOMPLETE_FLUSHES;
+        self.incomplete_flushes = if due { 0 } else { self.incomplete_flushes + 1 };
         if due && !self.waiting.is_empty() {
             let clock = Clock::now();
             for rec in self.waiting.take_due() {
